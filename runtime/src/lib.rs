@@ -1,0 +1,3 @@
+//! phi: the Phi-3 / Llama inference runtime.
+
+pub mod tokenizer;
