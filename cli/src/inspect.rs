@@ -2,11 +2,11 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file.
+    /// The GGUF model file.
     pub model: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(args: Args) -> crate::CliResult {
     let _ = args;
-    Err("not yet".into())
+    Err("`phi inspect` is not implemented yet".into())
 }
