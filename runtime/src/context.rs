@@ -1,0 +1,567 @@
+//! An inference context: KV cache, scratch buffers, thread pool, and the
+//! forward pass of the decoder over a batch of tokens.
+
+use crate::config::Config;
+use crate::error::{PhiError, Result};
+use crate::model::{GateUp, Mat, Model, Qkv};
+use half::f16;
+use phi_kernels::{matmul, vec as kvec, Scratch};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    F32,
+    #[default]
+    F16,
+}
+
+/// How a context is set up.
+#[derive(Debug, Clone)]
+pub struct ContextParams {
+    /// Tokens the KV cache holds; 0 = the model's training context, capped at 4096.
+    pub n_ctx: usize,
+    /// Tokens processed per forward pass during prompt processing.
+    pub n_batch: usize,
+    /// Worker threads; 0 = one per physical core.
+    pub n_threads: usize,
+    pub kv_type: KvType,
+    /// Apply the model's declared sliding attention window (llama.cpp does not).
+    pub sliding_window: bool,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams {
+            n_ctx: 0,
+            n_batch: 512,
+            n_threads: 0,
+            kv_type: KvType::F16,
+            sliding_window: true,
+        }
+    }
+}
+
+/// The number of worker threads used when none is asked for.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+enum KvStore {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl KvStore {
+    fn new(ty: KvType, n: usize) -> KvStore {
+        match ty {
+            KvType::F32 => KvStore::F32(vec![0.0; n]),
+            KvType::F16 => KvStore::F16(vec![f16::ZERO; n]),
+        }
+    }
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            KvStore::F16(v) => {
+                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
+                    *d = f16::from_f32(*s);
+                }
+            }
+        }
+    }
+    fn dot(&self, at: usize, q: &[f32]) -> f32 {
+        match self {
+            KvStore::F32(v) => kvec::dot_f32(&v[at..at + q.len()], q),
+            KvStore::F16(v) => kvec::dot_f16_f32(&v[at..at + q.len()], q),
+        }
+    }
+    fn axpy(&self, at: usize, alpha: f32, y: &mut [f32]) {
+        match self {
+            KvStore::F32(v) => kvec::axpy_f32(y, alpha, &v[at..at + y.len()]),
+            KvStore::F16(v) => kvec::axpy_f16(y, alpha, &v[at..at + y.len()]),
+        }
+    }
+}
+
+struct LayerKv {
+    k: KvStore,
+    v: KvStore,
+}
+
+/// Activations for one batch, allocated once per context.
+struct Buffers {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    fused: Vec<f32>,
+    attn: Vec<f32>,
+    attn_heads: Vec<f32>,
+    scores: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// One sequence's state: KV cache and position. Used by one thread at a time;
+/// many contexts may share one [`Model`].
+pub struct Context {
+    model: Arc<Model>,
+    n_ctx: usize,
+    n_batch: usize,
+    window: usize,
+    n_past: usize,
+    kv: Vec<LayerKv>,
+    buf: Buffers,
+    /// Rotary inverse frequencies, LongRoPE factors applied.
+    inv_freq: Vec<f64>,
+    scratch: Scratch,
+    pool: Arc<rayon::ThreadPool>,
+    logits: Vec<f32>,
+    n_threads: usize,
+}
+
+impl Context {
+    /// Allocates the KV cache and buffers for `params`.
+    pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Context> {
+        let c = &model.config;
+        let n_ctx = if params.n_ctx == 0 {
+            c.n_ctx_train.min(4096)
+        } else {
+            params.n_ctx
+        };
+        if params.n_batch == 0 {
+            return Err(PhiError::InvalidArgument(
+                "the batch size must be at least 1".into(),
+            ));
+        }
+        let n_batch = params.n_batch.min(n_ctx);
+        let n_threads = if params.n_threads == 0 {
+            default_threads()
+        } else {
+            params.n_threads
+        };
+        let kv_elems = n_ctx
+            .checked_mul(c.kv_dim())
+            .ok_or_else(|| PhiError::InvalidArgument(format!("context of {n_ctx} is too large")))?;
+        let kv = (0..c.n_layer)
+            .map(|_| LayerKv {
+                k: KvStore::new(params.kv_type, kv_elems),
+                v: KvStore::new(params.kv_type, kv_elems),
+            })
+            .collect();
+        let b = n_batch;
+        let ff_fused = matches!(
+            model.layers.first().map(|l| &l.gate_up),
+            Some(GateUp::Fused(_))
+        );
+        let qkv_fused = matches!(model.layers.first().map(|l| &l.qkv), Some(Qkv::Fused(_)));
+        let fused_len = b * usize::max(
+            if ff_fused { 2 * c.n_ff } else { 0 },
+            if qkv_fused {
+                c.q_dim() + 2 * c.kv_dim()
+            } else {
+                0
+            },
+        );
+        let buf = Buffers {
+            x: vec![0.0; b * c.n_embd],
+            xn: vec![0.0; b * c.n_embd],
+            q: vec![0.0; b * c.q_dim()],
+            k: vec![0.0; b * c.kv_dim()],
+            v: vec![0.0; b * c.kv_dim()],
+            fused: vec![0.0; fused_len],
+            attn: vec![0.0; b * c.q_dim()],
+            attn_heads: vec![0.0; b * c.q_dim()],
+            scores: vec![0.0; c.n_head * n_ctx],
+            proj: vec![0.0; b * c.n_embd],
+            gate: vec![0.0; b * c.n_ff],
+            up: vec![0.0; if ff_fused { 0 } else { b * c.n_ff }],
+            cos: vec![0.0; b * c.n_rot / 2],
+            sin: vec![0.0; b * c.n_rot / 2],
+        };
+        let factors = model.rope_factors(n_ctx);
+        let inv_freq = (0..c.n_rot / 2)
+            .map(|i| {
+                let f = (c.rope_base as f64).powf(-2.0 * i as f64 / c.n_rot as f64);
+                match factors {
+                    Some(ff) => f / ff[i] as f64,
+                    None => f,
+                }
+            })
+            .collect();
+        let window = if params.sliding_window {
+            c.sliding_window
+        } else {
+            0
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n_threads)
+            .build()
+            .map_err(|e| PhiError::ThreadPool(e.to_string()))?;
+        let pool = Arc::new(pool);
+        Ok(Context {
+            model,
+            n_ctx,
+            n_batch,
+            window,
+            n_past: 0,
+            kv,
+            buf,
+            inv_freq,
+            scratch: Scratch::default(),
+            pool,
+            logits: Vec::new(),
+            n_threads,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+    /// Tokens the KV cache can hold.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    /// Tokens already in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+    pub fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+    /// Forgets the sequence (the cache is overwritten from position 0).
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+    }
+    /// Drops cached tokens from position `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    /// Logits of the last [`eval`](Self::eval): `[rows × n_vocab]`, row-major.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// The last row of [`logits`](Self::logits).
+    pub fn last_logits(&self) -> &[f32] {
+        let n = self.model.config.n_vocab;
+        &self.logits[self.logits.len().saturating_sub(n)..]
+    }
+
+    /// Appends `tokens` to the sequence and runs them through the model in
+    /// batches. Afterwards [`logits`](Self::logits) holds one row per token when
+    /// `all_logits`, else only the last token's row.
+    pub fn eval(&mut self, tokens: &[u32], all_logits: bool) -> Result<()> {
+        let n_vocab = self.model.config.n_vocab;
+        if tokens.is_empty() {
+            return Err(PhiError::InvalidArgument("no tokens to evaluate".into()));
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(PhiError::BadToken { id, n_vocab });
+        }
+        let needed = self.n_past + tokens.len();
+        if needed > self.n_ctx {
+            return Err(PhiError::ContextFull {
+                n_ctx: self.n_ctx,
+                needed,
+            });
+        }
+        let rows = if all_logits { tokens.len() } else { 1 };
+        self.logits.clear();
+        self.logits.resize(rows * n_vocab, 0.0);
+        let n_batch = self.n_batch;
+        let n_chunks = tokens.len().div_ceil(n_batch);
+        for (i, chunk) in tokens.chunks(n_batch).enumerate() {
+            let out_rows = if all_logits {
+                Some(i * n_batch..i * n_batch + chunk.len())
+            } else if i + 1 == n_chunks {
+                Some(0..1)
+            } else {
+                None
+            };
+            self.forward(chunk, out_rows)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one batch at positions n_past.. and writes logits for the batch's
+    /// rows into `self.logits[rows]` (all of them, or just the last token).
+    fn forward(&mut self, tokens: &[u32], out_rows: Option<std::ops::Range<usize>>) -> Result<()> {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| self.forward_inner(tokens, out_rows))
+    }
+
+    fn forward_inner(
+        &mut self,
+        tokens: &[u32],
+        out_rows: Option<std::ops::Range<usize>>,
+    ) -> Result<()> {
+        let model = Arc::clone(&self.model);
+        let c = &model.config;
+        let b = tokens.len();
+        let (e, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
+        let pos0 = self.n_past;
+        let buf = &mut self.buf;
+        let scratch = &mut self.scratch;
+
+        // Token embeddings.
+        let row_bytes = model.tok_embd_row_bytes();
+        let emb = model.weights(&model.tok_embd);
+        for (t, &id) in tokens.iter().enumerate() {
+            let src = &emb.data[id as usize * row_bytes..(id as usize + 1) * row_bytes];
+            phi_kernels::dequantize_row(emb.ty, src, &mut buf.x[t * e..(t + 1) * e])?;
+        }
+
+        // Rotary angles for this batch's positions.
+        let half = c.n_rot / 2;
+        for t in 0..b {
+            let p = (pos0 + t) as f64;
+            for i in 0..half {
+                let (s, co) = (p * self.inv_freq[i]).sin_cos();
+                buf.cos[t * half + i] = co as f32 * c.rope_attn_factor;
+                buf.sin[t * half + i] = s as f32 * c.rope_attn_factor;
+            }
+        }
+
+        for (li, layer) in model.layers.iter().enumerate() {
+            rms_norm(
+                &buf.x[..b * e],
+                &layer.attn_norm,
+                c.rms_eps,
+                &mut buf.xn[..b * e],
+            );
+            let xn = &buf.xn[..b * e];
+            match &layer.qkv {
+                Qkv::Fused(w) => {
+                    let out = &mut buf.fused[..b * (qd + 2 * kvd)];
+                    mm(&model, w, xn, b, out, scratch)?;
+                    for t in 0..b {
+                        let row = &out[t * (qd + 2 * kvd)..(t + 1) * (qd + 2 * kvd)];
+                        buf.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                        buf.k[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                        buf.v[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+                    }
+                }
+                Qkv::Split { q, k, v } => {
+                    mm(&model, q, xn, b, &mut buf.q[..b * qd], scratch)?;
+                    mm(&model, k, xn, b, &mut buf.k[..b * kvd], scratch)?;
+                    mm(&model, v, xn, b, &mut buf.v[..b * kvd], scratch)?;
+                }
+            }
+            for t in 0..b {
+                let (cos, sin) = (
+                    &buf.cos[t * half..(t + 1) * half],
+                    &buf.sin[t * half..(t + 1) * half],
+                );
+                for h in buf.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
+                    rope(h, cos, sin, c.rope_neox);
+                }
+                for h in buf.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(c.head_dim) {
+                    rope(h, cos, sin, c.rope_neox);
+                }
+            }
+            let kv = &mut self.kv[li];
+            kv.k.write(pos0 * kvd, &buf.k[..b * kvd]);
+            kv.v.write(pos0 * kvd, &buf.v[..b * kvd]);
+
+            attention(
+                c,
+                kv,
+                &buf.q[..b * qd],
+                pos0,
+                b,
+                self.window,
+                self.n_ctx,
+                &mut buf.attn_heads[..b * qd],
+                &mut buf.scores,
+            );
+            let d = c.head_dim;
+            for h in 0..c.n_head {
+                for t in 0..b {
+                    let src = &buf.attn_heads[(h * b + t) * d..(h * b + t + 1) * d];
+                    buf.attn[t * qd + h * d..t * qd + (h + 1) * d].copy_from_slice(src);
+                }
+            }
+            mm(
+                &model,
+                &layer.attn_out,
+                &buf.attn[..b * qd],
+                b,
+                &mut buf.proj[..b * e],
+                scratch,
+            )?;
+            add_assign(&mut buf.x[..b * e], &buf.proj[..b * e]);
+
+            rms_norm(
+                &buf.x[..b * e],
+                &layer.ffn_norm,
+                c.rms_eps,
+                &mut buf.xn[..b * e],
+            );
+            let xn = &buf.xn[..b * e];
+            let ff = c.n_ff;
+            match &layer.gate_up {
+                GateUp::Fused(w) => {
+                    let out = &mut buf.fused[..b * 2 * ff];
+                    mm(&model, w, xn, b, out, scratch)?;
+                    for t in 0..b {
+                        let row = &out[t * 2 * ff..(t + 1) * 2 * ff];
+                        let (g, u) = row.split_at(ff);
+                        swiglu(g, u, &mut buf.gate[t * ff..(t + 1) * ff]);
+                    }
+                }
+                GateUp::Split { gate, up } => {
+                    mm(&model, gate, xn, b, &mut buf.gate[..b * ff], scratch)?;
+                    mm(&model, up, xn, b, &mut buf.up[..b * ff], scratch)?;
+                    for (g, u) in buf.gate[..b * ff].iter_mut().zip(&buf.up[..b * ff]) {
+                        *g = silu(*g) * u;
+                    }
+                }
+            }
+            mm(
+                &model,
+                &layer.down,
+                &buf.gate[..b * ff],
+                b,
+                &mut buf.proj[..b * e],
+                scratch,
+            )?;
+            add_assign(&mut buf.x[..b * e], &buf.proj[..b * e]);
+        }
+
+        self.n_past += b;
+        if let Some(rows) = out_rows {
+            let n = rows.len();
+            let first = b - n;
+            rms_norm(
+                &buf.x[first * e..b * e],
+                &model.output_norm,
+                c.rms_eps,
+                &mut buf.xn[..n * e],
+            );
+            let nv = c.n_vocab;
+            let out = &mut self.logits[rows.start * nv..rows.end * nv];
+            mm(&model, &model.output, &buf.xn[..n * e], n, out, scratch)?;
+        }
+        Ok(())
+    }
+}
+
+impl Model {
+    fn tok_embd_row_bytes(&self) -> usize {
+        self.weights(&self.tok_embd).row_bytes()
+    }
+}
+
+fn mm(model: &Model, m: &Mat, x: &[f32], n: usize, y: &mut [f32], s: &mut Scratch) -> Result<()> {
+    matmul(&model.weights(m), x, n, y, s)?;
+    Ok(())
+}
+
+/// RMSNorm as ggml computes it: mean of squares in f64, scale in f32, then × weight.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &wi) in or.iter_mut().zip(xr).zip(w) {
+            *o = (v * scale) * wi;
+        }
+    }
+}
+
+/// Rotates the first `2 * cos.len()` dims of one head in place.
+fn rope(h: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
+    let half = cos.len();
+    if neox {
+        for i in 0..half {
+            let (a, b) = (h[i], h[i + half]);
+            h[i] = a * cos[i] - b * sin[i];
+            h[i + half] = a * sin[i] + b * cos[i];
+        }
+    } else {
+        for i in 0..half {
+            let (a, b) = (h[2 * i], h[2 * i + 1]);
+            h[2 * i] = a * cos[i] - b * sin[i];
+            h[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
+#[inline]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
+    for ((o, &gv), &uv) in out.iter_mut().zip(g).zip(u) {
+        *o = silu(gv) * uv;
+    }
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Causal (optionally windowed) attention for `b` tokens at positions
+/// `pos0..pos0+b`, written head-major into `out` ([head][token][head_dim]).
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    c: &Config,
+    kv: &LayerKv,
+    q: &[f32],
+    pos0: usize,
+    b: usize,
+    window: usize,
+    n_ctx: usize,
+    out: &mut [f32],
+    scores: &mut [f32],
+) {
+    let d = c.head_dim;
+    let (qd, kvd) = (c.q_dim(), c.kv_dim());
+    let group = c.n_head / c.n_head_kv;
+    let scale = 1.0 / (d as f32).sqrt();
+    out.par_chunks_mut(b * d)
+        .zip(scores.par_chunks_mut(n_ctx))
+        .enumerate()
+        .for_each(|(h, (out_h, s))| {
+            let kvh = h / group;
+            for t in 0..b {
+                let p = pos0 + t;
+                let lo = if window > 0 {
+                    (p + 1).saturating_sub(window)
+                } else {
+                    0
+                };
+                let qh = &q[t * qd + h * d..t * qd + (h + 1) * d];
+                let s = &mut s[..p + 1 - lo];
+                let mut max = f32::NEG_INFINITY;
+                for (j, sj) in (lo..=p).zip(s.iter_mut()) {
+                    *sj = kv.k.dot(j * kvd + kvh * d, qh) * scale;
+                    max = max.max(*sj);
+                }
+                let mut sum = 0f64;
+                for sj in s.iter_mut() {
+                    *sj = (*sj - max).exp();
+                    sum += *sj as f64;
+                }
+                let inv = (1.0 / sum) as f32;
+                let o = &mut out_h[t * d..(t + 1) * d];
+                o.fill(0.0);
+                for (j, &sj) in (lo..=p).zip(s.iter()) {
+                    kv.v.axpy(j * kvd + kvh * d, sj * inv, o);
+                }
+            }
+        });
+}

@@ -1,0 +1,241 @@
+//! A decoder assembled from a GGUF file: hyper-parameters plus references
+//! to the weight tensors, which stay in the memory map (zero-copy).
+
+use crate::config::{Arch, Config};
+use crate::error::{PhiError, Result};
+use phi_gguf::{GgmlType, Gguf};
+use phi_kernels::Weights;
+use std::path::Path;
+
+/// A weight matrix inside the file: `rows` rows of `cols` elements.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Byte range in the file.
+    offset: usize,
+    len: usize,
+}
+
+/// The attention input projections: Phi-3 fuses q|k|v, Llama keeps them apart.
+#[derive(Debug)]
+pub enum Qkv {
+    Fused(Mat),
+    Split { q: Mat, k: Mat, v: Mat },
+}
+
+/// The feed-forward input projections: Phi-3 fuses gate|up, Llama keeps them apart.
+#[derive(Debug)]
+pub enum GateUp {
+    Fused(Mat),
+    Split { gate: Mat, up: Mat },
+}
+
+#[derive(Debug)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub qkv: Qkv,
+    pub attn_out: Mat,
+    pub ffn_norm: Vec<f32>,
+    pub gate_up: GateUp,
+    pub down: Mat,
+}
+
+/// A loaded model: read-only, shareable between contexts and threads.
+pub struct Model {
+    gguf: Gguf,
+    pub config: Config,
+    pub tok_embd: Mat,
+    pub output_norm: Vec<f32>,
+    /// The output projection (`token_embd` again when embeddings are tied).
+    pub output: Mat,
+    pub layers: Vec<Layer>,
+    /// LongRoPE frequency factors (n_rot / 2 each), when the model has them.
+    pub rope_factors_long: Option<Vec<f32>>,
+    pub rope_factors_short: Option<Vec<f32>>,
+}
+
+impl Model {
+    /// Maps the file at `path` and assembles the decoder.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Model::from_gguf(Gguf::open(path)?)
+    }
+
+    /// Assembles the decoder from a parsed file.
+    pub fn from_gguf(gguf: Gguf) -> Result<Model> {
+        let config = Config::from_gguf(&gguf)?;
+        let c = &config;
+        let (e, ff) = (c.n_embd as u64, c.n_ff as u64);
+        let (qd, kvd) = (c.q_dim() as u64, c.kv_dim() as u64);
+        let vocab = c.n_vocab as u64;
+
+        let tok_embd = mat(&gguf, "token_embd.weight", e, vocab)?;
+        let output_norm = vector(&gguf, "output_norm.weight", e)?;
+        let output = if gguf.tensor("output.weight").is_ok() {
+            mat(&gguf, "output.weight", e, vocab)?
+        } else {
+            tok_embd
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let qkv = match c.arch {
+                Arch::Phi3 if gguf.tensor(&n("attn_qkv")).is_ok() => {
+                    Qkv::Fused(mat(&gguf, &n("attn_qkv"), e, qd + 2 * kvd)?)
+                }
+                _ => Qkv::Split {
+                    q: mat(&gguf, &n("attn_q"), e, qd)?,
+                    k: mat(&gguf, &n("attn_k"), e, kvd)?,
+                    v: mat(&gguf, &n("attn_v"), e, kvd)?,
+                },
+            };
+            let gate_up = if gguf.tensor(&n("ffn_gate")).is_ok() {
+                GateUp::Split {
+                    gate: mat(&gguf, &n("ffn_gate"), e, ff)?,
+                    up: mat(&gguf, &n("ffn_up"), e, ff)?,
+                }
+            } else {
+                GateUp::Fused(mat(&gguf, &n("ffn_up"), e, 2 * ff)?)
+            };
+            layers.push(Layer {
+                attn_norm: vector(&gguf, &n("attn_norm"), e)?,
+                qkv,
+                attn_out: mat(&gguf, &n("attn_output"), qd, e)?,
+                ffn_norm: vector(&gguf, &n("ffn_norm"), e)?,
+                gate_up,
+                down: mat(&gguf, &n("ffn_down"), ff, e)?,
+            });
+        }
+        let half_rot = (c.n_rot / 2) as u64;
+        let factors = |name: &str| -> Result<Option<Vec<f32>>> {
+            if gguf.tensor(name).is_ok() {
+                vector(&gguf, name, half_rot).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let rope_factors_long = factors("rope_factors_long.weight")?;
+        let rope_factors_short = factors("rope_factors_short.weight")?;
+        Ok(Model {
+            gguf,
+            config,
+            tok_embd,
+            output_norm,
+            output,
+            layers,
+            rope_factors_long,
+            rope_factors_short,
+        })
+    }
+
+    /// The parsed file (metadata, tokenizer keys).
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    /// A kernel view of a weight matrix.
+    pub fn weights(&self, m: &Mat) -> Weights<'_> {
+        Weights {
+            ty: m.ty,
+            rows: m.rows,
+            cols: m.cols,
+            data: &self.gguf.bytes()[m.offset..m.offset + m.len],
+        }
+    }
+
+    /// The LongRoPE factors that llama.cpp uses for a context of `n_ctx`:
+    /// long ones once the context exceeds the original training length.
+    pub fn rope_factors(&self, n_ctx: usize) -> Option<&[f32]> {
+        if n_ctx > self.config.n_ctx_orig {
+            self.rope_factors_long.as_deref()
+        } else {
+            self.rope_factors_short.as_deref()
+        }
+    }
+
+    /// Bytes of weights read per decoded token (all matrices once).
+    pub fn weight_bytes(&self) -> usize {
+        let mut total = self.output.len;
+        for l in &self.layers {
+            let mats: Vec<&Mat> = match (&l.qkv, &l.gate_up) {
+                (Qkv::Fused(a), GateUp::Fused(b)) => vec![a, b],
+                (Qkv::Fused(a), GateUp::Split { gate, up }) => vec![a, gate, up],
+                (Qkv::Split { q, k, v }, GateUp::Fused(b)) => vec![q, k, v, b],
+                (Qkv::Split { q, k, v }, GateUp::Split { gate, up }) => vec![q, k, v, gate, up],
+            };
+            total += mats.iter().map(|m| m.len).sum::<usize>() + l.attn_out.len + l.down.len;
+        }
+        total
+    }
+}
+
+/// Looks up a 2-D weight tensor of `cols` × `rows` (GGUF order) the kernels can run.
+fn mat(g: &Gguf, name: &str, cols: u64, rows: u64) -> Result<Mat> {
+    let t = g
+        .tensor(name)
+        .map_err(|_| PhiError::MissingTensor { name: name.into() })?;
+    let dims = &t.info.dims;
+    let ok = match dims.as_slice() {
+        [c, r] => *c == cols && *r == rows,
+        [c, r, rest @ ..] => *c == cols && *r == rows && rest.iter().all(|d| *d == 1),
+        _ => false,
+    };
+    if !ok {
+        return Err(PhiError::TensorShape {
+            name: name.into(),
+            expected: vec![cols, rows],
+            found: dims.clone(),
+        });
+    }
+    let ty = t.info.ggml_type;
+    if !phi_kernels::supports(ty) {
+        return Err(PhiError::TensorType {
+            name: name.into(),
+            ty,
+        });
+    }
+    // The parser checked that the data lies inside the file; find its offset in the
+    // whole mapping so the model can hand out slices without holding borrows.
+    let base = g.bytes().as_ptr() as usize;
+    let offset = t.data.as_ptr() as usize - base;
+    let w = Weights::new(ty, rows as usize, cols as usize, t.data)?;
+    Ok(Mat {
+        ty,
+        rows: w.rows,
+        cols: w.cols,
+        offset,
+        len: t.data.len(),
+    })
+}
+
+/// A 1-D tensor of `n` values (norm weights, rope factors), dequantized to f32.
+fn vector(g: &Gguf, name: &str, n: u64) -> Result<Vec<f32>> {
+    let t = g
+        .tensor(name)
+        .map_err(|_| PhiError::MissingTensor { name: name.into() })?;
+    let dims = &t.info.dims;
+    if dims.first() != Some(&n) || dims.iter().skip(1).any(|d| *d != 1) {
+        return Err(PhiError::TensorShape {
+            name: name.into(),
+            expected: vec![n],
+            found: dims.clone(),
+        });
+    }
+    let ty = t.info.ggml_type;
+    if !phi_kernels::supports(ty) {
+        return Err(PhiError::TensorType {
+            name: name.into(),
+            ty,
+        });
+    }
+    let mut out = vec![0f32; n as usize];
+    phi_kernels::dequantize_row(ty, t.data, &mut out)?;
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(PhiError::BadHyperParam(format!(
+            "tensor `{name}` holds a non-finite value ({}) at index {i}",
+            out[i]
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,189 @@
+//! The decoder against llama.cpp: per-position logits and greedy
+//! continuations for every fixture model (tests/fixtures/oracle).
+
+use phi::{sampler::argmax, Context, ContextParams, KvType, Model};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+struct Tolerance {
+    max_abs: f64,
+    mean_abs: f64,
+    kl_mean: f64,
+}
+
+/// The fixture README's tolerances (what llama.cpp itself meets).
+fn tolerance(model: &str) -> Tolerance {
+    if model.contains("f32") {
+        Tolerance {
+            max_abs: 1e-3,
+            mean_abs: 1e-4,
+            kl_mean: 1e-8,
+        }
+    } else if model.contains("f16") {
+        Tolerance {
+            max_abs: 2e-2,
+            mean_abs: 5e-3,
+            kl_mean: 1e-5,
+        }
+    } else {
+        Tolerance {
+            max_abs: 0.5,
+            mean_abs: 0.06,
+            kl_mean: 5e-3,
+        }
+    }
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let lse = row
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    row.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Runs every sequence of one oracle directory and checks logits and greedy output.
+fn check(oracle_dir: &str) {
+    let dir = fixtures().join("oracle").join(oracle_dir);
+    let man: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let model_file = man["model"]["file"].as_str().unwrap();
+    let n_ctx = man["settings"]["n_ctx"].as_u64().unwrap() as usize;
+    let n_vocab = man["n_vocab"].as_u64().unwrap() as usize;
+    let model = Arc::new(Model::load(fixtures().join("models").join(model_file)).unwrap());
+    assert_eq!(model.config.n_vocab, n_vocab);
+    let params = ContextParams {
+        n_ctx,
+        n_batch: 256,
+        n_threads: 2,
+        kv_type: KvType::F32,
+        sliding_window: false,
+    };
+    let tol = tolerance(model_file);
+    let (mut max_abs, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);
+    let (mut kl_sum, mut n_rows) = (0f64, 0usize);
+    for seq in man["sequences"].as_array().unwrap() {
+        let name = seq["name"].as_str().unwrap();
+        let tokens = ids(&seq["tokens"]);
+        let bytes = std::fs::read(dir.join(seq["logits_file"].as_str().unwrap())).unwrap();
+        let reference: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(reference.len(), tokens.len() * n_vocab);
+
+        let mut ctx = Context::new(Arc::clone(&model), &params).unwrap();
+        ctx.eval(&tokens, true).unwrap();
+        let ours = ctx.logits();
+        assert_eq!(ours.len(), reference.len());
+        let margins = seq["top1_top2_margin"].as_array().unwrap();
+        for (pos, (a, b)) in ours
+            .chunks(n_vocab)
+            .zip(reference.chunks(n_vocab))
+            .enumerate()
+        {
+            for (x, y) in a.iter().zip(b) {
+                let d = (*x as f64 - *y as f64).abs();
+                max_abs = max_abs.max(d);
+                sum_abs += d;
+                n_abs += 1;
+            }
+            let (lp, lq) = (log_softmax(b), log_softmax(a));
+            kl_sum += lp
+                .iter()
+                .zip(&lq)
+                .map(|(p, q)| p.exp() * (p - q))
+                .sum::<f64>();
+            n_rows += 1;
+            if margins[pos].as_f64().unwrap() > 0.5 {
+                assert_eq!(
+                    argmax(a),
+                    argmax(b),
+                    "{oracle_dir} {name}: top-1 differs at position {pos}"
+                );
+            }
+        }
+
+        // Greedy continuation through the KV cache, one token per eval, compared up to
+        // the first step whose recorded top1-top2 margin is a near-tie (< 0.5).
+        let greedy = ids(&seq["greedy"]);
+        let step_margin: Vec<f64> = seq["gen_step_margin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let mut margin = seq["greedy_margin_first"].as_f64().unwrap();
+        let mut next = argmax(ctx.last_logits());
+        for (j, &want) in greedy.iter().enumerate() {
+            if margin < 0.5 {
+                break;
+            }
+            assert_eq!(next, want, "{oracle_dir} {name}: greedy token {j} differs");
+            ctx.eval(&[next], false).unwrap();
+            next = argmax(ctx.last_logits());
+            margin = step_margin[j];
+        }
+    }
+    let mean_abs = sum_abs / n_abs as f64;
+    let kl_mean = kl_sum / n_rows as f64;
+    eprintln!("{oracle_dir}: max |Δ| {max_abs:.3e}, mean |Δ| {mean_abs:.3e}, KL {kl_mean:.3e}");
+    assert!(
+        max_abs <= tol.max_abs,
+        "{oracle_dir}: max |Δlogit| {max_abs} > {}",
+        tol.max_abs
+    );
+    assert!(
+        mean_abs <= tol.mean_abs,
+        "{oracle_dir}: mean |Δlogit| {mean_abs} > {}",
+        tol.mean_abs
+    );
+    assert!(
+        kl_mean <= tol.kl_mean,
+        "{oracle_dir}: mean KL {kl_mean} > {}",
+        tol.kl_mean
+    );
+}
+
+macro_rules! oracle_tests {
+    ($($name:ident => $dir:literal,)*) => {
+        $(#[test] fn $name() { check($dir); })*
+    };
+}
+
+oracle_tests! {
+    phi3_tiny_f32 => "phi3-tiny-f32",
+    phi3_tiny_f16 => "phi3-tiny-f16",
+    phi3_tiny_q8_0 => "phi3-tiny-q8_0",
+    phi3_tiny_q4_0 => "phi3-tiny-q4_0",
+    phi3_tiny_q4_1 => "phi3-tiny-q4_1",
+    phi3_tiny_q5_0 => "phi3-tiny-q5_0",
+    phi3_tiny_q5_1 => "phi3-tiny-q5_1",
+    phi3_tiny_q2_k => "phi3-tiny-q2_k",
+    phi3_tiny_q3_k_m => "phi3-tiny-q3_k_m",
+    phi3_tiny_q4_k_m => "phi3-tiny-q4_k_m",
+    phi3_tiny_q6_k => "phi3-tiny-q6_k",
+    phi3_hd96_q4_0 => "phi3-hd96-q4_0",
+    phi3_hd96_q8_0 => "phi3-hd96-q8_0",
+    phi3_gqa_q8_0 => "phi3-gqa-q8_0",
+    phi3_partial_q8_0 => "phi3-partial-q8_0",
+    phi3_longrope_short => "phi3-longrope-q8_0-ctx4096-short",
+    phi3_longrope_long => "phi3-longrope-q8_0-ctx8192-long",
+    llama_tiny_q8_0 => "llama-tiny-q8_0",
+}
