@@ -1,0 +1,140 @@
+//! ggml's non-linear 4-bit formats: IQ4_NL (blocks of 32, activations Q8_0)
+//! and IQ4_XS (super-blocks of 256 with 6-bit sub-block scales, activations
+//! Q8_K). Each 4-bit index selects a value from the fixed codebook
+//! [`KVALUES_IQ4NL`].
+
+use super::k_quants::{BlockQ8_K, QK_K};
+use super::BlockQ8_0;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+/// Elements per IQ4_NL block.
+pub const QK4_NL: usize = 32;
+
+/// ggml's IQ4 codebook (`kvalues_iq4nl`).
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// IQ4_NL: `x[j] = d * K[qs[j] & 15]`, `x[j + 16] = d * K[qs[j] >> 4]`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BlockIQ4_NL {
+    pub d: f16,
+    pub qs: [u8; QK4_NL / 2],
+}
+
+/// IQ4_XS: 8 sub-blocks of 32 with 6-bit scales (offset 32): low 4 bits in
+/// `scales_l` (two per byte, even sub-block in the low nibble), high 2 bits
+/// at bits `2*ib` of `scales_h`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockIQ4_XS {
+    pub d: f16,
+    pub scales_h: u16,
+    pub scales_l: [u8; QK_K / 64],
+    pub qs: [u8; QK_K / 2],
+}
+
+const _: () = assert!(core::mem::size_of::<BlockIQ4_NL>() == 18);
+const _: () = assert!(core::mem::size_of::<BlockIQ4_XS>() == 136);
+
+/// The signed 6-bit scale (minus 32) of sub-block `ib` (0..8) of an IQ4_XS block.
+#[inline(always)]
+pub fn iq4_xs_scale(b: &BlockIQ4_XS, ib: usize) -> i32 {
+    let low = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
+    let high = ((b.scales_h >> (2 * ib)) & 3) as u8;
+    (low | (high << 4)) as i32 - 32
+}
+
+/// Dequantizes IQ4_NL blocks into `y` (`y.len() == 32 * x.len()`).
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn dequantize_row_iq4_nl(x: &[BlockIQ4_NL], y: &mut [f32]) {
+    assert_eq!(Some(y.len()), x.len().checked_mul(QK4_NL));
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK4_NL)) {
+        let d = b.d.to_f32();
+        for j in 0..16 {
+            out[j] = d * KVALUES_IQ4NL[(b.qs[j] & 0xF) as usize] as f32;
+            out[j + 16] = d * KVALUES_IQ4NL[(b.qs[j] >> 4) as usize] as f32;
+        }
+    }
+}
+
+/// Dequantizes IQ4_XS blocks into `y` (`y.len() == 256 * x.len()`).
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn dequantize_row_iq4_xs(x: &[BlockIQ4_XS], y: &mut [f32]) {
+    assert_eq!(Some(y.len()), x.len().checked_mul(QK_K));
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        for ib in 0..8 {
+            let dl = d * iq4_xs_scale(b, ib) as f32;
+            let qs = &b.qs[16 * ib..16 * ib + 16];
+            let o = &mut out[32 * ib..32 * ib + 32];
+            for j in 0..16 {
+                o[j] = dl * KVALUES_IQ4NL[(qs[j] & 0xF) as usize] as f32;
+                o[j + 16] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
+            }
+        }
+    }
+}
+
+/// Integer dot of one IQ4_NL block with one Q8_0 block.
+#[inline(always)]
+pub fn block_dot_iq4_nl_q8_0(x: &BlockIQ4_NL, y: &BlockQ8_0) -> i32 {
+    let mut s = 0i32;
+    for j in 0..16 {
+        s += KVALUES_IQ4NL[(x.qs[j] & 0xF) as usize] as i32 * y.qs[j] as i32;
+        s += KVALUES_IQ4NL[(x.qs[j] >> 4) as usize] as i32 * y.qs[j + 16] as i32;
+    }
+    s
+}
+
+/// Reference dot: per block the exact integer dot times `d_x * d_y`.
+///
+/// # Panics
+/// If the block counts differ.
+pub fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4_NL], y: &[BlockQ8_0]) -> f32 {
+    assert_eq!(x.len(), y.len());
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let d = bx.d.to_f32() * by.d.to_f32();
+        sumf += d * block_dot_iq4_nl_q8_0(bx, by) as f32;
+    }
+    sumf
+}
+
+/// Integer part of one IQ4_XS × Q8_K block: Σ_ib (scale_ib − 32) · Σ K[q]·q8.
+#[inline(always)]
+pub fn block_dot_iq4_xs(x: &BlockIQ4_XS, y: &BlockQ8_K) -> i32 {
+    let mut sumi = 0i32;
+    for ib in 0..8 {
+        let qs = &x.qs[16 * ib..16 * ib + 16];
+        let q8 = &y.qs[32 * ib..32 * ib + 32];
+        let mut s = 0i32;
+        for j in 0..16 {
+            s += KVALUES_IQ4NL[(qs[j] & 0xF) as usize] as i32 * q8[j] as i32;
+            s += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * q8[j + 16] as i32;
+        }
+        sumi += iq4_xs_scale(x, ib) * s;
+    }
+    sumi
+}
+
+/// Reference dot: Σ over blocks of `d·y.d·Σ_ib scale_ib·(K[q]·q8)`.
+///
+/// # Panics
+/// If the block counts differ.
+pub fn vec_dot_iq4_xs_q8_k(x: &[BlockIQ4_XS], y: &[BlockQ8_K]) -> f32 {
+    assert_eq!(x.len(), y.len());
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        sumf += bx.d.to_f32() * by.d * block_dot_iq4_xs(bx, by) as f32;
+    }
+    sumf
+}
