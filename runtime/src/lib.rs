@@ -7,12 +7,15 @@
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod sampler;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use config::{Arch, Config};
 pub use context::{Context, ContextParams, KvType};
 pub use error::{PhiError, Result};
+pub use generate::{generate, GenerationStats, StopReason};
 pub use model::Model;
 pub use sampler::{Sampler, SamplerParams};

@@ -1,0 +1,258 @@
+//! Synthetic models: random weights of any decoder shape, written with the
+//! project's own GGUF writer. Tests use them to run every code path on a
+//! fresh clone; benchmarks use them to measure without a multi-GB download.
+
+use crate::config::Arch;
+use crate::error::{PhiError, Result};
+use half::f16;
+use phi_gguf::{GgmlType, GgufWriter, Value, ValueType};
+
+/// The shape and variant of a synthetic decoder.
+#[derive(Debug, Clone)]
+pub struct SyntheticSpec {
+    pub arch: Arch,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Rotated dims per head (head_dim = n_embd / n_head).
+    pub n_rot: usize,
+    /// At least 259: `<unk>`, `<s>`, `</s>` and the 256 byte tokens come first.
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    /// Sliding attention window (0 = none).
+    pub sliding_window: usize,
+    /// LongRoPE: original context length, long/short factors, attention factor.
+    pub longrope_orig_ctx: Option<usize>,
+    /// No `output.weight`: the output projection reuses `token_embd`.
+    pub tied_embeddings: bool,
+    /// Type of the 2-D weights (F32 or F16; norms stay F32).
+    pub weight_type: GgmlType,
+    pub seed: u64,
+}
+
+impl SyntheticSpec {
+    /// A tiny Phi-3 (2 layers, 128 wide) for tests.
+    pub fn tiny_phi3() -> SyntheticSpec {
+        SyntheticSpec {
+            arch: Arch::Phi3,
+            n_embd: 128,
+            n_ff: 256,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 4,
+            n_rot: 32,
+            n_vocab: 320,
+            n_ctx_train: 4096,
+            sliding_window: 0,
+            longrope_orig_ctx: None,
+            tied_embeddings: false,
+            weight_type: GgmlType::F32,
+            seed: 1,
+        }
+    }
+
+    fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Builds the GGUF bytes of a synthetic model.
+pub fn build(spec: &SyntheticSpec) -> Result<Vec<u8>> {
+    let s = spec;
+    if s.n_vocab < 259 || s.n_head == 0 || s.n_embd % s.n_head != 0 || s.n_head_kv == 0 {
+        return Err(PhiError::InvalidArgument(format!(
+            "synthetic spec is inconsistent: {s:?}"
+        )));
+    }
+    if !matches!(s.weight_type, GgmlType::F32 | GgmlType::F16) {
+        return Err(PhiError::InvalidArgument(format!(
+            "synthetic weights of type {} are not supported yet",
+            s.weight_type
+        )));
+    }
+    let a = s.arch.name();
+    let mut w = GgufWriter::new();
+    let mut meta = |k: &str, v: Value| w.add_metadata(k, v);
+    meta("general.architecture", Value::String(a.into()))?;
+    meta("general.name", Value::String(format!("synthetic {a}")))?;
+    let u32v = |v: usize| Value::U32(v as u32);
+    meta(&format!("{a}.context_length"), u32v(s.n_ctx_train))?;
+    meta(&format!("{a}.embedding_length"), u32v(s.n_embd))?;
+    meta(&format!("{a}.feed_forward_length"), u32v(s.n_ff))?;
+    meta(&format!("{a}.block_count"), u32v(s.n_layer))?;
+    meta(&format!("{a}.attention.head_count"), u32v(s.n_head))?;
+    meta(&format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv))?;
+    meta(
+        &format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    )?;
+    meta(&format!("{a}.rope.dimension_count"), u32v(s.n_rot))?;
+    meta(&format!("{a}.rope.freq_base"), Value::F32(10000.0))?;
+    if s.sliding_window > 0 {
+        meta(
+            &format!("{a}.attention.sliding_window"),
+            u32v(s.sliding_window),
+        )?;
+    }
+    if let Some(orig) = s.longrope_orig_ctx {
+        meta(
+            &format!("{a}.rope.scaling.original_context_length"),
+            u32v(orig),
+        )?;
+        meta(&format!("{a}.rope.scaling.attn_factor"), Value::F32(1.19))?;
+    }
+    // A byte-level SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, filler pieces.
+    let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    while tokens.len() < s.n_vocab {
+        tokens.push(format!("▁t{}", tokens.len()));
+    }
+    let types: Vec<Value> = (0..s.n_vocab)
+        .map(|i| {
+            Value::I32(if i == 0 {
+                2
+            } else if i < 3 {
+                3
+            } else if i < 259 {
+                6
+            } else {
+                1
+            })
+        })
+        .collect();
+    let scores: Vec<Value> = (0..s.n_vocab).map(|i| Value::F32(-(i as f32))).collect();
+    meta("tokenizer.ggml.model", Value::String("llama".into()))?;
+    meta(
+        "tokenizer.ggml.tokens",
+        Value::Array(
+            ValueType::String,
+            tokens.into_iter().map(Value::String).collect(),
+        ),
+    )?;
+    meta(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, scores),
+    )?;
+    meta(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types),
+    )?;
+    meta("tokenizer.ggml.bos_token_id", Value::U32(1))?;
+    meta("tokenizer.ggml.eos_token_id", Value::U32(2))?;
+    meta("tokenizer.ggml.unknown_token_id", Value::U32(0))?;
+    meta("tokenizer.ggml.add_bos_token", Value::Bool(true))?;
+
+    let mut rng = Rng(s.seed);
+    let (e, hd) = (s.n_embd, s.head_dim());
+    let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
+    let mut add_mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, scale: f32| {
+        let vals: Vec<f32> = (0..cols * rows).map(|_| rng.uniform() * scale).collect();
+        let (ty, bytes) = match s.weight_type {
+            GgmlType::F16 => (
+                GgmlType::F16,
+                vals.iter()
+                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+            _ => (
+                GgmlType::F32,
+                vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        };
+        w.add_tensor(name, ty, &[cols as u64, rows as u64], bytes)
+    };
+    let norm = |n: usize, rng_seed: u64| -> Vec<u8> {
+        let mut r = Rng(rng_seed);
+        (0..n)
+            .flat_map(|_| (1.0 + 0.1 * r.uniform()).to_le_bytes())
+            .collect()
+    };
+    // Scales keep activations O(1) so logits are spread out but finite.
+    let ws = 1.0 / (e as f32).sqrt() * 1.7;
+    add_mat(&mut w, "token_embd.weight", e, s.n_vocab, 1.0)?;
+    for i in 0..s.n_layer {
+        let n = |x: &str| format!("blk.{i}.{x}.weight");
+        w.add_tensor(
+            n("attn_norm"),
+            GgmlType::F32,
+            &[e as u64],
+            norm(e, s.seed + 100 + i as u64),
+        )?;
+        w.add_tensor(
+            n("ffn_norm"),
+            GgmlType::F32,
+            &[e as u64],
+            norm(e, s.seed + 200 + i as u64),
+        )?;
+        match s.arch {
+            Arch::Phi3 => {
+                add_mat(&mut w, &n("attn_qkv"), e, qd + 2 * kvd, ws)?;
+                add_mat(&mut w, &n("ffn_up"), e, 2 * s.n_ff, ws)?;
+            }
+            Arch::Llama => {
+                add_mat(&mut w, &n("attn_q"), e, qd, ws)?;
+                add_mat(&mut w, &n("attn_k"), e, kvd, ws)?;
+                add_mat(&mut w, &n("attn_v"), e, kvd, ws)?;
+                add_mat(&mut w, &n("ffn_gate"), e, s.n_ff, ws)?;
+                add_mat(&mut w, &n("ffn_up"), e, s.n_ff, ws)?;
+            }
+        }
+        add_mat(&mut w, &n("attn_output"), qd, e, ws)?;
+        add_mat(
+            &mut w,
+            &n("ffn_down"),
+            s.n_ff,
+            e,
+            1.0 / (s.n_ff as f32).sqrt(),
+        )?;
+    }
+    w.add_tensor(
+        "output_norm.weight",
+        GgmlType::F32,
+        &[e as u64],
+        norm(e, s.seed + 300),
+    )?;
+    if !s.tied_embeddings {
+        add_mat(&mut w, "output.weight", e, s.n_vocab, ws * 2.0)?;
+    }
+    if s.longrope_orig_ctx.is_some() {
+        let half = s.n_rot / 2;
+        let long: Vec<u8> = (0..half)
+            .flat_map(|i| (1.0 + 3.0 * i as f32 / half as f32).to_le_bytes())
+            .collect();
+        let short: Vec<u8> = (0..half)
+            .flat_map(|i| (1.0 + 0.2 * i as f32 / half as f32).to_le_bytes())
+            .collect();
+        w.add_tensor(
+            "rope_factors_long.weight",
+            GgmlType::F32,
+            &[half as u64],
+            long,
+        )?;
+        w.add_tensor(
+            "rope_factors_short.weight",
+            GgmlType::F32,
+            &[half as u64],
+            short,
+        )?;
+    }
+    Ok(w.to_bytes()?)
+}
