@@ -18,6 +18,7 @@
 //! search for the sub-block scales (and mins), not bit-identical to
 //! llama.cpp's output but of comparable error (see the crate README).
 
+use super::read_block;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -851,4 +852,88 @@ fn fill_q6_k(b: &mut BlockQ6_K, q: &[i8; QK_K]) {
         }
         b.qh[32 * n + l] |= (u >> 4) << (2 * quarter);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Byte-level entry points for the kernel table (any alignment).
+// ---------------------------------------------------------------------------
+
+macro_rules! byte_fns {
+    ($blk:ty, $deq:ident, $dot:ident, $deq_bytes:ident, $dot_bytes:ident) => {
+        /// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 256` blocks.
+        pub(crate) fn $deq_bytes(src: &[u8], dst: &mut [f32]) {
+            for (i, out) in dst.chunks_exact_mut(QK_K).enumerate() {
+                if let Some(b) = read_block::<$blk>(src, i) {
+                    $deq(core::slice::from_ref(&b), out);
+                }
+            }
+        }
+
+        /// Byte-level reference dot (any alignment) of `n` elements against
+        /// Q8_K activations; same arithmetic as the slice version.
+        pub(crate) fn $dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let mut sum = 0.0f32;
+            for i in 0..n / QK_K {
+                let (Some(wb), Some(ab)) =
+                    (read_block::<$blk>(w, i), read_block::<BlockQ8_K>(a, i))
+                else {
+                    break;
+                };
+                sum += $dot(core::slice::from_ref(&wb), core::slice::from_ref(&ab));
+            }
+            sum
+        }
+    };
+}
+
+byte_fns!(
+    BlockQ2_K,
+    dequantize_row_q2_k,
+    vec_dot_q2_k_q8_k,
+    dequantize_q2_k_bytes,
+    vec_dot_q2_k_bytes
+);
+byte_fns!(
+    BlockQ3_K,
+    dequantize_row_q3_k,
+    vec_dot_q3_k_q8_k,
+    dequantize_q3_k_bytes,
+    vec_dot_q3_k_bytes
+);
+byte_fns!(
+    BlockQ4_K,
+    dequantize_row_q4_k,
+    vec_dot_q4_k_q8_k,
+    dequantize_q4_k_bytes,
+    vec_dot_q4_k_bytes
+);
+byte_fns!(
+    BlockQ5_K,
+    dequantize_row_q5_k,
+    vec_dot_q5_k_q8_k,
+    dequantize_q5_k_bytes,
+    vec_dot_q5_k_bytes
+);
+byte_fns!(
+    BlockQ6_K,
+    dequantize_row_q6_k,
+    vec_dot_q6_k_q8_k,
+    dequantize_q6_k_bytes,
+    vec_dot_q6_k_bytes
+);
+
+/// Byte-level Q8_K dequantizer (activation-only type).
+pub(crate) fn dequantize_q8_k_bytes(src: &[u8], dst: &mut [f32]) {
+    for (i, out) in dst.chunks_exact_mut(QK_K).enumerate() {
+        if let Some(b) = read_block::<BlockQ8_K>(src, i) {
+            dequantize_row_q8_k(core::slice::from_ref(&b), out);
+        }
+    }
+}
+
+/// Activation quantizer on bytes: `out` (4-byte aligned, as the driver's
+/// 64-byte aligned scratch is) holds `x.len() / 256` Q8_K blocks.
+pub(crate) fn quantize_act_q8_k_bytes(x: &[f32], out: &mut [u8]) {
+    let blocks: &mut [BlockQ8_K] = bytemuck::cast_slice_mut(out);
+    quantize_row_q8_k(x, blocks);
 }
