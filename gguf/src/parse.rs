@@ -111,6 +111,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A key or tensor name as shown in error messages: control characters
+/// escaped (messages stay on one line) and very long names shortened.
+pub(crate) fn printable(name: &str) -> String {
+    const MAX_CHARS: usize = 96;
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == MAX_CHARS {
+            out.push_str(&format!("...({} bytes)", name.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn utf8(bytes: &[u8], what: &dyn Fn() -> String) -> Result<String, GgufError> {
     std::str::from_utf8(bytes)
         .map(str::to_owned)
@@ -255,18 +274,19 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         let key_bytes = r.string(&|| format!("metadata key #{i}"))?;
         let key = utf8(key_bytes, &|| {
             format!(
-                "metadata key #{i} ({:?})",
-                String::from_utf8_lossy(key_bytes)
+                "metadata key #{i} (`{}`)",
+                printable(&String::from_utf8_lossy(key_bytes))
             )
         })?;
-        let id = r.u32(&|| format!("value type of metadata key `{key}`"))?;
+        let shown = printable(&key);
+        let id = r.u32(&|| format!("value type of metadata key `{shown}`"))?;
         let ty = ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType {
-            key: key.clone(),
+            key: shown.clone(),
             id,
         })?;
-        let value = read_value(&mut r, ty, 0, &key)?;
+        let value = read_value(&mut r, ty, 0, &shown)?;
         if meta_index.insert(key.clone(), metadata.len()).is_some() {
-            return Err(GgufError::DuplicateKey(key));
+            return Err(GgufError::DuplicateKey(shown));
         }
         metadata.push((key, value));
     }
@@ -282,37 +302,38 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         let name_bytes = r.string(&|| format!("name of tensor #{i}"))?;
         let name = utf8(name_bytes, &|| {
             format!(
-                "name of tensor #{i} ({:?})",
-                String::from_utf8_lossy(name_bytes)
+                "name of tensor #{i} (`{}`)",
+                printable(&String::from_utf8_lossy(name_bytes))
             )
         })?;
-        let n_dims = r.u32(&|| format!("dimension count of tensor `{name}`"))?;
+        let shown = printable(&name);
+        let n_dims = r.u32(&|| format!("dimension count of tensor `{shown}`"))?;
         if n_dims as usize > MAX_DIMS {
             return Err(GgufError::BadTensor {
-                name,
+                name: shown,
                 reason: format!("{n_dims} dimensions, at most {MAX_DIMS} are allowed"),
             });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
-            dims.push(r.u64(&|| format!("dimension {d} of tensor `{name}`"))?);
+            dims.push(r.u64(&|| format!("dimension {d} of tensor `{shown}`"))?);
         }
-        let type_id = r.u32(&|| format!("type of tensor `{name}`"))?;
+        let type_id = r.u32(&|| format!("type of tensor `{shown}`"))?;
         let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownGgmlType {
-            tensor: name.clone(),
+            tensor: shown.clone(),
             id: type_id,
         })?;
-        let offset = r.u64(&|| format!("data offset of tensor `{name}`"))?;
-        let n_bytes = tensor_size(&name, ggml_type, &dims)?;
+        let offset = r.u64(&|| format!("data offset of tensor `{shown}`"))?;
+        let n_bytes = tensor_size(&shown, ggml_type, &dims)?;
         if offset % alignment != 0 {
             return Err(GgufError::MisalignedTensor {
-                name,
+                name: shown,
                 offset,
                 alignment,
             });
         }
         if tensor_index.insert(name.clone(), tensors.len()).is_some() {
-            return Err(GgufError::DuplicateTensor(name));
+            return Err(GgufError::DuplicateTensor(shown));
         }
         tensors.push(TensorInfo {
             name,
@@ -334,7 +355,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         let end = start.and_then(|s| s.checked_add(t.n_bytes));
         if end.is_none_or(|e| e > file_len) {
             return Err(GgufError::TensorOutOfBounds {
-                name: t.name.clone(),
+                name: printable(&t.name),
                 offset: start.unwrap_or(u64::MAX),
                 n_bytes: t.n_bytes,
                 file_len,
@@ -350,10 +371,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         let a_end = a.offset + a.n_bytes;
         if a_end > b.offset {
             return Err(GgufError::OverlappingTensors {
-                first: a.name.clone(),
+                first: printable(&a.name),
                 first_start: data_offset + a.offset,
                 first_end: data_offset + a_end,
-                second: b.name.clone(),
+                second: printable(&b.name),
                 second_start: data_offset + b.offset,
             });
         }

@@ -482,3 +482,35 @@ fn open_reports_the_path() {
     assert_eq!(g.bytes(), &valid_file()[..]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn names_in_messages_are_escaped_to_one_line() {
+    let mut r = Raw::header(3, 0, 1);
+    r.str("evil\nkey\r").u32(77).u32(0);
+    let e = err(&r);
+    assert!(e.to_string().contains("evil\\nkey\\r"), "{e}");
+    let long = "k".repeat(5000);
+    let mut r = Raw::header(3, 0, 1);
+    r.str(&long).u32(77).u32(0);
+    assert!(err(&r).to_string().len() < 300);
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("t\n", &[4], GgmlType::F32.id(), 1 << 20).data(16);
+    assert!(matches!(err(&r), GgufError::TensorOutOfBounds { name, .. } if name == "t\\n"));
+}
+
+/// Inputs the fuzzer once found problems with (tests/fuzz_regressions/*):
+/// each must parse or fail cleanly, with a one-line message.
+#[test]
+fn fuzz_regressions() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        n += 1;
+        if let Err(e) = Gguf::from_bytes(std::fs::read(&path).unwrap()) {
+            let msg = e.to_string();
+            assert!(!msg.contains('\n'), "{}: {msg:?}", path.display());
+        }
+    }
+    assert!(n >= 1);
+}
