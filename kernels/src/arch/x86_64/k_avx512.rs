@@ -1,0 +1,679 @@
+//! AVX-512 (F + BW + VL) dot products of K-quant / IQ4 weights with Q8_K
+//! (Q8_0 for IQ4_NL) activations, in two builds: with AVX512-VNNI
+//! (`vpdpwssd` folds the sub-block scale multiply and the accumulation into
+//! one instruction; `vpdpbusd` does IQ4_NL's unscaled u8·i8 block dots) and
+//! without (the same arithmetic with `vpmaddwd` + `vpaddd`).
+//!
+//! Same scheme as the AVX2 kernels (see `k_avx2.rs`): weights decoded to
+//! unsigned bytes, `vpmaddubsw` with the activations, sub-block scales
+//! applied on i16 pair sums, offsets / mins through `bsums`. Each 512-bit
+//! step covers 64 elements: two 32-element halves built from one 32-byte
+//! load of packed weights with per-half shifts (`vpsllvw` / `vpsrlvw`) or
+//! per-half bit tests. Integer results per block equal the scalar
+//! reference's exactly; only f32 accumulation order differs.
+//!
+//! Blocks are read through raw pointers with unaligned loads.
+
+use core::arch::x86_64::*;
+use core::mem::{offset_of, size_of};
+
+use super::k_avx2::{
+    f16_at, f32_at, k4_scales_mins, q3_k_scales, u32_at, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
+};
+use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS, KVALUES_IQ4NL, QK4_NL};
+use crate::formats::k_quants::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, QK_K};
+use crate::formats::BlockQ8_0;
+use crate::table::{MatArgs, MatFn};
+use crate::GgmlType;
+
+/// `acc + Σ pairs a·b` on i16 → i32 lanes: `vpdpwssd` with VNNI.
+macro_rules! dpwssd {
+    (true, $acc:expr, $a:expr, $b:expr) => {
+        _mm512_dpwssd_epi32($acc, $a, $b)
+    };
+    (false, $acc:expr, $a:expr, $b:expr) => {
+        _mm512_add_epi32($acc, _mm512_madd_epi16($a, $b))
+    };
+}
+
+/// `Σ quads u8·i8` into i32 lanes (from zero): `vpdpbusd` with VNNI.
+macro_rules! dpbusd0 {
+    (true, $a:expr, $b:expr) => {
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), $a, $b)
+    };
+    (false, $a:expr, $b:expr) => {
+        _mm512_madd_epi16(_mm512_maddubs_epi16($a, $b), _mm512_set1_epi16(1))
+    };
+}
+
+macro_rules! kernels {
+    ($m:ident, $feat:literal, $vnni:tt) => {
+        mod $m {
+            use super::*;
+
+            /// i16 vector: `a` in words 0..16, `b` in words 16..32.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn halves16(a: i16, b: i16) -> __m512i {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set1_epi16(a)),
+                    _mm256_set1_epi16(b),
+                )
+            }
+
+            /// i8 vector: `a` in bytes 0..32, `b` in bytes 32..64.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn halves8(a: i8, b: i8) -> __m512i {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set1_epi8(a)),
+                    _mm256_set1_epi8(b),
+                )
+            }
+
+            /// Word indices `[4g ×8, 4g+1 ×8, 4g+2 ×8, 4g+3 ×8]`: picks the
+            /// scales of four 16-element sub-blocks for `vpermw`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn quad_idx(g: i16) -> __m512i {
+                let base = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(1), _mm_set1_epi16(0))),
+                    _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(2)),
+                );
+                _mm512_add_epi16(base, _mm512_set1_epi16(4 * g))
+            }
+
+            /// Sum of the two 256-bit halves of 16 i32 lanes.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn fold(v: __m512i) -> __m256i {
+                _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+            }
+
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn hsum256(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+
+            /// Σ_j min_j · (bsum_{2j} + bsum_{2j+1}) for Q4_K / Q5_K (8 lanes).
+            ///
+            /// # Safety
+            /// `y` points to a readable Q8_K block.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn mins_k4(mn: u64, y: *const u8) -> __m256i {
+                let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
+                let mdup = _mm256_set_m128i(
+                    _mm_unpackhi_epi16(mins, mins),
+                    _mm_unpacklo_epi16(mins, mins),
+                );
+                // SAFETY: bsums lie inside the Q8_K block.
+                let bsums = unsafe { _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()) };
+                _mm256_madd_epi16(bsums, mdup)
+            }
+
+            /// # Safety
+            /// AVX-512 F/BW/VL (+VNNI for the VNNI build), AVX2, FMA, F16C;
+            /// `nb` readable Q4_K blocks at `w`, `nb` Q8_K blocks at `a`.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_q4_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockQ4_K>();
+                const SC: usize = offset_of!(BlockQ4_K, scales);
+                const QS: usize = offset_of!(BlockQ4_K, qs);
+                let m4 = _mm512_set1_epi8(0x0F);
+                let idx = [
+                    halves16(0, 1),
+                    halves16(2, 3),
+                    halves16(4, 5),
+                    halves16(6, 7),
+                ];
+                let mut acc = _mm256_setzero_ps();
+                let mut acc_m = _mm256_setzero_ps();
+                for i in 0..nb {
+                    // SAFETY: block i of each operand is in bounds per the
+                    // contract; every load stays inside its block.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * Q8K_SIZE);
+                        let dy = f32_at(y);
+                        let d = dy * f16_at(x);
+                        let dmin = dy * f16_at(x.add(2));
+                        let (sc, mn) = k4_scales_mins(x.add(SC));
+                        let prod_m = mins_k4(mn, y);
+                        acc_m = _mm256_fmadd_ps(
+                            _mm256_set1_ps(dmin),
+                            _mm256_cvtepi32_ps(prod_m),
+                            acc_m,
+                        );
+                        let sc16 =
+                            _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+                        let mut sumi = _mm512_setzero_si512();
+                        for (p, ix) in idx.iter().enumerate() {
+                            let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
+                            let qz = _mm512_inserti64x4::<1>(
+                                _mm512_castsi256_si512(q),
+                                _mm256_srli_epi16::<4>(q),
+                            );
+                            let u = _mm512_and_si512(qz, m4);
+                            let q8 = _mm512_loadu_si512(y.add(Q8K_QS + 64 * p).cast());
+                            let s = _mm512_permutexvar_epi16(*ix, sc16);
+                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                        }
+                        acc =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                    }
+                }
+                hsum256(acc) - hsum256(acc_m)
+            }
+
+            /// # Safety
+            /// As [`dot_q4_k`], with Q5_K weight blocks.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockQ5_K>();
+                const SC: usize = offset_of!(BlockQ5_K, scales);
+                const QH: usize = offset_of!(BlockQ5_K, qh);
+                const QS: usize = offset_of!(BlockQ5_K, qs);
+                let m4 = _mm512_set1_epi8(0x0F);
+                let sixteen = _mm512_set1_epi8(16);
+                let idx = [
+                    halves16(0, 1),
+                    halves16(2, 3),
+                    halves16(4, 5),
+                    halves16(6, 7),
+                ];
+                let bit = [
+                    halves8(1, 2),
+                    halves8(4, 8),
+                    halves8(16, 32),
+                    halves8(64, -128),
+                ];
+                let mut acc = _mm256_setzero_ps();
+                let mut acc_m = _mm256_setzero_ps();
+                for i in 0..nb {
+                    // SAFETY: block i of each operand is in bounds per the contract.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * Q8K_SIZE);
+                        let dy = f32_at(y);
+                        let d = dy * f16_at(x);
+                        let dmin = dy * f16_at(x.add(2));
+                        let (sc, mn) = k4_scales_mins(x.add(SC));
+                        let prod_m = mins_k4(mn, y);
+                        acc_m = _mm256_fmadd_ps(
+                            _mm256_set1_ps(dmin),
+                            _mm256_cvtepi32_ps(prod_m),
+                            acc_m,
+                        );
+                        let sc16 =
+                            _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+                        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH).cast()));
+                        let mut sumi = _mm512_setzero_si512();
+                        for p in 0..4 {
+                            let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
+                            let qz = _mm512_inserti64x4::<1>(
+                                _mm512_castsi256_si512(q),
+                                _mm256_srli_epi16::<4>(q),
+                            );
+                            let u = _mm512_and_si512(qz, m4);
+                            // High bit of sub-block 2p (low half) / 2p+1 (high half).
+                            let k = _mm512_test_epi8_mask(qh, bit[p]);
+                            let u = _mm512_mask_add_epi8(u, k, u, sixteen);
+                            let q8 = _mm512_loadu_si512(y.add(Q8K_QS + 64 * p).cast());
+                            let s = _mm512_permutexvar_epi16(idx[p], sc16);
+                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                        }
+                        acc =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                    }
+                }
+                hsum256(acc) - hsum256(acc_m)
+            }
+
+            /// # Safety
+            /// As [`dot_q4_k`], with Q6_K weight blocks.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_q6_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockQ6_K>();
+                const QL: usize = offset_of!(BlockQ6_K, ql);
+                const QH: usize = offset_of!(BlockQ6_K, qh);
+                const SC: usize = offset_of!(BlockQ6_K, scales);
+                const D: usize = offset_of!(BlockQ6_K, d);
+                let m4 = _mm512_set1_epi8(0x0F);
+                let m30 = _mm512_set1_epi8(0x30);
+                // qh bits 2k..2k+2 of value group k moved to bits 4..6.
+                let shl_01 = halves16(4, 2);
+                let shr_23 = halves16(0, 2);
+                let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    // SAFETY: block i of each operand is in bounds per the contract.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * Q8K_SIZE);
+                        let d = f32_at(y) * f16_at(x.add(D));
+                        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(SC).cast()));
+                        let offs =
+                            _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
+                        let sc16z = _mm512_castsi256_si512(sc16);
+                        let mut sumi = _mm512_setzero_si512();
+                        for n in 0..2 {
+                            let ql = _mm512_loadu_si512(x.add(QL + 64 * n).cast());
+                            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                x.add(QH + 32 * n).cast(),
+                            ));
+                            let g0 = _mm512_or_si512(
+                                _mm512_and_si512(ql, m4),
+                                _mm512_and_si512(_mm512_sllv_epi16(qh, shl_01), m30),
+                            );
+                            let g1 = _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                                _mm512_and_si512(_mm512_srlv_epi16(qh, shr_23), m30),
+                            );
+                            let q8a = _mm512_loadu_si512(y.add(Q8K_QS + 128 * n).cast());
+                            let q8b = _mm512_loadu_si512(y.add(Q8K_QS + 128 * n + 64).cast());
+                            let sa = _mm512_permutexvar_epi16(idx[2 * n], sc16z);
+                            let sb = _mm512_permutexvar_epi16(idx[2 * n + 1], sc16z);
+                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(g0, q8a), sa);
+                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(g1, q8b), sb);
+                        }
+                        let s = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<5>(offs));
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                    }
+                }
+                hsum256(acc)
+            }
+
+            /// # Safety
+            /// As [`dot_q4_k`], with Q3_K weight blocks.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockQ3_K>();
+                const HM: usize = offset_of!(BlockQ3_K, hmask);
+                const QS: usize = offset_of!(BlockQ3_K, qs);
+                const SC: usize = offset_of!(BlockQ3_K, scales);
+                const D: usize = offset_of!(BlockQ3_K, d);
+                let m3 = _mm512_set1_epi8(0x03);
+                let four = _mm512_set1_epi8(4);
+                let shr = [halves16(0, 2), halves16(4, 6)];
+                let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
+                let bit = [
+                    halves8(1, 2),
+                    halves8(4, 8),
+                    halves8(16, 32),
+                    halves8(64, -128),
+                ];
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    // SAFETY: block i of each operand is in bounds per the contract.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * Q8K_SIZE);
+                        let d = f32_at(y) * f16_at(x.add(D));
+                        let scales = q3_k_scales(x.add(SC));
+                        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast()));
+                        let offs =
+                            _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
+                        let sc16z = _mm512_castsi256_si512(sc16);
+                        let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(HM).cast()));
+                        let mut sumi = _mm512_setzero_si512();
+                        for n in 0..2 {
+                            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                x.add(QS + 32 * n).cast(),
+                            ));
+                            for jj in 0..2 {
+                                // Bit lanes j = 2jj (low half) and 2jj+1 (high half).
+                                let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
+                                let k = _mm512_test_epi8_mask(hm, bit[2 * n + jj]);
+                                let u = _mm512_mask_add_epi8(u, k, u, four);
+                                let q8 =
+                                    _mm512_loadu_si512(y.add(Q8K_QS + 128 * n + 64 * jj).cast());
+                                let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
+                                sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                            }
+                        }
+                        let s = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(offs));
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                    }
+                }
+                hsum256(acc)
+            }
+
+            /// # Safety
+            /// As [`dot_q4_k`], with Q2_K weight blocks.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_q2_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockQ2_K>();
+                const SC: usize = offset_of!(BlockQ2_K, scales);
+                const QS: usize = offset_of!(BlockQ2_K, qs);
+                const D: usize = offset_of!(BlockQ2_K, d);
+                const DMIN: usize = offset_of!(BlockQ2_K, dmin);
+                let m3 = _mm512_set1_epi8(0x03);
+                let m4 = _mm_set1_epi8(0x0F);
+                let shr = [halves16(0, 2), halves16(4, 6)];
+                let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
+                let mut acc = _mm256_setzero_ps();
+                let mut acc_m = _mm256_setzero_ps();
+                for i in 0..nb {
+                    // SAFETY: block i of each operand is in bounds per the contract.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * Q8K_SIZE);
+                        let dy = f32_at(y);
+                        let d = dy * f16_at(x.add(D));
+                        let dmin = dy * f16_at(x.add(DMIN));
+                        let raw = _mm_loadu_si128(x.add(SC).cast());
+                        let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+                        let mn16 =
+                            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+                        let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
+                        let prod_m = _mm256_madd_epi16(bsums, mn16);
+                        acc_m = _mm256_fmadd_ps(
+                            _mm256_set1_ps(dmin),
+                            _mm256_cvtepi32_ps(prod_m),
+                            acc_m,
+                        );
+                        let sc16z = _mm512_castsi256_si512(sc16);
+                        let mut sumi = _mm512_setzero_si512();
+                        for n in 0..2 {
+                            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                x.add(QS + 32 * n).cast(),
+                            ));
+                            for jj in 0..2 {
+                                let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
+                                let q8 =
+                                    _mm512_loadu_si512(y.add(Q8K_QS + 128 * n + 64 * jj).cast());
+                                let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
+                                sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                            }
+                        }
+                        acc =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                    }
+                }
+                hsum256(acc) - hsum256(acc_m)
+            }
+
+            /// 64 IQ4 codebook values from two 16-byte groups `lo_src` /
+            /// `hi_src`: `[lo nibbles A, hi nibbles A, lo B, hi B]`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn iq4_values(ab: __m512i, lut: __m512i) -> __m512i {
+                let shifts =
+                    _mm512_broadcast_i64x4(_mm256_set_m128i(_mm_set1_epi16(4), _mm_set1_epi16(0)));
+                let idx = _mm512_and_si512(_mm512_srlv_epi16(ab, shifts), _mm512_set1_epi8(0x0F));
+                _mm512_shuffle_epi8(lut, idx)
+            }
+
+            /// `(|v|, q8 negated where v < 0)`: the operands of an exact
+            /// signed·signed byte dot through an unsigned·signed instruction.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn sign_split(v: __m512i, q8: __m512i) -> (__m512i, __m512i) {
+                let neg = _mm512_movepi8_mask(v);
+                (
+                    _mm512_abs_epi8(v),
+                    _mm512_mask_sub_epi8(q8, neg, _mm512_setzero_si512(), q8),
+                )
+            }
+
+            /// # Safety
+            /// As [`dot_q4_k`], with IQ4_XS weight blocks; activations in
+            /// `-127..=127`.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_iq4_xs(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockIQ4_XS>();
+                const SH: usize = offset_of!(BlockIQ4_XS, scales_h);
+                const SL: usize = offset_of!(BlockIQ4_XS, scales_l);
+                const QS: usize = offset_of!(BlockIQ4_XS, qs);
+                // SAFETY: KVALUES_IQ4NL is 16 bytes.
+                let lut = _mm512_broadcast_i32x4(unsafe {
+                    _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
+                });
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    // SAFETY: block i of each operand is in bounds per the contract.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * Q8K_SIZE);
+                        let d = f32_at(y) * f16_at(x);
+                        let sh = x.add(SH).cast::<u16>().read_unaligned() as u32;
+                        let sl = u32_at(x.add(SL));
+                        let ls = |ib: u32| -> i16 {
+                            ((((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) as i32 - 32)
+                                as i16
+                        };
+                        let mut sumi = _mm512_setzero_si512();
+                        for ib in (0..8u32).step_by(2) {
+                            let q = _mm512_castsi256_si512(_mm256_loadu_si256(
+                                x.add(QS + 16 * ib as usize).cast(),
+                            ));
+                            // 128-bit lanes [A, A, B, B] of the two 16-byte groups.
+                            let ab = _mm512_shuffle_i64x2::<0x50>(q, q);
+                            let v = iq4_values(ab, lut);
+                            let q8 = _mm512_loadu_si512(y.add(Q8K_QS + 32 * ib as usize).cast());
+                            let (av, sq8) = sign_split(v, q8);
+                            let s = halves16(ls(ib), ls(ib + 1));
+                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(av, sq8), s);
+                        }
+                        acc =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                    }
+                }
+                hsum256(acc)
+            }
+
+            /// # Safety
+            /// AVX-512 features as above; `nb` readable IQ4_NL blocks at `w`
+            /// and `nb` Q8_0 blocks (values in `-127..=127`) at `a`.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot_iq4_nl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+                const BS: usize = size_of::<BlockIQ4_NL>();
+                const QS: usize = offset_of!(BlockIQ4_NL, qs);
+                const ABS: usize = size_of::<BlockQ8_0>();
+                const AQS: usize = offset_of!(BlockQ8_0, qs);
+                // SAFETY: KVALUES_IQ4NL is 16 bytes.
+                let lut = _mm512_broadcast_i32x4(unsafe {
+                    _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
+                });
+                let mut acc = _mm512_setzero_ps();
+                let mut i = 0;
+                while i + 2 <= nb {
+                    // SAFETY: blocks i and i+1 of each operand are in bounds.
+                    unsafe {
+                        let x = w.add(i * BS);
+                        let y = a.add(i * ABS);
+                        let qa = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(QS).cast()));
+                        let qb =
+                            _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(BS + QS).cast()));
+                        let ab = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+                        let v = iq4_values(ab, lut);
+                        let q8 = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(y.add(AQS).cast())),
+                            _mm256_loadu_si256(y.add(ABS + AQS).cast()),
+                        );
+                        let (av, sq8) = sign_split(v, q8);
+                        let dot = dpbusd0!($vnni, av, sq8);
+                        let d0 = f16_at(x) * f16_at(y);
+                        let d1 = f16_at(x.add(BS)) * f16_at(y.add(ABS));
+                        let dv =
+                            _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+                        acc = _mm512_fmadd_ps(dv, _mm512_cvtepi32_ps(dot), acc);
+                    }
+                    i += 2;
+                }
+                let mut sum = _mm512_reduce_add_ps(acc);
+                if i < nb {
+                    // SAFETY: block i is in bounds; the AVX2 kernel handles one
+                    // block and the features it needs are enabled here.
+                    sum += unsafe {
+                        super::super::k_avx2::dot_iq4_nl(1, w.add(i * BS), a.add(i * ABS))
+                    };
+                }
+                sum
+            }
+
+            macro_rules! mat_fn {
+                ($name:ident, $dot:ident, $qk:expr) => {
+                    /// Tile function (see [`crate::table::MatFn`]).
+                    ///
+                    /// # Safety
+                    /// The CPU must have this build's features and `args`
+                    /// must satisfy `MatArgs::is_valid` for this type and `out`.
+                    #[target_feature(enable = $feat)]
+                    pub(super) unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
+                        let nb = args.n / $qk;
+                        for t in 0..args.nt {
+                            for r in 0..args.nr {
+                                // SAFETY: is_valid guarantees rows r and t lie
+                                // inside the slices (`nb` whole blocks each).
+                                let v = unsafe {
+                                    $dot(
+                                        nb,
+                                        args.w.as_ptr().add(r * args.w_stride),
+                                        args.a.as_ptr().add(t * args.a_stride),
+                                    )
+                                };
+                                out[t * args.nr + r] = v;
+                            }
+                        }
+                    }
+                };
+            }
+
+            mat_fn!(mat_q2_k, dot_q2_k, QK_K);
+            mat_fn!(mat_q3_k, dot_q3_k, QK_K);
+            mat_fn!(mat_q4_k, dot_q4_k, QK_K);
+            mat_fn!(mat_q5_k, dot_q5_k, QK_K);
+            mat_fn!(mat_q6_k, dot_q6_k, QK_K);
+            mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
+            mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
+
+            pub(super) fn mat(ty: GgmlType) -> Option<MatFn> {
+                Some(match ty {
+                    GgmlType::Q2_K => mat_q2_k,
+                    GgmlType::Q3_K => mat_q3_k,
+                    GgmlType::Q4_K => mat_q4_k,
+                    GgmlType::Q5_K => mat_q5_k,
+                    GgmlType::Q6_K => mat_q6_k,
+                    GgmlType::IQ4_XS => mat_iq4_xs,
+                    GgmlType::IQ4_NL => mat_iq4_nl,
+                    _ => return None,
+                })
+            }
+        }
+    };
+}
+
+kernels!(plain, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", false);
+kernels!(
+    vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    true
+);
+
+/// The AVX-512 tile function for a K-quant / IQ4 weight type (the VNNI
+/// build when the CPU has AVX512-VNNI).
+pub(crate) fn mat(ty: GgmlType) -> Option<MatFn> {
+    if crate::dispatch::has_avx512_vnni() {
+        vnni::mat(ty)
+    } else {
+        plain::mat(ty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::ops;
+    use crate::Isa;
+
+    /// Byte offsets of the f16 scale fields of one weight block.
+    fn f16_fields(ty: GgmlType) -> &'static [usize] {
+        match ty {
+            GgmlType::Q2_K => &[80, 82],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
+        }
+    }
+
+    /// Both AVX-512 builds (VNNI where the CPU has it) against the scalar
+    /// reference on random blocks, 3 super-blocks (odd, exercises IQ4_NL's
+    /// single-block tail).
+    #[test]
+    fn both_builds_match_scalar() {
+        if !crate::dispatch::is_available(Isa::Avx512) {
+            return;
+        }
+        let mut s = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for ty in [
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::IQ4_XS,
+            GgmlType::IQ4_NL,
+        ] {
+            let n = 3 * QK_K;
+            let wb = ty.bytes_for(n as u64).unwrap() as usize;
+            let mut w: Vec<u8> = (0..wb).map(|_| next() as u8).collect();
+            for blk in w.chunks_exact_mut(ty.type_size()) {
+                for &off in f16_fields(ty) {
+                    let v = half::f16::from_f32((next() % 1000) as f32 * 1e-4 - 0.05);
+                    blk[off..off + 2].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            let scalar = ops(ty, Isa::Scalar).unwrap();
+            let ab = scalar.act.bytes_for(n as u64).unwrap() as usize;
+            let x: Vec<f32> = (0..n)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut abuf = vec![0u32; ab.div_ceil(4)];
+            let a = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut abuf)[..ab];
+            (scalar.quantize_act)(&x, a);
+            let args = MatArgs {
+                n,
+                w: &w,
+                w_stride: wb,
+                nr: 1,
+                a,
+                a_stride: ab,
+                nt: 1,
+            };
+            assert!(args.is_valid(wb, ab, 1));
+            let mut want = [0.0f32];
+            // SAFETY: scalar path, arguments validated.
+            unsafe { (scalar.mat)(&args, &mut want) };
+            let mut builds = vec![plain::mat(ty).unwrap()];
+            if crate::dispatch::has_avx512_vnni() {
+                builds.push(vnni::mat(ty).unwrap());
+            }
+            for f in builds {
+                let mut got = [0.0f32];
+                // SAFETY: the CPU has AVX-512 (checked above; VNNI checked
+                // before adding that build) and the arguments are valid.
+                unsafe { f(&args, &mut got) };
+                let tol = 1e-4 * want[0].abs().max(1.0);
+                assert!(
+                    (got[0] - want[0]).abs() <= tol,
+                    "{ty}: {} vs {}",
+                    got[0],
+                    want[0]
+                );
+            }
+        }
+    }
+}
