@@ -1,11 +1,21 @@
 //! phi-kernels: ggml block formats and the dot products / matrix products
 //! over them, with a scalar reference and AVX2 / AVX-512 / NEON paths.
 //!
-//! API CONTRACT (the runtime codes against these names; bodies are being
-//! written — see README.md). Nothing here knows about models or files:
-//! inputs are byte slices of blocks and f32 activations.
+//! Nothing here knows about models or files: inputs are byte slices of
+//! blocks and f32 activations. See README.md for the layout and how to add
+//! a type or an instruction set.
 
 pub use phi_gguf::GgmlType;
+
+pub mod dispatch;
+pub mod formats;
+mod matmul;
+pub mod table;
+pub mod vec;
+
+mod arch;
+
+pub use matmul::{matmul, matmul_with_isa, quantize_activations, Scratch};
 
 /// Errors from kernel entry points.
 #[derive(Debug, thiserror::Error)]
@@ -29,27 +39,8 @@ pub enum Isa {
     Neon,
 }
 
-/// Detect once, `PHI_ISA` override, forced choice from tests and benches.
-pub mod dispatch {
-    use super::{Isa, KernelError};
-    /// The path in use (the best available one, unless `PHI_ISA` or `force` chose).
-    pub fn active() -> Isa {
-        todo!()
-    }
-    /// Whether this CPU can run `isa`.
-    pub fn is_available(isa: Isa) -> bool {
-        let _ = isa;
-        todo!()
-    }
-    /// Use `isa` from now on, process-wide. Error if the CPU lacks it.
-    pub fn force(isa: Isa) -> Result<(), KernelError> {
-        let _ = isa;
-        todo!()
-    }
-}
-
 /// A row-major weight matrix of `rows` rows, each `cols` elements of `ty`
-/// (in GGUF terms: dims = [cols, rows]).
+/// (in GGUF terms: dims = [cols, rows]). The data may have any alignment.
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a> {
     pub ty: GgmlType,
@@ -58,73 +49,94 @@ pub struct Weights<'a> {
     pub data: &'a [u8],
 }
 
+/// Bytes of `rows` rows of `cols` elements of `ty`, if `cols` is a whole
+/// number of blocks and nothing overflows.
+pub(crate) fn matrix_bytes(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+) -> Result<(usize, usize), KernelError> {
+    let bs = ty.block_size();
+    if cols % bs != 0 {
+        return Err(KernelError::Shape(format!(
+            "{cols} columns is not a multiple of the {ty} block size {bs}"
+        )));
+    }
+    let row = (cols / bs)
+        .checked_mul(ty.type_size())
+        .ok_or_else(|| KernelError::Shape(format!("{cols} columns of {ty} overflow")))?;
+    let total = row
+        .checked_mul(rows)
+        .ok_or_else(|| KernelError::Shape(format!("{rows} x {cols} of {ty} overflows")))?;
+    Ok((row, total))
+}
+
 impl<'a> Weights<'a> {
     /// Checks that `data` holds exactly `rows` rows of `cols` elements of `ty`.
-    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
-        let _ = (ty, rows, cols, data);
-        todo!()
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        let (_, total) = matrix_bytes(ty, rows, cols)?;
+        if data.len() != total {
+            return Err(KernelError::Shape(format!(
+                "{rows} x {cols} {ty} weights need {total} bytes, got {}",
+                data.len()
+            )));
+        }
+        Ok(Weights {
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
-    /// Bytes in one row.
+
+    /// Bytes in one row (0 if the fields are inconsistent: build with [`Weights::new`]).
     pub fn row_bytes(&self) -> usize {
-        todo!()
+        matrix_bytes(self.ty, 1, self.cols)
+            .map(|(r, _)| r)
+            .unwrap_or(0)
+    }
+
+    /// Rows `start..start + n` as their own matrix, if in range.
+    pub fn rows_slice(&self, start: usize, n: usize) -> Option<Weights<'a>> {
+        let rb = self.row_bytes();
+        let end = start.checked_add(n)?;
+        if end > self.rows {
+            return None;
+        }
+        let data = self
+            .data
+            .get(start.checked_mul(rb)?..end.checked_mul(rb)?)?;
+        Some(Weights {
+            ty: self.ty,
+            rows: n,
+            cols: self.cols,
+            data,
+        })
     }
 }
 
-/// Reusable buffers for `matmul` (quantized activations), so that the hot
-/// path never allocates after warm-up.
-#[derive(Default)]
-pub struct Scratch {
-    _private: (),
-}
-
-/// `y[t * w.rows + r] = Σ_c W[r, c] · x[t * w.cols + c]` for `t < n_tokens`.
-///
-/// Activations are quantized once to the weight type's partner (Q8_0 for
-/// Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants, F16 for F16, BF16
-/// for BF16) exactly as ggml does, then reused by every row. n_tokens == 1 is
-/// gemv; more tokens take the tiled gemm path. Runs on the current rayon pool.
-pub fn matmul(
-    w: &Weights<'_>,
-    x: &[f32],
-    n_tokens: usize,
-    y: &mut [f32],
-    scratch: &mut Scratch,
-) -> Result<(), KernelError> {
-    let _ = (w, x, n_tokens, y, scratch);
-    todo!()
-}
-
-/// Dequantizes one row (`dst.len()` elements) of `ty` blocks in `src`.
+/// Dequantizes one row (`dst.len()` elements) of `ty` blocks from the start
+/// of `src` (extra bytes after the row are ignored; any alignment).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    let _ = (ty, src, dst);
-    todo!()
+    let f = table::dequantizer(ty).ok_or(KernelError::Unsupported(ty))?;
+    let (need, _) = matrix_bytes(ty, 1, dst.len())?;
+    if src.len() < need {
+        return Err(KernelError::Shape(format!(
+            "{} elements of {ty} need {need} bytes, got {}",
+            dst.len(),
+            src.len()
+        )));
+    }
+    f(&src[..need], dst);
+    Ok(())
 }
 
 /// Whether `matmul` / `dequantize_row` accept weights of `ty`.
 pub fn supports(ty: GgmlType) -> bool {
-    let _ = ty;
-    todo!()
-}
-
-/// Small vector ops for attention and elementwise work (SIMD-dispatched).
-pub mod vec {
-    use half::f16;
-    pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-        let _ = (a, b);
-        todo!()
-    }
-    pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
-        let _ = (a, b);
-        todo!()
-    }
-    /// y += alpha * x
-    pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
-        let _ = (y, alpha, x);
-        todo!()
-    }
-    /// y += alpha * x
-    pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
-        let _ = (y, alpha, x);
-        todo!()
-    }
+    table::ops(ty, Isa::Scalar).is_some()
 }

@@ -1,0 +1,198 @@
+//! Instruction-set selection: detected once, overridable by the `PHI_ISA`
+//! environment variable (read once) or by [`force`].
+//!
+//! * `Avx2` means AVX2 + FMA + F16C.
+//! * `Avx512` means AVX-512 F + BW + VL (plus everything `Avx2` needs);
+//!   VNNI (`vpdpbusd`) is detected separately ([`has_avx512_vnni`]) and used
+//!   inside the AVX-512 path when present.
+//! * `Neon` means AArch64 Advanced SIMD.
+//!
+//! `PHI_ISA=scalar|avx2|avx512|neon|auto`: an unknown name or an ISA this
+//! CPU lacks prints one warning to stderr and falls back to detection
+//! ([`env_choice`] reports the error to callers who want to surface it).
+
+use crate::{Isa, KernelError};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+const UNSET: u8 = 0;
+
+static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+static ENV_CHOICE: OnceLock<Result<Option<Isa>, KernelError>> = OnceLock::new();
+
+fn encode(isa: Isa) -> u8 {
+    match isa {
+        Isa::Scalar => 1,
+        Isa::Avx2 => 2,
+        Isa::Avx512 => 3,
+        Isa::Neon => 4,
+    }
+}
+
+fn decode(v: u8) -> Option<Isa> {
+    match v {
+        1 => Some(Isa::Scalar),
+        2 => Some(Isa::Avx2),
+        3 => Some(Isa::Avx512),
+        4 => Some(Isa::Neon),
+        _ => None,
+    }
+}
+
+impl Isa {
+    /// Every ISA, from the simplest.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    /// Lower-case name as `PHI_ISA` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<Isa, KernelError> {
+        let t = s.trim();
+        Isa::ALL
+            .iter()
+            .copied()
+            .find(|i| i.name().eq_ignore_ascii_case(t))
+            .ok_or_else(|| KernelError::UnknownIsa(s.to_string()))
+    }
+}
+
+/// Whether this CPU can run `isa`.
+pub fn is_available(isa: Isa) -> bool {
+    match isa {
+        Isa::Scalar => true,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            is_available(Isa::Avx2)
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// Whether the AVX-512 path can use VNNI (`vpdpbusd`).
+pub fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static VNNI: OnceLock<bool> = OnceLock::new();
+        *VNNI.get_or_init(|| {
+            is_available(Isa::Avx512) && std::arch::is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The best ISA this CPU supports.
+pub fn best() -> Isa {
+    [Isa::Avx512, Isa::Avx2, Isa::Neon]
+        .into_iter()
+        .find(|&i| is_available(i))
+        .unwrap_or(Isa::Scalar)
+}
+
+/// The `PHI_ISA` request, parsed once: `Ok(None)` when unset, empty or
+/// `auto`; an error for an unknown name or an ISA this CPU lacks.
+pub fn env_choice() -> &'static Result<Option<Isa>, KernelError> {
+    ENV_CHOICE.get_or_init(|| match std::env::var("PHI_ISA") {
+        Err(_) => Ok(None),
+        Ok(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("auto") => Ok(None),
+        Ok(v) => {
+            let isa: Isa = v.parse()?;
+            if is_available(isa) {
+                Ok(Some(isa))
+            } else {
+                Err(KernelError::IsaUnavailable(isa.name()))
+            }
+        }
+    })
+}
+
+/// The path in use: [`force`]'s choice, else a valid `PHI_ISA`, else [`best`].
+pub fn active() -> Isa {
+    if let Some(isa) = decode(ACTIVE.load(Ordering::Relaxed)) {
+        return isa;
+    }
+    let isa = match env_choice() {
+        Ok(Some(isa)) => *isa,
+        Ok(None) => best(),
+        Err(e) => {
+            eprintln!("phi-kernels: ignoring PHI_ISA: {e}; using {}", best());
+            best()
+        }
+    };
+    // Only the first initialiser wins, so a concurrent `force` is not undone
+    // and the warning above is printed at most a few times in a race.
+    match ACTIVE.compare_exchange(UNSET, encode(isa), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => isa,
+        Err(cur) => decode(cur).unwrap_or(isa),
+    }
+}
+
+/// Use `isa` from now on, process-wide. Error if the CPU lacks it.
+pub fn force(isa: Isa) -> Result<(), KernelError> {
+    if !is_available(isa) {
+        return Err(KernelError::IsaUnavailable(isa.name()));
+    }
+    ACTIVE.store(encode(isa), Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.name().parse::<Isa>().unwrap(), isa);
+        }
+        assert!(matches!(
+            "avx9".parse::<Isa>(),
+            Err(KernelError::UnknownIsa(_))
+        ));
+        assert_eq!("AVX2".parse::<Isa>().unwrap(), Isa::Avx2);
+    }
+
+    #[test]
+    fn scalar_always_available_and_best_is_available() {
+        assert!(is_available(Isa::Scalar));
+        assert!(is_available(best()));
+        assert!(is_available(active()));
+        #[cfg(target_arch = "x86_64")]
+        assert!(!is_available(Isa::Neon));
+        #[cfg(target_arch = "x86_64")]
+        assert!(matches!(
+            force(Isa::Neon),
+            Err(KernelError::IsaUnavailable("neon"))
+        ));
+    }
+}

@@ -1,0 +1,90 @@
+//! Q4_1: 32 weights per block, 4-bit unsigned `q * d + m`.
+
+use super::{min_max, read_block, trunc_i8, BlockQ8_1, QK};
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+/// ggml `block_q4_1`: scale `d`, minimum `m`, nibbles as in Q4_0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ4_1>() == 20);
+
+/// Quantizes like ggml's `quantize_row_q4_1_ref`.
+pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
+    debug_assert_eq!(x.len(), y.len() * QK);
+    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+        let (min, max) = min_max(xb);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = f16::from_f32(d);
+        yb.m = f16::from_f32(min);
+        for j in 0..QK / 2 {
+            let x0 = (xb[j] - min) * id;
+            let x1 = (xb[j + QK / 2] - min) * id;
+            let q0 = trunc_i8(x0 + 0.5).min(15) as u8;
+            let q1 = trunc_i8(x1 + 0.5).min(15) as u8;
+            yb.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Dequantizes blocks into `y` (`y.len() == x.len() * 32`).
+pub fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]) {
+    debug_assert_eq!(y.len(), x.len() * QK);
+    for (b, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        let m = b.m.to_f32();
+        for j in 0..QK / 2 {
+            yb[j] = (b.qs[j] & 0x0F) as f32 * d + m;
+            yb[j + QK / 2] = (b.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+/// Integer dot of the unsigned nibbles with one Q8_1 block's quants.
+#[inline(always)]
+pub fn block_dot_q4_1_q8_1(w: &BlockQ4_1, a: &BlockQ8_1) -> i32 {
+    let mut s = 0i32;
+    for j in 0..QK / 2 {
+        s += (w.qs[j] & 0x0F) as i32 * a.qs[j] as i32;
+        s += (w.qs[j] >> 4) as i32 * a.qs[j + QK / 2] as i32;
+    }
+    s
+}
+
+/// Reference dot: `Σ_b d_w d_a · isum + m_w · s_a`, accumulated in f32.
+pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
+    let mut sum = 0.0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        sum += block_dot_q4_1_q8_1(wb, ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
+            + wb.m.to_f32() * ab.s.to_f32();
+    }
+    sum
+}
+
+pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
+    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
+        if let Some(b) = read_block::<BlockQ4_1>(src, i) {
+            dequantize_row_q4_1(core::slice::from_ref(&b), yb);
+        }
+    }
+}
+
+pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        let (Some(wb), Some(ab)) = (read_block::<BlockQ4_1>(w, i), read_block::<BlockQ8_1>(a, i))
+        else {
+            break;
+        };
+        sum += block_dot_q4_1_q8_1(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
+            + wb.m.to_f32() * ab.s.to_f32();
+    }
+    sum
+}

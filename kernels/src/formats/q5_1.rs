@@ -1,0 +1,97 @@
+//! Q5_1: 32 weights per block, 5-bit unsigned `q * d + m`.
+
+use super::q5_0::q5_value;
+use super::{min_max, read_block, BlockQ8_1, QK};
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+/// ggml `block_q5_1`: `d`, `m`, 5th bits `qh`, low nibbles `qs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5_1>() == 24);
+
+/// Quantizes like ggml's `quantize_row_q5_1_ref` (no clamp to 31 there:
+/// `(uint8_t)(x + 0.5f)`; the value cannot exceed 31 for finite input).
+pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
+    debug_assert_eq!(x.len(), y.len() * QK);
+    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+        let (min, max) = min_max(xb);
+        let d = (max - min) / 31.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = f16::from_f32(d);
+        yb.m = f16::from_f32(min);
+        let mut qh = 0u32;
+        for j in 0..QK / 2 {
+            let x0 = (xb[j] - min) * id;
+            let x1 = (xb[j + QK / 2] - min) * id;
+            let q0 = (x0 + 0.5) as u8;
+            let q1 = (x1 + 0.5) as u8;
+            yb.qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
+            qh |= (((q0 & 0x10) >> 4) as u32) << j;
+            qh |= (((q1 & 0x10) >> 4) as u32) << (j + QK / 2);
+        }
+        yb.qh = qh.to_le_bytes();
+    }
+}
+
+/// Dequantizes blocks into `y` (`y.len() == x.len() * 32`).
+pub fn dequantize_row_q5_1(x: &[BlockQ5_1], y: &mut [f32]) {
+    debug_assert_eq!(y.len(), x.len() * QK);
+    for (b, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        let m = b.m.to_f32();
+        let qh = u32::from_le_bytes(b.qh);
+        for (j, v) in yb.iter_mut().enumerate() {
+            *v = q5_value(&b.qs, qh, j) as f32 * d + m;
+        }
+    }
+}
+
+/// Integer dot of the unsigned 5-bit values with one Q8_1 block's quants.
+#[inline(always)]
+pub fn block_dot_q5_1_q8_1(w: &BlockQ5_1, a: &BlockQ8_1) -> i32 {
+    let qh = u32::from_le_bytes(w.qh);
+    let mut s = 0i32;
+    for j in 0..QK {
+        s += q5_value(&w.qs, qh, j) as i32 * a.qs[j] as i32;
+    }
+    s
+}
+
+/// Reference dot: `Σ_b d_w d_a · isum + m_w · s_a`, accumulated in f32.
+pub fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(w.len(), a.len());
+    let mut sum = 0.0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        sum += block_dot_q5_1_q8_1(wb, ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
+            + wb.m.to_f32() * ab.s.to_f32();
+    }
+    sum
+}
+
+pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
+    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
+        if let Some(b) = read_block::<BlockQ5_1>(src, i) {
+            dequantize_row_q5_1(core::slice::from_ref(&b), yb);
+        }
+    }
+}
+
+pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        let (Some(wb), Some(ab)) = (read_block::<BlockQ5_1>(w, i), read_block::<BlockQ8_1>(a, i))
+        else {
+            break;
+        };
+        sum += block_dot_q5_1_q8_1(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
+            + wb.m.to_f32() * ab.s.to_f32();
+    }
+    sum
+}
