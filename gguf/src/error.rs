@@ -122,3 +122,12 @@ pub enum GgufError {
     #[error("{0}")]
     Invalid(String),
 }
+
+impl GgufError {
+    /// True for I/O failures (`Io` and `Open`: missing file, permissions,
+    /// read errors), false for every problem with the file's contents or
+    /// with a lookup.
+    pub fn is_io(&self) -> bool {
+        matches!(self, GgufError::Io(_) | GgufError::Open { .. })
+    }
+}

@@ -410,3 +410,18 @@ fn writer_honours_alignment_and_fixture_rewrite_is_identical() {
     assert_eq!(g.data_offset() % 256, 0);
     assert_eq!(g.tensor_info("b").unwrap().offset, 256);
 }
+
+#[test]
+fn gguf_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Gguf>();
+    check::<phi_gguf::TensorView<'static>>();
+    check::<GgufError>();
+}
+
+#[test]
+fn io_errors_are_distinguishable() {
+    assert!(Gguf::open("/nonexistent.gguf").unwrap_err().is_io());
+    assert!(!Gguf::from_bytes(b"GGUF".to_vec()).unwrap_err().is_io());
+    assert!(!accessor_file().get_u32("nope").unwrap_err().is_io());
+}
