@@ -14,6 +14,12 @@ pub const MAX_DIMS: usize = 4;
 /// The deepest nesting of arrays the parser accepts.
 pub const MAX_ARRAY_DEPTH: usize = 8;
 
+/// The most metadata values (array elements included) one file may hold:
+/// each costs ~32 bytes of memory however small it is in the file, so this
+/// bounds the memory a hostile file can make the parser allocate (~512 MiB).
+/// Real vocabularies hold well under a million tokens and merges.
+pub const MAX_METADATA_VALUES: u64 = 1 << 24;
+
 /// Smallest possible metadata entry: empty key (8) + type (4) + 1-byte value.
 const MIN_KV_SIZE: u64 = 8 + 4 + 1;
 /// Smallest possible tensor info: empty name (8) + n_dims (4) + type (4) + offset (8).
@@ -35,6 +41,8 @@ pub(crate) struct Header {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata values that may still be allocated (see MAX_METADATA_VALUES).
+    value_budget: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -187,6 +195,13 @@ fn read_value(
             let n = r.check_count(count, elem.min_encoded_size(), &|| {
                 format!("array of {elem} in metadata key `{key}`")
             })?;
+            if count > r.value_budget {
+                return Err(GgufError::Invalid(format!(
+                    "metadata key `{key}`: array of {count} values exceeds the limit of \
+                     {MAX_METADATA_VALUES} metadata values per file"
+                )));
+            }
+            r.value_budget -= count;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
                 items.push(read_value(r, elem, depth + 1, key)?);
@@ -250,7 +265,11 @@ pub(crate) fn tensor_size(name: &str, ty: GgmlType, dims: &[u64]) -> Result<u64,
 
 /// Parses and validates a whole GGUF file.
 pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
-    let mut r = Reader { buf, pos: 0 };
+    let mut r = Reader {
+        buf,
+        pos: 0,
+        value_budget: MAX_METADATA_VALUES,
+    };
     let magic: [u8; 4] = r.array(&|| "GGUF magic".into())?;
     if magic != GGUF_MAGIC {
         return Err(GgufError::BadMagic { found: magic });
@@ -389,4 +408,32 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         tensor_index,
         data_offset,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u8_array(count: u64) -> Vec<u8> {
+        let mut b = ValueType::U8.id().to_le_bytes().to_vec();
+        b.extend_from_slice(&count.to_le_bytes());
+        b.resize(b.len() + count as usize, 7);
+        b
+    }
+
+    #[test]
+    fn value_budget_is_shared_by_all_arrays() {
+        let mut buf = u8_array(6);
+        buf.extend(u8_array(5));
+        let mut r = Reader {
+            buf: &buf,
+            pos: 0,
+            value_budget: 10,
+        };
+        let first = read_value(&mut r, ValueType::Array, 0, "a").unwrap();
+        assert_eq!(first.as_array().unwrap().len(), 6);
+        assert_eq!(r.value_budget, 4);
+        let e = read_value(&mut r, ValueType::Array, 0, "b").unwrap_err();
+        assert!(matches!(e, GgufError::Invalid(m) if m.contains("`b`")));
+    }
 }

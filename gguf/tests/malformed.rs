@@ -514,3 +514,22 @@ fn fuzz_regressions() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn metadata_value_count_is_capped() {
+    // An array of u8 that fits in the file but exceeds the value limit is
+    // rejected before its elements are allocated. (The cumulative count
+    // over several arrays is unit-tested in src/parse.rs.)
+    let n = phi_gguf::MAX_METADATA_VALUES + 1;
+    let mut r = Raw::header(3, 0, 1);
+    r.str("a")
+        .u32(ValueType::Array.id())
+        .u32(ValueType::U8.id())
+        .u64(n);
+    r.bytes(&vec![0; n as usize]);
+    let e = err(&r);
+    assert!(
+        matches!(&e, GgufError::Invalid(m) if m.contains("`a`") && m.contains("limit")),
+        "{e}"
+    );
+}
