@@ -7,6 +7,8 @@
 //! `k_quants.rs` / `iq4.rs` (see the crate README for how to plug them in).
 
 pub mod float;
+pub mod iq4;
+pub mod k_quants;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q5_0;
