@@ -288,7 +288,8 @@ fn value_json(v: &Value) -> Json {
         Value::I32(x) => json!(x),
         Value::U64(x) => json!(x),
         Value::I64(x) => json!(x),
-        Value::F32(x) => json!(x),
+        // Shortest decimal that round-trips the f32 (1e-5, not 9.9999997e-6).
+        Value::F32(x) => json!(x.to_string().parse::<f64>().ok()),
         Value::F64(x) => json!(x),
         Value::Bool(x) => json!(x),
         Value::String(x) => json!(x),

@@ -32,6 +32,11 @@ fn json_output_describes_the_fixture() {
     assert!(v["metadata_count"].as_u64().unwrap() > 10);
     assert_eq!(v["hyperparameters"]["embedding_length"], 256);
     assert_eq!(v["hyperparameters"]["block_count"], 2);
+    // f32 values print as their shortest decimal.
+    assert_eq!(
+        v["hyperparameters"]["attention.layer_norm_rms_epsilon"],
+        1e-5
+    );
     assert_eq!(v["tokenizer"]["vocab_size"], 512);
     assert_eq!(v["tokenizer"]["bos_token_id"], 1);
     assert_eq!(v["tokenizer"]["eos_token_id"], 501);
@@ -142,6 +147,9 @@ fn malformed_files_fail_with_one_line() {
     std::fs::write(&old, v1).unwrap();
     let out = phi(&["inspect".as_ref(), old.as_os_str()]);
     assert_clean_failure(&out, "version 1");
+
+    let out = phi(&["inspect".as_ref(), dir.as_os_str()]);
+    assert_clean_failure(&out, "is a directory");
 
     let missing = dir.join("missing.gguf");
     let out = phi(&["inspect".as_ref(), missing.as_os_str()]);

@@ -180,7 +180,14 @@ impl Gguf {
             source,
         };
         let file = std::fs::File::open(path).map_err(open_err)?;
-        let len = file.metadata().map_err(open_err)?.len();
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            return Err(open_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory, not a GGUF file",
+            )));
+        }
+        let len = meta.len();
         if len == 0 {
             // Nothing to map (mapping 0 bytes fails on some systems).
             return Self::from_storage(Storage::owned(&[]));
