@@ -44,7 +44,7 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
     pub name: String,
-    /// Dimensions in GGUF order (dims[0] is the contiguous one: the row length).
+    /// Dimensions in GGUF order (`dims[0]` is the contiguous one: the row length).
     pub dims: Vec<u64>,
     pub ggml_type: GgmlType,
     /// Offset of the data relative to the start of the data section.

@@ -57,7 +57,7 @@ impl GgufWriter {
         Ok(())
     }
 
-    /// Adds a tensor. `dims` are in GGUF order (dims[0] = row length);
+    /// Adds a tensor. `dims` are in GGUF order (`dims[0]` = row length);
     /// `data` must be exactly the size the type and dims require.
     pub fn add_tensor(
         &mut self,
