@@ -1,13 +1,201 @@
+//! `phi run`: generate text from a prompt, streaming it to stdout.
+
+use crate::logits::KvArg;
+use phi::tokenizer::{TextStream, Tokenizer};
+use phi::{generate, Context, ContextParams, Model, Sampler, SamplerParams};
+use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The GGUF model file.
     #[arg(short, long)]
     pub model: PathBuf,
+    /// The prompt.
+    #[arg(short, long, conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from this file.
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate (-1 = until end of generation or a full context).
+    #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Worker threads (0 = one per core).
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens (0 = the model's, capped at 4096).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    pub ctx_size: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Wrap the prompt in the model's chat template (default when it has one).
+    #[arg(long, conflicts_with = "raw")]
+    pub chat: bool,
+    /// Use the prompt as plain text, with BOS as the vocabulary says.
+    #[arg(long)]
+    pub raw: bool,
+    /// System prompt (chat mode).
+    #[arg(short = 's', long)]
+    pub system: Option<String>,
+    /// KV cache element type.
+    #[arg(long, value_enum, default_value_t = KvArg::F16)]
+    pub kv_type: KvArg,
+    /// Ignore the model's sliding attention window, as llama.cpp does.
+    #[arg(long)]
+    pub no_swa: bool,
+}
+
+/// Sampling flags shared by `run` and `chat`; defaults are llama.cpp's.
+#[derive(clap::Args, Clone)]
+pub struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1.0 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0.0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: a new one each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<SamplerParams, String> {
+        if !(self.temp.is_finite() && (0.0..=1.0).contains(&self.top_p))
+            || !(0.0..=1.0).contains(&self.min_p)
+            || !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0)
+        {
+            return Err(
+                "sampling flags out of range: --temp must be finite, --top-p and \
+                        --min-p in [0, 1], --repeat-penalty above 0"
+                    .into(),
+            );
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(SamplerParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed,
+        })
+    }
 }
 
 pub fn run(args: Args) -> crate::CliResult {
-    let _ = args;
-    Err("`phi run` is not implemented yet".into())
+    let prompt = match (&args.prompt, &args.file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the prompt file {}: {e}", f.display()))?,
+        (None, None) => return Err("give a prompt with -p TEXT or -f FILE".into()),
+    };
+    let sampler_params = args.sampling.params()?;
+    let t0 = Instant::now();
+    let model = Arc::new(Model::load(&args.model)?);
+    let tokenizer = Tokenizer::from_gguf(model.gguf())?;
+    let params = ContextParams {
+        n_ctx: args.ctx_size,
+        n_threads: args.threads,
+        kv_type: args.kv_type.into(),
+        sliding_window: !args.no_swa,
+        ..ContextParams::default()
+    };
+    let mut ctx = Context::new(Arc::clone(&model), &params)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    let use_chat = !args.raw && (args.chat || tokenizer.chat_template().is_some());
+    let tokens = if use_chat {
+        let text = phi3_chat_prompt(args.system.as_deref(), &prompt);
+        tokenizer.encode(&text, true, true)
+    } else {
+        tokenizer.encode(&prompt, true, false)
+    };
+    if tokens.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    if tokens.len() >= ctx.n_ctx() {
+        return Err(format!(
+            "the prompt has {} tokens but the context holds {} (use a larger -c)",
+            tokens.len(),
+            ctx.n_ctx()
+        )
+        .into());
+    }
+    let room = ctx.n_ctx() - tokens.len() + 1;
+    let max_tokens = if args.n_predict < 0 {
+        room
+    } else {
+        args.n_predict as usize
+    };
+    let mut sampler = Sampler::new(sampler_params);
+    let mut stream = TextStream::new(&tokenizer, false);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_err = None;
+    let stats = generate(
+        &mut ctx,
+        &mut sampler,
+        &tokens,
+        max_tokens,
+        |t| tokenizer.is_eog(t),
+        |t| {
+            let piece = stream.push(t);
+            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                write_err = Some(e);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    let tail = stream.finish();
+    out.write_all(tail.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    eprintln!(
+        "load: {load_ms:.0} ms | prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | {} threads, {:?}",
+        stats.prompt_tokens,
+        stats.prompt_tokens_per_s(),
+        stats.generated_tokens,
+        stats.generation_tokens_per_s(),
+        ctx.n_threads(),
+        phi_kernels::dispatch::active(),
+    );
+    Ok(())
+}
+
+/// Phi-3's chat format (used until template rendering lands).
+fn phi3_chat_prompt(system: Option<&str>, user: &str) -> String {
+    let mut s = String::new();
+    if let Some(sys) = system {
+        s.push_str(&format!("<|system|>\n{sys}<|end|>\n"));
+    }
+    s.push_str(&format!("<|user|>\n{user}<|end|>\n<|assistant|>\n"));
+    s
 }

@@ -119,7 +119,7 @@ impl Config {
         }
         let rope_base = opt(g.get_f32(&k("rope.freq_base")))?.unwrap_or(10000.0);
         let rms_eps = opt(g.get_f32(&k("attention.layer_norm_rms_epsilon")))?.unwrap_or(1e-5);
-        if !(rope_base.is_finite() && rope_base > 0.0) || !(rms_eps.is_finite() && rms_eps >= 0.0) {
+        if !(rope_base.is_finite() && rope_base > 0.0 && rms_eps.is_finite() && rms_eps >= 0.0) {
             return Err(PhiError::BadHyperParam(format!(
                 "rope base {rope_base} / rms epsilon {rms_eps} out of range"
             )));

@@ -10,6 +10,8 @@ pub enum PhiError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("unsupported model architecture `{0}` (phi.rs runs `phi3` and `llama`)")]
     UnsupportedArch(String),
     #[error("tensor `{name}` is missing from the model file")]

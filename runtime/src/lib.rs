@@ -7,6 +7,7 @@
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod ffi;
 pub mod generate;
 pub mod model;
 pub mod sampler;

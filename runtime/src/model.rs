@@ -3,6 +3,7 @@
 
 use crate::config::{Arch, Config};
 use crate::error::{PhiError, Result};
+use crate::tokenizer::Tokenizer;
 use phi_gguf::{GgmlType, Gguf};
 use phi_kernels::Weights;
 use std::path::Path;
@@ -46,6 +47,7 @@ pub struct Layer {
 pub struct Model {
     gguf: Gguf,
     pub config: Config,
+    tokenizer: Tokenizer,
     pub tok_embd: Mat,
     pub output_norm: Vec<f32>,
     /// The output projection (`token_embd` again when embeddings are tied).
@@ -65,6 +67,14 @@ impl Model {
     /// Assembles the decoder from a parsed file.
     pub fn from_gguf(gguf: Gguf) -> Result<Model> {
         let config = Config::from_gguf(&gguf)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        if tokenizer.n_vocab() > config.n_vocab {
+            return Err(PhiError::BadHyperParam(format!(
+                "the vocabulary has {} tokens but token_embd.weight has only {} rows",
+                tokenizer.n_vocab(),
+                config.n_vocab
+            )));
+        }
         let c = &config;
         let (e, ff) = (c.n_embd as u64, c.n_ff as u64);
         let (qd, kvd) = (c.q_dim() as u64, c.kv_dim() as u64);
@@ -120,6 +130,7 @@ impl Model {
         Ok(Model {
             gguf,
             config,
+            tokenizer,
             tok_embd,
             output_norm,
             output,
@@ -127,6 +138,11 @@ impl Model {
             rope_factors_long,
             rope_factors_short,
         })
+    }
+
+    /// The tokenizer built from the file's `tokenizer.ggml.*` keys.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// The parsed file (metadata, tokenizer keys).

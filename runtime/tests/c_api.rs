@@ -1,0 +1,297 @@
+//! The C API: the example program built against libphi.a and phi.h, error
+//! handling at the boundary, concurrent contexts, and no leaked handles.
+
+use phi::ffi::*;
+use phi::tokenizer::TextStream;
+use phi::{generate, Context, ContextParams, Model, Sampler, SamplerParams};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::{c_char, CStr, CString};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counts live heap bytes, so a test can see that freeing handles releases everything.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: p came from System.alloc with layout l.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Tests in this file that measure LIVE must not overlap with others.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/models").join(name)
+}
+
+/// The greedy text through the Rust API, as `phi run --temp 0 --raw` prints it.
+fn rust_greedy(model: &Path, prompt: &str, n: usize) -> String {
+    let model = Arc::new(Model::load(model).unwrap());
+    let tok = model.tokenizer();
+    let ids = tok.encode(prompt, true, false);
+    let mut ctx = Context::new(Arc::clone(&model), &ContextParams::default()).unwrap();
+    let mut sampler = Sampler::new(SamplerParams::greedy());
+    let mut stream = TextStream::new(tok, false);
+    let mut text = String::new();
+    generate(
+        &mut ctx,
+        &mut sampler,
+        &ids,
+        n,
+        |t| tok.is_eog(t),
+        |t| {
+            text.push_str(&stream.push(t));
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    text.push_str(&stream.finish());
+    text.push('\n');
+    text
+}
+
+#[test]
+fn c_example_matches_the_rust_api() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The test binary lives in target/<profile>/deps; libphi.a in target/<profile>.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let lib = profile_dir.join("libphi.a");
+    // `cargo test` builds the rlib only; build the staticlib the way a user would.
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .args(["build", "-p", "phi", "--lib"])
+        .current_dir(root());
+    if release {
+        build.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        build.arg("--target-dir").arg(target_dir);
+    }
+    let status = build.status().expect("cannot run cargo");
+    assert!(
+        status.success() && lib.exists(),
+        "{} was not built",
+        lib.display()
+    );
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let bin = out_dir.join("generate");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .arg(root().join("examples/c/generate.c"))
+        .arg("-I")
+        .arg(root().join("runtime/include"))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&bin)
+        .status()
+        .expect("no C compiler");
+    assert!(status.success(), "compiling examples/c/generate.c failed");
+
+    for (model, prompt) in [
+        ("phi3-tiny-q8_0.gguf", "Hello world"),
+        ("phi3-tiny-q4_0.gguf", "the model"),
+        ("llama-tiny-q8_0.gguf", "Once upon a time"),
+    ] {
+        let out = Command::new(&bin)
+            .arg(fixture(model))
+            .arg(prompt)
+            .arg("24")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c_text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(c_text, rust_greedy(&fixture(model), prompt, 24), "{model}");
+        assert!(c_text.len() > 1, "{model}: nothing generated");
+    }
+
+    // A bad model path: exit 1 and a message naming the problem.
+    let out = Command::new(&bin)
+        .arg("/nonexistent.gguf")
+        .arg("hi")
+        .arg("4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent"));
+}
+
+fn last_error() -> String {
+    // SAFETY: phi_last_error returns a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(phi_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn load(path: &Path) -> *mut phi_model {
+    let p = CString::new(path.to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null_mut();
+    // SAFETY: valid string, null params (defaults), writable out.
+    let st = unsafe { phi_model_load(p.as_ptr(), std::ptr::null(), &mut m) };
+    assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+    m
+}
+
+/// Greedy ids through the C API on a fresh context.
+fn c_greedy(model: *const phi_model, prompt: &[i32], n: usize) -> Vec<i32> {
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: live model, default params, writable out.
+    let st = unsafe { phi_context_new(model, std::ptr::null(), &mut ctx) };
+    assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+    let mut out = Vec::new();
+    let mut toks = prompt.to_vec();
+    for _ in 0..n {
+        // SAFETY: live context used by this thread only; toks readable.
+        let st = unsafe { phi_eval(ctx, toks.as_ptr(), toks.len()) };
+        assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+        let mut nv = 0usize;
+        // SAFETY: live context; nv writable.
+        let logits = unsafe { phi_get_logits(ctx, &mut nv) };
+        // SAFETY: phi_get_logits returned nv floats, valid until the next call.
+        let row = unsafe { std::slice::from_raw_parts(logits, nv) };
+        let next = phi::sampler::argmax(row) as i32;
+        out.push(next);
+        toks = vec![next];
+    }
+    // SAFETY: live handle, freed once.
+    unsafe { phi_context_free(ctx) };
+    out
+}
+
+#[test]
+fn contexts_on_one_model_run_concurrently() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = load(&fixture("phi3-tiny-q8_0.gguf"));
+    let prompts: Vec<Vec<i32>> = (0..4).map(|i| vec![1, 10 + i, 300, 301 + i * 7]).collect();
+    let expected: Vec<Vec<i32>> = prompts.iter().map(|p| c_greedy(model, p, 12)).collect();
+    let shared = model as usize; // a read-only model may be shared across threads
+    let handles: Vec<_> = prompts
+        .clone()
+        .into_iter()
+        .map(|p| std::thread::spawn(move || c_greedy(shared as *const phi_model, &p, 12)))
+        .collect();
+    for (h, want) in handles.into_iter().zip(&expected) {
+        assert_eq!(&h.join().unwrap(), want);
+    }
+    // SAFETY: live handle, freed once, no context uses it any more.
+    unsafe { phi_model_free(model) };
+}
+
+#[test]
+fn bad_arguments_are_errors_not_crashes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut m = std::ptr::null_mut();
+    // SAFETY: null path is allowed and must be rejected.
+    let st = unsafe { phi_model_load(std::ptr::null(), std::ptr::null(), &mut m) };
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("NULL"));
+    let bad_utf8 = [0xffu8, 0xfe, 0];
+    // SAFETY: NUL-terminated bytes.
+    let st =
+        unsafe { phi_model_load(bad_utf8.as_ptr() as *const c_char, std::ptr::null(), &mut m) };
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("UTF-8"));
+    let missing = CString::new("/no/such/model.gguf").unwrap();
+    // SAFETY: valid string.
+    let st = unsafe { phi_model_load(missing.as_ptr(), std::ptr::null(), &mut m) };
+    assert_eq!(st, phi_status::PHI_ERR_IO);
+    assert!(m.is_null());
+    let not_gguf = CString::new(root().join("README.md").to_str().unwrap()).unwrap();
+    // SAFETY: valid string.
+    let st = unsafe { phi_model_load(not_gguf.as_ptr(), std::ptr::null(), &mut m) };
+    assert_eq!(st, phi_status::PHI_ERR_MODEL, "{}", last_error());
+
+    let model = load(&fixture("phi3-tiny-q8_0.gguf"));
+    let text = CString::new("Hello world").unwrap();
+    let mut n = 0usize;
+    // SAFETY: live model; no output buffer, n writable.
+    let st = unsafe {
+        phi_tokenize(
+            model,
+            text.as_ptr(),
+            true,
+            false,
+            std::ptr::null_mut(),
+            0,
+            &mut n,
+        )
+    };
+    assert_eq!(st, phi_status::PHI_ERR_BUFFER_TOO_SMALL);
+    assert!(n >= 2);
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: live model.
+    assert_eq!(
+        unsafe { phi_context_new(model, std::ptr::null(), &mut ctx) },
+        phi_status::PHI_OK
+    );
+    let bad = [1, 99_999];
+    // SAFETY: live context, readable tokens.
+    let st = unsafe { phi_eval(ctx, bad.as_ptr(), 2) };
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("99999"));
+    // SAFETY: null context must be rejected.
+    assert_eq!(
+        unsafe { phi_eval(std::ptr::null_mut(), bad.as_ptr(), 1) },
+        phi_status::PHI_ERR_INVALID_ARGUMENT
+    );
+    let long = vec![5i32; 10_000];
+    // SAFETY: live context, readable tokens.
+    assert_eq!(
+        unsafe { phi_eval(ctx, long.as_ptr(), long.len()) },
+        phi_status::PHI_ERR_CONTEXT_FULL
+    );
+    // SAFETY: live handles, freed once; null frees are no-ops.
+    unsafe {
+        phi_context_free(ctx);
+        phi_model_free(model);
+        phi_model_free(std::ptr::null_mut());
+        phi_context_free(std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn freeing_handles_releases_their_memory() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Warm up lazily-initialised globals (kernel dispatch, thread-local error slot).
+    let m = load(&fixture("phi3-tiny-q8_0.gguf"));
+    c_greedy(m, &[1, 2, 3], 2);
+    // SAFETY: live handle.
+    unsafe { phi_model_free(m) };
+    let before = LIVE.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let m = load(&fixture("phi3-tiny-q8_0.gguf"));
+        c_greedy(m, &[1, 2, 3], 2);
+        // SAFETY: live handle, freed once.
+        unsafe { phi_model_free(m) };
+    }
+    let after = LIVE.load(Ordering::SeqCst);
+    // Rayon worker threads exit asynchronously; allow a few KiB of slack for them.
+    assert!(
+        after - before < 64 * 1024,
+        "{} bytes still allocated",
+        after - before
+    );
+}
