@@ -1,1 +1,220 @@
-fn main() {}
+//! gemv / gemm at Phi-3-mini shapes, per type and per ISA path, plus a
+//! plain memory-read loop for scale.
+//!
+//! `cargo bench -p phi-kernels --bench matmul` runs a short default set
+//! (every type at 3072→9216 on the best path; Q4_0 and Q8_0 at every shape
+//! and path). `PHI_BENCH_FULL=1` runs every type × shape × path.
+//! `PHI_BENCH_THREADS=1,2` picks the rayon pool sizes (default 1,2).
+//! gemv throughput = weight bytes / s; gemm "elements" = 2·rows·cols·tokens
+//! operations / s (so Gelem/s reads as GOP/s).
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use phi_kernels::formats::{float, q4_0, q4_1, q5_0, q5_1, q8_0};
+use phi_kernels::{dispatch, matmul_with_isa, GgmlType, Isa, Scratch, Weights};
+use std::time::Duration;
+
+/// (cols, rows): qkv, attn_output, ffn_up(gate|up), ffn_down, output.
+const SHAPES: [(usize, usize); 5] = [
+    (3072, 9216),
+    (3072, 3072),
+    (3072, 16384),
+    (8192, 3072),
+    (3072, 32064),
+];
+
+const TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+const GEMM_TOKENS: usize = 64;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    macro_rules! q {
+        ($b:ty, $f:path) => {{
+            let mut v = vec![<$b>::default(); x.len() / 32];
+            $f(x, &mut v);
+            bytemuck::cast_slice(&v).to_vec()
+        }};
+    }
+    match ty {
+        GgmlType::Q4_0 => q!(q4_0::BlockQ4_0, q4_0::quantize_row_q4_0),
+        GgmlType::Q4_1 => q!(q4_1::BlockQ4_1, q4_1::quantize_row_q4_1),
+        GgmlType::Q5_0 => q!(q5_0::BlockQ5_0, q5_0::quantize_row_q5_0),
+        GgmlType::Q5_1 => q!(q5_1::BlockQ5_1, q5_1::quantize_row_q5_1),
+        GgmlType::Q8_0 => q!(q8_0::BlockQ8_0, q8_0::quantize_row_q8_0),
+        GgmlType::F16 => {
+            let mut v = vec![half::f16::ZERO; x.len()];
+            float::quantize_row_f16(x, &mut v);
+            bytemuck::cast_slice(&v).to_vec()
+        }
+        GgmlType::BF16 => {
+            let mut v = vec![half::bf16::ZERO; x.len()];
+            float::quantize_row_bf16(x, &mut v);
+            bytemuck::cast_slice(&v).to_vec()
+        }
+        _ => bytemuck::cast_slice(x).to_vec(),
+    }
+}
+
+/// A rows×cols matrix of `ty`: 64 distinct quantized rows, repeated.
+fn matrix(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let distinct = 64.min(rows);
+    let proto = quantize(ty, &rand_vec(distinct * cols, cols as u64));
+    let rb = proto.len() / distinct;
+    let mut out = Vec::with_capacity(rb * rows);
+    for r in 0..rows {
+        out.extend_from_slice(&proto[(r % distinct) * rb..(r % distinct + 1) * rb]);
+    }
+    out
+}
+
+fn thread_counts() -> Vec<usize> {
+    std::env::var("PHI_BENCH_THREADS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2])
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("thread pool")
+}
+
+/// Sums a buffer far larger than the caches: the read bandwidth a gemv can hope for.
+fn memory_read(c: &mut Criterion) {
+    let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
+    let mut g = c.benchmark_group("memread");
+    g.throughput(Throughput::Bytes((buf.len() * 8) as u64));
+    for threads in thread_counts() {
+        let p = pool(threads);
+        g.bench_function(BenchmarkId::new("sum_u64", format!("{threads}t")), |b| {
+            b.iter(|| {
+                p.install(|| {
+                    use rayon::prelude::*;
+                    buf.par_chunks(1 << 16)
+                        .map(|ch| {
+                            // Four independent sums so the loop is load-bound.
+                            let mut s = [0u64; 4];
+                            for q in ch.chunks_exact(4) {
+                                for k in 0..4 {
+                                    s[k] = s[k].wrapping_add(q[k]);
+                                }
+                            }
+                            s.iter().fold(0u64, |a, v| a.wrapping_add(*v))
+                        })
+                        .reduce(|| 0, u64::wrapping_add)
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn isas() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
+        .into_iter()
+        .filter(|&i| dispatch::is_available(i))
+        .collect()
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let full = std::env::var("PHI_BENCH_FULL").is_ok();
+    let best = dispatch::best();
+    for ty in TYPES {
+        for (si, &(cols, rows)) in SHAPES.iter().enumerate() {
+            let wide = full || matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0);
+            if si > 0 && !wide {
+                continue;
+            }
+            let data = matrix(ty, rows, cols);
+            let w = Weights::new(ty, rows, cols, &data).expect("weights");
+            let x = rand_vec(cols * GEMM_TOKENS, 7);
+            let mut y = vec![0.0f32; rows * GEMM_TOKENS];
+            let mut scratch = Scratch::default();
+            for isa in isas() {
+                // Scalar only at the first shape (it is slow and only a reference).
+                if (isa == Isa::Scalar && si > 0) || (!wide && isa != best && isa != Isa::Scalar) {
+                    continue;
+                }
+                for threads in thread_counts() {
+                    let p = pool(threads);
+                    let mut g = c.benchmark_group(format!("gemv/{ty}"));
+                    g.throughput(Throughput::Bytes(data.len() as u64));
+                    g.bench_function(
+                        BenchmarkId::new(format!("{isa}/{threads}t"), format!("{cols}x{rows}")),
+                        |b| {
+                            b.iter(|| {
+                                p.install(|| {
+                                    matmul_with_isa(
+                                        isa,
+                                        &w,
+                                        &x[..cols],
+                                        1,
+                                        &mut y[..rows],
+                                        &mut scratch,
+                                    )
+                                })
+                                .expect("gemv");
+                                black_box(&y);
+                            })
+                        },
+                    );
+                    g.finish();
+                    if isa == Isa::Scalar || si != 0 {
+                        continue;
+                    }
+                    let mut g = c.benchmark_group(format!("gemm{GEMM_TOKENS}/{ty}"));
+                    g.throughput(Throughput::Elements((2 * rows * cols * GEMM_TOKENS) as u64));
+                    g.bench_function(
+                        BenchmarkId::new(format!("{isa}/{threads}t"), format!("{cols}x{rows}")),
+                        |b| {
+                            b.iter(|| {
+                                p.install(|| {
+                                    matmul_with_isa(isa, &w, &x, GEMM_TOKENS, &mut y, &mut scratch)
+                                })
+                                .expect("gemm");
+                                black_box(&y);
+                            })
+                        },
+                    );
+                    g.finish();
+                }
+            }
+        }
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = memory_read, bench_matmul
+}
+criterion_main!(benches);

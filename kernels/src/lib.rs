@@ -57,7 +57,7 @@ pub(crate) fn matrix_bytes(
     cols: usize,
 ) -> Result<(usize, usize), KernelError> {
     let bs = ty.block_size();
-    if cols % bs != 0 {
+    if !cols.is_multiple_of(bs) {
         return Err(KernelError::Shape(format!(
             "{cols} columns is not a multiple of the {ty} block size {bs}"
         )));
