@@ -1,0 +1,148 @@
+//! AArch64 Advanced SIMD (NEON) paths.
+//!
+//! Every integer kernel is written once, generic over [`I8Dot`], and
+//! instantiated twice:
+//!
+//! * [`Sdot`]: the `sdot` instruction (FEAT_DotProd), emitted with inline
+//!   assembly because `vdotq_s32` is not stable Rust; the entry points of
+//!   this flavour carry `#[target_feature(enable = "neon,dotprod")]`.
+//! * [`Smull`]: plain NEON widening multiplies (`smull`/`smull2`) folded
+//!   with `sadalp`, for cores without the extension (Cortex-A53/A72, ...).
+//!
+//! [`neon_mat`] picks the flavour once per process from
+//! [`has_dotprod`]. Per block the integer dot is exact and the float
+//! accumulation repeats the scalar reference's operations in the same
+//! order, so for the quantized types the NEON results are bit-identical to
+//! the scalar ones (the tests check equality).
+
+use crate::table::MatFn;
+use crate::GgmlType;
+use core::arch::aarch64::*;
+use core::arch::asm;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+mod neon;
+#[cfg(test)]
+mod tests;
+
+/// 0 = not yet detected, 1 = no dotprod, 2 = dotprod.
+static DOTPROD: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU has FEAT_DotProd (`sdot`/`udot`), detected once.
+pub(crate) fn has_dotprod() -> bool {
+    match DOTPROD.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let has = std::arch::is_aarch64_feature_detected!("neon")
+                && std::arch::is_aarch64_feature_detected!("dotprod");
+            DOTPROD.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+            has
+        }
+    }
+}
+
+/// The NEON tile function for `ty`, if there is one: the `sdot` flavour
+/// when the CPU has dotprod, the plain one otherwise. The caller
+/// ([`crate::table::ops`]) has checked that NEON is available.
+pub(crate) fn neon_mat(ty: GgmlType) -> Option<MatFn> {
+    neon::mat(ty, has_dotprod())
+}
+
+/// A 16-lane signed byte dot product step: adds `Σ a[k]·b[k]` over the 16
+/// lanes into the four i32 lanes of `acc` (how the 16 products are split
+/// over the four lanes is up to the implementation; callers only use the
+/// total).
+pub(crate) trait I8Dot {
+    /// # Safety
+    ///
+    /// The CPU must support the instructions of the implementation (NEON
+    /// for [`Smull`], NEON + dotprod for [`Sdot`]) and the caller must be
+    /// compiled with those target features, so that the body is inlined
+    /// into it.
+    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
+}
+
+/// `sdot` (FEAT_DotProd): lane i gets `Σ_{k<4} a[4i+k]·b[4i+k]`.
+pub(crate) struct Sdot;
+
+/// Plain NEON: `smull`/`smull2` to i16 products (never overflow: |x·y| ≤
+/// 2^14), pairwise-added into i32 with `sadalp`.
+pub(crate) struct Smull;
+
+impl I8Dot for Sdot {
+    #[inline(always)]
+    unsafe fn dot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        // SAFETY: the trait contract says the CPU has dotprod and the caller
+        // enables the feature (the assembler accepts `sdot` only then). The
+        // instruction reads and writes registers only.
+        unsafe {
+            asm!(
+                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+}
+
+impl I8Dot for Smull {
+    #[inline(always)]
+    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        // SAFETY: plain NEON register arithmetic; the trait contract says
+        // the CPU has NEON.
+        unsafe {
+            let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+            let hi = vmull_high_s8(a, b);
+            vpadalq_s16(vpadalq_s16(acc, lo), hi)
+        }
+    }
+}
+
+/// IEEE half → single (exact), from the raw little-endian bits.
+#[inline(always)]
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// Reads a little-endian f16 at `p` (any alignment) as f32.
+///
+/// # Safety
+///
+/// `p..p + 2` must be readable.
+#[inline(always)]
+pub(crate) unsafe fn load_f16(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes; `[u8; 2]` has
+    // alignment 1.
+    let b = unsafe { core::ptr::read_unaligned(p as *const [u8; 2]) };
+    f16_to_f32(u16::from_le_bytes(b))
+}
+
+/// Widens the eight halves of `h` (raw f16 bits) to two f32x4 (`fcvtl`,
+/// `fcvtl2`; exact; part of base AArch64 Advanced SIMD). `vcvt_f32_f16` is
+/// not stable Rust, hence the assembly.
+///
+/// # Safety
+///
+/// The CPU must have NEON (every AArch64 Linux CPU does).
+#[inline(always)]
+pub(crate) unsafe fn cvt_f16x8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+    let lo: float32x4_t;
+    let hi: float32x4_t;
+    // SAFETY: register-only conversions available on every AArch64 CPU
+    // with Advanced SIMD.
+    unsafe {
+        asm!(
+            "fcvtl {lo:v}.4s, {h:v}.4h",
+            "fcvtl2 {hi:v}.4s, {h:v}.8h",
+            h = in(vreg) h,
+            lo = out(vreg) lo,
+            hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    (lo, hi)
+}

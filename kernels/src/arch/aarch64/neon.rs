@@ -1,0 +1,453 @@
+//! NEON tile functions for the float formats and the 32-element block
+//! formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 against Q8_0 / Q8_1 activations).
+//!
+//! Row dots read blocks through raw pointers with unaligned loads
+//! (`vld1q_*` of bytes), so weights and activations may have any
+//! alignment. Bounds come from the `MatFn` contract: `args.is_valid(..)`
+//! holds, so every row the tile touches lies inside `args.w` / `args.a`.
+
+use super::{cvt_f16x8, load_f16, I8Dot, Sdot, Smull};
+use crate::table::{MatArgs, MatFn};
+use crate::GgmlType;
+use core::arch::aarch64::*;
+
+/// Bytes per block of the 32-element formats.
+const Q4_0_BYTES: usize = 18;
+const Q4_1_BYTES: usize = 20;
+const Q5_0_BYTES: usize = 22;
+const Q5_1_BYTES: usize = 24;
+const Q8_0_BYTES: usize = 34;
+const Q8_1_BYTES: usize = 36;
+const QK: usize = 32;
+
+/// The NEON tile for `ty` (`dotprod` picks the `sdot` flavour of the
+/// integer kernels; the float kernels have one flavour).
+pub(super) fn mat(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
+    use GgmlType as T;
+    let f: MatFn = match (ty, dotprod) {
+        (T::F32, _) => mat_f32,
+        (T::F16, _) => mat_f16,
+        (T::BF16, _) => mat_bf16,
+        (T::Q4_0, true) => mat_q4_0_sdot,
+        (T::Q4_0, false) => mat_q4_0_neon,
+        (T::Q4_1, true) => mat_q4_1_sdot,
+        (T::Q4_1, false) => mat_q4_1_neon,
+        (T::Q5_0, true) => mat_q5_0_sdot,
+        (T::Q5_0, false) => mat_q5_0_neon,
+        (T::Q5_1, true) => mat_q5_1_sdot,
+        (T::Q5_1, false) => mat_q5_1_neon,
+        (T::Q8_0, true) => mat_q8_0_sdot,
+        (T::Q8_0, false) => mat_q8_0_neon,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Defines a tile function `$name` with `#[target_feature($feat)]` that
+/// fills `out[t * nr + r]` with `$row(n, weight row r, activation row t)`.
+macro_rules! tile_fn {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The `MatFn` contract: the CPU has the enabled target features and
+        /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
+            let (w, a) = (args.w.as_ptr(), args.a.as_ptr());
+            for t in 0..args.nt {
+                // SAFETY: is_valid ⇒ activation row t starts inside `args.a`.
+                let at = unsafe { a.add(t * args.a_stride) };
+                let o = &mut out[t * args.nr..(t + 1) * args.nr];
+                for (r, dst) in o.iter_mut().enumerate() {
+                    // SAFETY: is_valid ⇒ weight row r and activation row t
+                    // are whole rows inside their slices, and the CPU has
+                    // the features this function enables.
+                    *dst = unsafe { $row(args.n, w.add(r * args.w_stride), at) };
+                }
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- floats
+
+/// Horizontal sum of four accumulators.
+#[inline(always)]
+unsafe fn hsum4(a: float32x4_t, b: float32x4_t, c: float32x4_t, d: float32x4_t) -> f32 {
+    // SAFETY: register arithmetic; callers run with NEON.
+    unsafe { vaddvq_f32(vaddq_f32(vaddq_f32(a, b), vaddq_f32(c, d))) }
+}
+
+/// F32 · F32 over `n` elements.
+///
+/// # Safety
+///
+/// NEON; `w` and `a` each point at `4n` readable bytes.
+#[inline(always)]
+unsafe fn row_f32(n: usize, w: *const u8, a: *const u8) -> f32 {
+    // SAFETY: every load below reads bytes `4i..4i + 16` with `i + 4 <= n`
+    // or a single element `i < n`, inside the caller's `4n` bytes.
+    unsafe {
+        let ld = |p: *const u8, i: usize| vreinterpretq_f32_u8(vld1q_u8(p.add(4 * i)));
+        let z = vdupq_n_f32(0.0);
+        let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+        let mut i = 0;
+        while i + 16 <= n {
+            s0 = vfmaq_f32(s0, ld(w, i), ld(a, i));
+            s1 = vfmaq_f32(s1, ld(w, i + 4), ld(a, i + 4));
+            s2 = vfmaq_f32(s2, ld(w, i + 8), ld(a, i + 8));
+            s3 = vfmaq_f32(s3, ld(w, i + 12), ld(a, i + 12));
+            i += 16;
+        }
+        while i + 4 <= n {
+            s0 = vfmaq_f32(s0, ld(w, i), ld(a, i));
+            i += 4;
+        }
+        let mut s = hsum4(s0, s1, s2, s3);
+        while i < n {
+            let x = f32::from_le_bytes(core::ptr::read_unaligned(w.add(4 * i) as *const [u8; 4]));
+            let y = f32::from_le_bytes(core::ptr::read_unaligned(a.add(4 * i) as *const [u8; 4]));
+            s += x * y;
+            i += 1;
+        }
+        s
+    }
+}
+
+/// Sum of products of `n` pairs of 16-bit floats, each widened to f32 by
+/// `cvt8` (8 lanes) / `cvt1` (one value).
+#[inline(always)]
+unsafe fn row_half(
+    n: usize,
+    w: *const u8,
+    a: *const u8,
+    cvt8: impl Fn(uint16x8_t) -> (float32x4_t, float32x4_t),
+    cvt1: impl Fn(u16) -> f32,
+) -> f32 {
+    // SAFETY: loads read bytes `2i..2i + 16` with `i + 8 <= n`, or one
+    // element `i < n`, inside the caller's `2n` bytes.
+    unsafe {
+        let ld = |p: *const u8, i: usize| vreinterpretq_u16_u8(vld1q_u8(p.add(2 * i)));
+        let z = vdupq_n_f32(0.0);
+        let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+        let mut i = 0;
+        while i + 16 <= n {
+            let (w0, w1) = cvt8(ld(w, i));
+            let (a0, a1) = cvt8(ld(a, i));
+            let (w2, w3) = cvt8(ld(w, i + 8));
+            let (a2, a3) = cvt8(ld(a, i + 8));
+            s0 = vfmaq_f32(s0, w0, a0);
+            s1 = vfmaq_f32(s1, w1, a1);
+            s2 = vfmaq_f32(s2, w2, a2);
+            s3 = vfmaq_f32(s3, w3, a3);
+            i += 16;
+        }
+        while i + 8 <= n {
+            let (w0, w1) = cvt8(ld(w, i));
+            let (a0, a1) = cvt8(ld(a, i));
+            s0 = vfmaq_f32(s0, w0, a0);
+            s1 = vfmaq_f32(s1, w1, a1);
+            i += 8;
+        }
+        let mut s = hsum4(s0, s1, s2, s3);
+        let rd = |p: *const u8, i: usize| {
+            u16::from_le_bytes(core::ptr::read_unaligned(p.add(2 * i) as *const [u8; 2]))
+        };
+        while i < n {
+            s += cvt1(rd(w, i)) * cvt1(rd(a, i));
+            i += 1;
+        }
+        s
+    }
+}
+
+/// F16 · F16.
+///
+/// # Safety
+///
+/// NEON; `w` and `a` each point at `2n` readable bytes.
+#[inline(always)]
+unsafe fn row_f16(n: usize, w: *const u8, a: *const u8) -> f32 {
+    // SAFETY: forwarded contract; `cvt_f16x8` needs NEON only.
+    unsafe { row_half(n, w, a, |h| cvt_f16x8(h), super::f16_to_f32) }
+}
+
+/// BF16 · BF16 (bf16 → f32 is a 16-bit left shift).
+///
+/// # Safety
+///
+/// NEON; `w` and `a` each point at `2n` readable bytes.
+#[inline(always)]
+unsafe fn row_bf16(n: usize, w: *const u8, a: *const u8) -> f32 {
+    // SAFETY: forwarded contract; the shifts are plain NEON.
+    unsafe {
+        row_half(
+            n,
+            w,
+            a,
+            |h| {
+                (
+                    vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h))),
+                    vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h)),
+                )
+            },
+            |b| f32::from_bits((b as u32) << 16),
+        )
+    }
+}
+
+tile_fn!(
+    /// F32 weights × F32 activations.
+    mat_f32, "neon", row_f32
+);
+tile_fn!(
+    /// F16 weights × F16 activations.
+    mat_f16, "neon", row_f16
+);
+tile_fn!(
+    /// BF16 weights × BF16 activations.
+    mat_bf16, "neon", row_bf16
+);
+
+// ------------------------------------------------------- 32-element blocks
+
+/// Loads 16 signed bytes at `p` (any alignment).
+///
+/// # Safety
+///
+/// NEON; `p..p + 16` readable.
+#[inline(always)]
+unsafe fn ld_s8(p: *const u8) -> int8x16_t {
+    // SAFETY: the caller guarantees 16 readable bytes; `vld1q_u8` has no
+    // alignment requirement.
+    unsafe { vreinterpretq_s8_u8(vld1q_u8(p)) }
+}
+
+/// The 32 quants of a Q8_0 / Q8_1 block at `p`.
+///
+/// # Safety
+///
+/// NEON; `p..p + 32` readable.
+#[inline(always)]
+unsafe fn ld_q8(p: *const u8) -> (int8x16_t, int8x16_t) {
+    // SAFETY: forwarded contract.
+    unsafe { (ld_s8(p), ld_s8(p.add(16))) }
+}
+
+/// Low and high nibbles of the 16 bytes at `p`: elements 0..16 and 16..32.
+///
+/// # Safety
+///
+/// NEON; `p..p + 16` readable.
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+    // SAFETY: forwarded contract; register arithmetic otherwise.
+    unsafe {
+        let v = vld1q_u8(p);
+        (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v))
+    }
+}
+
+/// Lane j is 0xFF when bit j of the 16-bit `bits` is set, else 0.
+///
+/// # Safety
+///
+/// NEON.
+#[inline(always)]
+unsafe fn bit_mask16(bits: u16) -> uint8x16_t {
+    const SEL: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    // SAFETY: `SEL` is 16 readable bytes; register arithmetic otherwise.
+    unsafe {
+        let b = vcombine_u8(vdup_n_u8(bits as u8), vdup_n_u8((bits >> 8) as u8));
+        vtstq_u8(b, vld1q_u8(SEL.as_ptr()))
+    }
+}
+
+/// The fifth bits of a Q5 block (`qh` at `p`, little-endian u32) as two
+/// lane masks: elements 0..16 and 16..32.
+///
+/// # Safety
+///
+/// NEON; `p..p + 4` readable.
+#[inline(always)]
+unsafe fn q5_high_masks(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+    // SAFETY: four readable bytes at `p`, alignment 1.
+    let qh = u32::from_le_bytes(unsafe { core::ptr::read_unaligned(p as *const [u8; 4]) });
+    // SAFETY: NEON register arithmetic.
+    unsafe { (bit_mask16(qh as u16), bit_mask16((qh >> 16) as u16)) }
+}
+
+/// Exact integer dot of two 32-lane halves pairs.
+#[inline(always)]
+unsafe fn idot32<D: I8Dot>(w0: int8x16_t, w1: int8x16_t, a0: int8x16_t, a1: int8x16_t) -> i32 {
+    // SAFETY: forwarded `I8Dot` contract (the tile enables D's features).
+    unsafe { vaddvq_s32(D::dot(D::dot(vdupq_n_s32(0), w0, a0), w1, a1)) }
+}
+
+/// Q8_0 · Q8_0 row (`n / 32` blocks).
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` and `a` each hold `n / 32` blocks of 34 bytes.
+#[inline(always)]
+unsafe fn row_q8_0<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        // SAFETY: block i of each row lies inside the caller's bytes.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES));
+            let (w0, w1) = ld_q8(wb.add(2));
+            let (a0, a1) = ld_q8(ab.add(2));
+            let isum = idot32::<D>(w0, w1, a0, a1);
+            sum += isum as f32 * (load_f16(wb) * load_f16(ab));
+        }
+    }
+    sum
+}
+
+/// Q4_0 · Q8_0 row.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 32` blocks of 18 bytes, `a` of 34.
+#[inline(always)]
+unsafe fn row_q4_0<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        // SAFETY: block i of each row lies inside the caller's bytes.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES));
+            let (lo, hi) = nibbles(wb.add(2));
+            let eight = vdupq_n_s8(8);
+            let w0 = vsubq_s8(vreinterpretq_s8_u8(lo), eight);
+            let w1 = vsubq_s8(vreinterpretq_s8_u8(hi), eight);
+            let (a0, a1) = ld_q8(ab.add(2));
+            let isum = idot32::<D>(w0, w1, a0, a1);
+            sum += isum as f32 * (load_f16(wb) * load_f16(ab));
+        }
+    }
+    sum
+}
+
+/// Q4_1 · Q8_1 row: `Σ d_w d_a · isum + m_w · s_a`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 32` blocks of 20 bytes, `a` of 36.
+#[inline(always)]
+unsafe fn row_q4_1<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        // SAFETY: block i of each row lies inside the caller's bytes.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES));
+            let (lo, hi) = nibbles(wb.add(4));
+            let (a0, a1) = ld_q8(ab.add(4));
+            let isum = idot32::<D>(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), a0, a1);
+            sum += isum as f32 * (load_f16(wb) * load_f16(ab))
+                + load_f16(wb.add(2)) * load_f16(ab.add(2));
+        }
+    }
+    sum
+}
+
+/// Q5_0 · Q8_0 row: weights `(nibble | bit4 << 4) - 16`, computed as
+/// `nibble - (bit4 ? 0 : 16)`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 32` blocks of 22 bytes, `a` of 34.
+#[inline(always)]
+unsafe fn row_q5_0<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        // SAFETY: block i of each row lies inside the caller's bytes.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES));
+            let (m0, m1) = q5_high_masks(wb.add(2));
+            let (lo, hi) = nibbles(wb.add(6));
+            let sixteen = vdupq_n_u8(0x10);
+            let w0 = vsubq_s8(
+                vreinterpretq_s8_u8(lo),
+                vreinterpretq_s8_u8(vbicq_u8(sixteen, m0)),
+            );
+            let w1 = vsubq_s8(
+                vreinterpretq_s8_u8(hi),
+                vreinterpretq_s8_u8(vbicq_u8(sixteen, m1)),
+            );
+            let (a0, a1) = ld_q8(ab.add(2));
+            let isum = idot32::<D>(w0, w1, a0, a1);
+            sum += isum as f32 * (load_f16(wb) * load_f16(ab));
+        }
+    }
+    sum
+}
+
+/// Q5_1 · Q8_1 row: weights `nibble | bit4 << 4` (0..=31).
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 32` blocks of 24 bytes, `a` of 36.
+#[inline(always)]
+unsafe fn row_q5_1<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK {
+        // SAFETY: block i of each row lies inside the caller's bytes.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q5_1_BYTES), a.add(i * Q8_1_BYTES));
+            let (m0, m1) = q5_high_masks(wb.add(4));
+            let (lo, hi) = nibbles(wb.add(8));
+            let sixteen = vdupq_n_u8(0x10);
+            let w0 = vorrq_u8(lo, vandq_u8(sixteen, m0));
+            let w1 = vorrq_u8(hi, vandq_u8(sixteen, m1));
+            let (a0, a1) = ld_q8(ab.add(4));
+            let isum = idot32::<D>(vreinterpretq_s8_u8(w0), vreinterpretq_s8_u8(w1), a0, a1);
+            sum += isum as f32 * (load_f16(wb) * load_f16(ab))
+                + load_f16(wb.add(2)) * load_f16(ab.add(2));
+        }
+    }
+    sum
+}
+
+tile_fn!(
+    /// Q8_0 × Q8_0 with `sdot`.
+    mat_q8_0_sdot, "neon,dotprod", row_q8_0::<Sdot>
+);
+tile_fn!(
+    /// Q8_0 × Q8_0 with plain NEON.
+    mat_q8_0_neon, "neon", row_q8_0::<Smull>
+);
+tile_fn!(
+    /// Q4_0 × Q8_0 with `sdot`.
+    mat_q4_0_sdot, "neon,dotprod", row_q4_0::<Sdot>
+);
+tile_fn!(
+    /// Q4_0 × Q8_0 with plain NEON.
+    mat_q4_0_neon, "neon", row_q4_0::<Smull>
+);
+tile_fn!(
+    /// Q4_1 × Q8_1 with `sdot`.
+    mat_q4_1_sdot, "neon,dotprod", row_q4_1::<Sdot>
+);
+tile_fn!(
+    /// Q4_1 × Q8_1 with plain NEON.
+    mat_q4_1_neon, "neon", row_q4_1::<Smull>
+);
+tile_fn!(
+    /// Q5_0 × Q8_0 with `sdot`.
+    mat_q5_0_sdot, "neon,dotprod", row_q5_0::<Sdot>
+);
+tile_fn!(
+    /// Q5_0 × Q8_0 with plain NEON.
+    mat_q5_0_neon, "neon", row_q5_0::<Smull>
+);
+tile_fn!(
+    /// Q5_1 × Q8_1 with `sdot`.
+    mat_q5_1_sdot, "neon,dotprod", row_q5_1::<Sdot>
+);
+tile_fn!(
+    /// Q5_1 × Q8_1 with plain NEON.
+    mat_q5_1_neon, "neon", row_q5_1::<Smull>
+);
