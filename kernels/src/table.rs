@@ -3,7 +3,7 @@
 //! chosen per instruction set. THE place to register a new type or ISA path
 //! (see the crate README).
 
-use crate::formats::{float, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
+use crate::formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
 use crate::{GgmlType, Isa};
 
 /// Quantizes one activation row `x` (`cols` floats) into `out`
@@ -93,6 +93,13 @@ scalar_mat!(mat_q4_1_scalar, q4_1::vec_dot_bytes);
 scalar_mat!(mat_q5_0_scalar, q5_0::vec_dot_bytes);
 scalar_mat!(mat_q5_1_scalar, q5_1::vec_dot_bytes);
 scalar_mat!(mat_q8_0_scalar, q8_0::vec_dot_bytes);
+scalar_mat!(mat_q2_k_scalar, k_quants::vec_dot_q2_k_bytes);
+scalar_mat!(mat_q3_k_scalar, k_quants::vec_dot_q3_k_bytes);
+scalar_mat!(mat_q4_k_scalar, k_quants::vec_dot_q4_k_bytes);
+scalar_mat!(mat_q5_k_scalar, k_quants::vec_dot_q5_k_bytes);
+scalar_mat!(mat_q6_k_scalar, k_quants::vec_dot_q6_k_bytes);
+scalar_mat!(mat_iq4_nl_scalar, iq4::vec_dot_iq4_nl_bytes);
+scalar_mat!(mat_iq4_xs_scalar, iq4::vec_dot_iq4_xs_bytes);
 
 /// The scalar entry for `ty`, or `None` when the kernels do not run it.
 fn scalar_ops(ty: GgmlType) -> Option<TypeOps> {
@@ -147,8 +154,48 @@ fn scalar_ops(ty: GgmlType) -> Option<TypeOps> {
                 q8_0::dequantize_bytes,
                 mat_q8_0_scalar,
             ),
-            // K-quant engineer: add Q2_K..Q6_K / IQ4_NL / IQ4_XS here
-            // (act = T::Q8_K, quantizer and dequantizer from formats::k_quants).
+            T::Q2_K => (
+                T::Q8_K,
+                k_quants::quantize_act_q8_k_bytes,
+                k_quants::dequantize_q2_k_bytes,
+                mat_q2_k_scalar,
+            ),
+            T::Q3_K => (
+                T::Q8_K,
+                k_quants::quantize_act_q8_k_bytes,
+                k_quants::dequantize_q3_k_bytes,
+                mat_q3_k_scalar,
+            ),
+            T::Q4_K => (
+                T::Q8_K,
+                k_quants::quantize_act_q8_k_bytes,
+                k_quants::dequantize_q4_k_bytes,
+                mat_q4_k_scalar,
+            ),
+            T::Q5_K => (
+                T::Q8_K,
+                k_quants::quantize_act_q8_k_bytes,
+                k_quants::dequantize_q5_k_bytes,
+                mat_q5_k_scalar,
+            ),
+            T::Q6_K => (
+                T::Q8_K,
+                k_quants::quantize_act_q8_k_bytes,
+                k_quants::dequantize_q6_k_bytes,
+                mat_q6_k_scalar,
+            ),
+            T::IQ4_NL => (
+                T::Q8_0,
+                q8_0::quantize_act_bytes,
+                iq4::dequantize_iq4_nl_bytes,
+                mat_iq4_nl_scalar,
+            ),
+            T::IQ4_XS => (
+                T::Q8_K,
+                k_quants::quantize_act_q8_k_bytes,
+                iq4::dequantize_iq4_xs_bytes,
+                mat_iq4_xs_scalar,
+            ),
             _ => return None,
         };
     Some(TypeOps {
@@ -165,6 +212,7 @@ fn scalar_ops(ty: GgmlType) -> Option<TypeOps> {
 pub fn dequantizer(ty: GgmlType) -> Option<DequantizeFn> {
     match ty {
         GgmlType::Q8_1 => Some(q8_1::dequantize_bytes),
+        GgmlType::Q8_K => Some(k_quants::dequantize_q8_k_bytes),
         _ => scalar_ops(ty).map(|o| o.dequantize),
     }
 }
@@ -196,6 +244,16 @@ pub fn ops(ty: GgmlType, isa: Isa) -> Option<TypeOps> {
                     ..base
                 });
             }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        if let Some(mat) = crate::arch::aarch64::neon_mat(ty) {
+            return Some(TypeOps {
+                mat,
+                isa: Isa::Neon,
+                ..base
+            });
         }
     }
     Some(base)

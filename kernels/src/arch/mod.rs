@@ -4,7 +4,5 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
-// Reserved for the NEON engineer: `arch/aarch64/mod.rs` + `neon.rs`,
-// registered here as
-// #[cfg(target_arch = "aarch64")]
-// pub(crate) mod aarch64;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64;
