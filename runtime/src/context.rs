@@ -29,6 +29,9 @@ pub struct ContextParams {
     pub kv_type: KvType,
     /// Apply the model's declared sliding attention window (llama.cpp does not).
     pub sliding_window: bool,
+    /// Refuse to allocate more than this many bytes for the KV cache and
+    /// buffers (0 = what the system reports as available).
+    pub max_memory: usize,
 }
 
 impl Default for ContextParams {
@@ -39,8 +42,44 @@ impl Default for ContextParams {
             n_threads: 0,
             kv_type: KvType::F16,
             sliding_window: true,
+            max_memory: 0,
         }
     }
+}
+
+/// Bytes a context needs for its KV cache and activation buffers, or None on overflow.
+pub fn memory_needed(c: &Config, n_ctx: usize, n_batch: usize, kv: KvType) -> Option<usize> {
+    let kv_elem = match kv {
+        KvType::F32 => 4,
+        KvType::F16 => 2,
+    };
+    let kv_bytes = n_ctx
+        .checked_mul(c.kv_dim())?
+        .checked_mul(2 * c.n_layer)?
+        .checked_mul(kv_elem)?;
+    // Per batch token: x, xn, proj (n_embd each), q, attn, attn_heads (q_dim each),
+    // k, v (kv_dim each), the fused projection output and gate/up (n_ff each).
+    let per_token = 3 * c.n_embd
+        + 3 * c.q_dim()
+        + 2 * c.kv_dim()
+        + (2 * c.n_ff).max(c.q_dim() + 2 * c.kv_dim())
+        + 2 * c.n_ff
+        + c.n_rot;
+    let buf_bytes = n_batch.checked_mul(per_token)?.checked_mul(4)?;
+    let scores = c.n_head.checked_mul(n_ctx)?.checked_mul(4)?;
+    let logits = n_batch.checked_mul(c.n_vocab)?.checked_mul(4)?;
+    kv_bytes
+        .checked_add(buf_bytes)?
+        .checked_add(scores)?
+        .checked_add(logits)
+}
+
+/// MemAvailable from /proc/meminfo (Linux), if it can be read.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// The number of worker threads used when none is asked for.
@@ -150,6 +189,23 @@ impl Context {
         let kv_elems = n_ctx
             .checked_mul(c.kv_dim())
             .ok_or_else(|| PhiError::InvalidArgument(format!("context of {n_ctx} is too large")))?;
+        let needed = memory_needed(c, n_ctx, n_batch, params.kv_type).ok_or_else(|| {
+            PhiError::InvalidArgument(format!("context of {n_ctx} tokens is too large"))
+        })?;
+        let limit = if params.max_memory > 0 {
+            Some(params.max_memory)
+        } else {
+            available_memory()
+        };
+        if let Some(limit) = limit {
+            if needed > limit {
+                return Err(PhiError::OutOfMemory {
+                    needed,
+                    limit,
+                    n_ctx,
+                });
+            }
+        }
         let kv = (0..c.n_layer)
             .map(|_| LayerKv {
                 k: KvStore::new(params.kv_type, kv_elems),

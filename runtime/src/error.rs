@@ -28,6 +28,15 @@ pub enum PhiError {
     BadHyperParam(String),
     #[error("the context holds {n_ctx} tokens, but {needed} are needed (use a larger -c)")]
     ContextFull { n_ctx: usize, needed: usize },
+    #[error(
+        "a context of {n_ctx} tokens needs {needed} bytes for its KV cache and buffers, \
+         more than the {limit} bytes available (use a smaller -c)"
+    )]
+    OutOfMemory {
+        needed: usize,
+        limit: usize,
+        n_ctx: usize,
+    },
     #[error("token id {id} is outside the vocabulary (0..{n_vocab})")]
     BadToken { id: u32, n_vocab: usize },
     #[error("invalid argument: {0}")]

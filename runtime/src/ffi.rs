@@ -363,6 +363,7 @@ pub unsafe extern "C" fn phi_context_new(
             n_threads: p.n_threads as usize,
             kv_type: if p.kv_f32 { KvType::F32 } else { KvType::F16 },
             sliding_window: p.sliding_window,
+            max_memory: 0,
         };
         let ctx = Context::new(Arc::clone(&model.model), &params).map_err(phi_err)?;
         // SAFETY: out is non-null and writable.

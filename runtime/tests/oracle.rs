@@ -74,6 +74,7 @@ fn check(oracle_dir: &str) {
         n_threads: 2,
         kv_type: KvType::F32,
         sliding_window: false,
+        max_memory: 0,
     };
     let tol = tolerance(model_file);
     let (mut max_abs, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);

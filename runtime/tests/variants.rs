@@ -20,6 +20,7 @@ fn ctx(model: &Arc<Model>, n_ctx: usize, swa: bool) -> Context {
         n_threads: 2,
         kv_type: KvType::F32,
         sliding_window: swa,
+        max_memory: 0,
     };
     Context::new(Arc::clone(model), &p).unwrap()
 }
@@ -237,4 +238,25 @@ fn broken_models_give_errors_that_name_the_problem() {
     assert!(m.contains("kv head count"), "{m}");
     let m = msg(rewrite("", None, Some(("phi3.block_count", Value::U32(0)))));
     assert!(m.contains("block_count"), "{m}");
+}
+
+#[test]
+fn contexts_beyond_the_memory_limit_are_refused() {
+    let model = load(&SyntheticSpec::tiny_phi3());
+    let p = ContextParams {
+        n_ctx: 1 << 20,
+        max_memory: 64 << 20,
+        ..ContextParams::default()
+    };
+    let err = Context::new(Arc::clone(&model), &p)
+        .err()
+        .expect("should refuse");
+    assert!(matches!(err, PhiError::OutOfMemory { .. }), "{err}");
+    assert!(err.to_string().contains("-c"), "{err}");
+    // An absurd context overflows the size computation: still an error, not a panic.
+    let p = ContextParams {
+        n_ctx: usize::MAX / 2,
+        ..ContextParams::default()
+    };
+    assert!(Context::new(model, &p).is_err());
 }
