@@ -21,6 +21,35 @@ use core::arch::aarch64::*;
 use core::arch::asm;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// Defines a tile function `$name` with `#[target_feature($feat)]` that
+/// fills `out[t * nr + r]` with `$row(n, weight row r, activation row t)`.
+macro_rules! tile_fn {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The `MatFn` contract: the CPU has the enabled target features and
+        /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(args: &$crate::table::MatArgs<'_>, out: &mut [f32]) {
+            let (w, a) = (args.w.as_ptr(), args.a.as_ptr());
+            for t in 0..args.nt {
+                // SAFETY: is_valid ⇒ activation row t starts inside `args.a`.
+                let at = unsafe { a.add(t * args.a_stride) };
+                let o = &mut out[t * args.nr..(t + 1) * args.nr];
+                for (r, dst) in o.iter_mut().enumerate() {
+                    // SAFETY: is_valid ⇒ weight row r and activation row t
+                    // are whole rows inside their slices, and the CPU has
+                    // the features this function enables.
+                    *dst = unsafe { $row(args.n, w.add(r * args.w_stride), at) };
+                }
+            }
+        }
+    };
+}
+
+mod k_neon;
 mod neon;
 #[cfg(test)]
 mod tests;
@@ -46,7 +75,13 @@ pub(crate) fn has_dotprod() -> bool {
 /// when the CPU has dotprod, the plain one otherwise. The caller
 /// ([`crate::table::ops`]) has checked that NEON is available.
 pub(crate) fn neon_mat(ty: GgmlType) -> Option<MatFn> {
-    neon::mat(ty, has_dotprod())
+    mat_flavour(ty, has_dotprod())
+}
+
+/// The NEON tile for `ty` of one flavour: `sdot` (`dotprod = true`, only
+/// for CPUs with dotprod) or plain NEON.
+pub(crate) fn mat_flavour(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
+    neon::mat(ty, dotprod).or_else(|| k_neon::mat(ty, dotprod))
 }
 
 /// A 16-lane signed byte dot product step: adds `Σ a[k]·b[k]` over the 16

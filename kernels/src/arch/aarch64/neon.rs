@@ -7,7 +7,7 @@
 //! holds, so every row the tile touches lies inside `args.w` / `args.a`.
 
 use super::{cvt_f16x8, load_f16, I8Dot, Sdot, Smull};
-use crate::table::{MatArgs, MatFn};
+use crate::table::MatFn;
 use crate::GgmlType;
 use core::arch::aarch64::*;
 
@@ -41,34 +41,6 @@ pub(super) fn mat(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
         _ => return None,
     };
     Some(f)
-}
-
-/// Defines a tile function `$name` with `#[target_feature($feat)]` that
-/// fills `out[t * nr + r]` with `$row(n, weight row r, activation row t)`.
-macro_rules! tile_fn {
-    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:expr) => {
-        $(#[$doc])*
-        ///
-        /// # Safety
-        ///
-        /// The `MatFn` contract: the CPU has the enabled target features and
-        /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
-        #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
-            let (w, a) = (args.w.as_ptr(), args.a.as_ptr());
-            for t in 0..args.nt {
-                // SAFETY: is_valid ⇒ activation row t starts inside `args.a`.
-                let at = unsafe { a.add(t * args.a_stride) };
-                let o = &mut out[t * args.nr..(t + 1) * args.nr];
-                for (r, dst) in o.iter_mut().enumerate() {
-                    // SAFETY: is_valid ⇒ weight row r and activation row t
-                    // are whole rows inside their slices, and the CPU has
-                    // the features this function enables.
-                    *dst = unsafe { $row(args.n, w.add(r * args.w_stride), at) };
-                }
-            }
-        }
-    };
 }
 
 // ---------------------------------------------------------------- floats
@@ -219,7 +191,7 @@ tile_fn!(
 ///
 /// NEON; `p..p + 16` readable.
 #[inline(always)]
-unsafe fn ld_s8(p: *const u8) -> int8x16_t {
+pub(super) unsafe fn ld_s8(p: *const u8) -> int8x16_t {
     // SAFETY: the caller guarantees 16 readable bytes; `vld1q_u8` has no
     // alignment requirement.
     unsafe { vreinterpretq_s8_u8(vld1q_u8(p)) }
@@ -231,7 +203,7 @@ unsafe fn ld_s8(p: *const u8) -> int8x16_t {
 ///
 /// NEON; `p..p + 32` readable.
 #[inline(always)]
-unsafe fn ld_q8(p: *const u8) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn ld_q8(p: *const u8) -> (int8x16_t, int8x16_t) {
     // SAFETY: forwarded contract.
     unsafe { (ld_s8(p), ld_s8(p.add(16))) }
 }
@@ -242,7 +214,7 @@ unsafe fn ld_q8(p: *const u8) -> (int8x16_t, int8x16_t) {
 ///
 /// NEON; `p..p + 16` readable.
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+pub(super) unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
     // SAFETY: forwarded contract; register arithmetic otherwise.
     unsafe {
         let v = vld1q_u8(p);
@@ -281,7 +253,12 @@ unsafe fn q5_high_masks(p: *const u8) -> (uint8x16_t, uint8x16_t) {
 
 /// Exact integer dot of two 32-lane halves pairs.
 #[inline(always)]
-unsafe fn idot32<D: I8Dot>(w0: int8x16_t, w1: int8x16_t, a0: int8x16_t, a1: int8x16_t) -> i32 {
+pub(super) unsafe fn idot32<D: I8Dot>(
+    w0: int8x16_t,
+    w1: int8x16_t,
+    a0: int8x16_t,
+    a1: int8x16_t,
+) -> i32 {
     // SAFETY: forwarded `I8Dot` contract (the tile enables D's features).
     unsafe { vaddvq_s32(D::dot(D::dot(vdupq_n_s32(0), w0, a0), w1, a1)) }
 }

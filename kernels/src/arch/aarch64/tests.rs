@@ -2,14 +2,14 @@
 //! when the CPU has dotprod, plain NEON always), on random rows of odd
 //! shapes, strides and alignments. Run under qemu (see the crate README).
 
-use super::{has_dotprod, neon};
+use super::{has_dotprod, mat_flavour};
 use crate::table::{self, MatArgs, MatFn};
 use crate::{GgmlType, Isa};
 use half::f16;
 use proptest::prelude::*;
 
 /// The weight types with NEON tiles.
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -18,6 +18,13 @@ const TYPES: [GgmlType; 8] = [
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 fn is_float(ty: GgmlType) -> bool {
@@ -29,8 +36,11 @@ fn is_float(ty: GgmlType) -> bool {
 fn f16_fields(ty: GgmlType) -> &'static [usize] {
     use GgmlType as T;
     match ty {
-        T::Q4_0 | T::Q5_0 | T::Q8_0 => &[0],
-        T::Q4_1 | T::Q5_1 => &[0, 2],
+        T::Q4_0 | T::Q5_0 | T::Q8_0 | T::IQ4_NL | T::IQ4_XS => &[0],
+        T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => &[0, 2],
+        T::Q2_K => &[80, 82],
+        T::Q3_K => &[108],
+        T::Q6_K => &[208],
         _ => &[],
     }
 }
@@ -105,9 +115,9 @@ fn run(f: MatFn, args: &MatArgs<'_>, w_row: usize, a_row: usize) -> Vec<f32> {
 /// The NEON tiles this CPU can run for `ty`: plain always, `sdot` when
 /// dotprod is present.
 fn neon_tiles(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
-    let mut v = vec![("neon", neon::mat(ty, false).expect("NEON tile"))];
+    let mut v = vec![("neon", mat_flavour(ty, false).expect("NEON tile"))];
     if has_dotprod() {
-        v.push(("sdot", neon::mat(ty, true).expect("sdot tile")));
+        v.push(("sdot", mat_flavour(ty, true).expect("sdot tile")));
     }
     v
 }

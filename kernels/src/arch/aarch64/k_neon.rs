@@ -1,0 +1,542 @@
+//! NEON tile functions for the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
+//! and IQ4_XS against Q8_K activations, and IQ4_NL against Q8_0.
+//!
+//! Per super-block the weights are unpacked to signed bytes 16 lanes at a
+//! time; each 16- or 32-lane sub-block dot ([`I8Dot`]) is multiplied by its
+//! integer scale into an i32x4 accumulator, so the block's integer sums are
+//! exact and the float step repeats the scalar reference's expression
+//! (results are bit-identical to `formats::k_quants` / `formats::iq4`).
+//!
+//! Byte offsets of the block fields follow the `#[repr(C)]` structs in
+//! `formats::k_quants` / `formats::iq4` (checked by the size asserts there
+//! and by the equality tests here).
+
+use super::neon::{ld_q8, ld_s8, nibbles};
+use super::{load_f16, I8Dot, Sdot, Smull};
+use crate::formats::iq4::KVALUES_IQ4NL;
+use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, QK_K};
+use crate::table::MatFn;
+use crate::GgmlType;
+use core::arch::aarch64::*;
+
+const Q2_K_BYTES: usize = 84;
+const Q3_K_BYTES: usize = 110;
+const Q4_K_BYTES: usize = 144;
+const Q5_K_BYTES: usize = 176;
+const Q6_K_BYTES: usize = 210;
+const IQ4_XS_BYTES: usize = 136;
+const IQ4_NL_BYTES: usize = 18;
+const Q8_0_BYTES: usize = 34;
+const Q8_K_BYTES: usize = 292;
+/// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
+const Q8_K_QS: usize = 4;
+const Q8_K_BSUMS: usize = 260;
+
+/// The NEON tile for a K-quant / IQ4 `ty`.
+pub(super) fn mat(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
+    use GgmlType as T;
+    let f: MatFn = match (ty, dotprod) {
+        (T::Q2_K, true) => mat_q2_k_sdot,
+        (T::Q2_K, false) => mat_q2_k_neon,
+        (T::Q3_K, true) => mat_q3_k_sdot,
+        (T::Q3_K, false) => mat_q3_k_neon,
+        (T::Q4_K, true) => mat_q4_k_sdot,
+        (T::Q4_K, false) => mat_q4_k_neon,
+        (T::Q5_K, true) => mat_q5_k_sdot,
+        (T::Q5_K, false) => mat_q5_k_neon,
+        (T::Q6_K, true) => mat_q6_k_sdot,
+        (T::Q6_K, false) => mat_q6_k_neon,
+        (T::IQ4_NL, true) => mat_iq4_nl_sdot,
+        (T::IQ4_NL, false) => mat_iq4_nl_neon,
+        (T::IQ4_XS, true) => mat_iq4_xs_sdot,
+        (T::IQ4_XS, false) => mat_iq4_xs_neon,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Reads `N` bytes at `p` (any alignment).
+///
+/// # Safety
+///
+/// `p..p + N` readable.
+#[inline(always)]
+unsafe fn bytes<const N: usize>(p: *const u8) -> [u8; N] {
+    // SAFETY: the caller guarantees N readable bytes; `[u8; N]` has
+    // alignment 1.
+    unsafe { core::ptr::read_unaligned(p as *const [u8; N]) }
+}
+
+/// The f32 scale `d` of the Q8_K block at `p`.
+///
+/// # Safety
+///
+/// `p..p + 4` readable.
+#[inline(always)]
+unsafe fn q8k_d(p: *const u8) -> f32 {
+    // SAFETY: forwarded contract.
+    f32::from_le_bytes(unsafe { bytes::<4>(p) })
+}
+
+/// 16 quants of the Q8_K block at `p`, starting at element `off`.
+///
+/// # Safety
+///
+/// NEON; `p` is a whole Q8_K block and `off + 16 <= 256`.
+#[inline(always)]
+unsafe fn q8k_qs(p: *const u8, off: usize) -> int8x16_t {
+    // SAFETY: forwarded contract.
+    unsafe { ld_s8(p.add(Q8_K_QS + off)) }
+}
+
+/// The 16 `bsums` of the Q8_K block at `p`, as two i16x8.
+///
+/// # Safety
+///
+/// NEON; `p` is a whole Q8_K block.
+#[inline(always)]
+unsafe fn q8k_bsums(p: *const u8) -> (int16x8_t, int16x8_t) {
+    // SAFETY: bytes 260..292 of the block; loads have no alignment
+    // requirement; little-endian lanes match the stored i16s.
+    unsafe {
+        (
+            vreinterpretq_s16_u8(vld1q_u8(p.add(Q8_K_BSUMS))),
+            vreinterpretq_s16_u8(vld1q_u8(p.add(Q8_K_BSUMS + 16))),
+        )
+    }
+}
+
+/// `Σ_k mins[k] · (bsums[2k] + bsums[2k+1])` for the 8-sub-block K-quants
+/// (Q4_K, Q5_K), exact in i32.
+///
+/// # Safety
+///
+/// NEON; `a` is a whole Q8_K block.
+#[inline(always)]
+unsafe fn mins_dot8(mins: &[u8; 8], a: *const u8) -> i32 {
+    // SAFETY: `mins` is 8 readable bytes; the rest is forwarded contract
+    // and register arithmetic.
+    unsafe {
+        let (b0, b1) = q8k_bsums(a);
+        let p0 = vpaddlq_s16(b0); // pairs 0..4
+        let p1 = vpaddlq_s16(b1); // pairs 4..8
+        let m = vmovl_u8(vld1_u8(mins.as_ptr()));
+        let m0 = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(m)));
+        let m1 = vreinterpretq_s32_u32(vmovl_high_u16(m));
+        vaddvq_s32(vmlaq_s32(vmulq_s32(p0, m0), p1, m1))
+    }
+}
+
+/// `acc += scale · Σ w·a` over 16 lanes.
+///
+/// # Safety
+///
+/// `D`'s CPU features (see [`I8Dot`]).
+#[inline(always)]
+unsafe fn sub16<D: I8Dot>(acc: int32x4_t, w: int8x16_t, a: int8x16_t, scale: i32) -> int32x4_t {
+    // SAFETY: forwarded `I8Dot` contract.
+    unsafe { vmlaq_n_s32(acc, D::dot(vdupq_n_s32(0), w, a), scale) }
+}
+
+/// `acc += scale · Σ w·a` over 32 lanes.
+///
+/// # Safety
+///
+/// `D`'s CPU features (see [`I8Dot`]).
+#[inline(always)]
+unsafe fn sub32<D: I8Dot>(
+    acc: int32x4_t,
+    w: (int8x16_t, int8x16_t),
+    a: (int8x16_t, int8x16_t),
+    scale: i32,
+) -> int32x4_t {
+    // SAFETY: forwarded `I8Dot` contract.
+    unsafe {
+        vmlaq_n_s32(
+            acc,
+            D::dot(D::dot(vdupq_n_s32(0), w.0, a.0), w.1, a.1),
+            scale,
+        )
+    }
+}
+
+/// Bit cast u8x16 → i8x16.
+#[inline(always)]
+fn s8(v: uint8x16_t) -> int8x16_t {
+    // SAFETY: a register bit cast; NEON is a baseline feature of every
+    // aarch64 target (and of the tiles that call this).
+    unsafe { vreinterpretq_s8_u8(v) }
+}
+
+/// Q2_K · Q8_K row. Block: `scales[16]`, `qs[64]`, `d`, `dmin`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 84 bytes, `a` as many
+/// Q8_K blocks.
+#[inline(always)]
+unsafe fn row_q2_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK_K {
+        // SAFETY: block i of each row lies inside the caller's bytes; all
+        // offsets below stay inside the 84- / 292-byte blocks.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q2_K_BYTES), a.add(i * Q8_K_BYTES));
+            let sc = bytes::<16>(wb);
+            // Mins (high nibbles) against bsums.
+            let mins = vshrq_n_u8::<4>(vld1q_u8(wb));
+            let m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins)));
+            let m1 = vreinterpretq_s16_u16(vmovl_high_u8(mins));
+            let (b0, b1) = q8k_bsums(ab);
+            let mut ms = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
+            ms = vmlal_high_s16(ms, b0, m0);
+            ms = vmlal_s16(ms, vget_low_s16(b1), vget_low_s16(m1));
+            ms = vmlal_high_s16(ms, b1, m1);
+            let summs = vaddvq_s32(ms);
+
+            let three = vdupq_n_u8(3);
+            let mut acc = vdupq_n_s32(0);
+            for h in 0..2 {
+                let mut q0 = vld1q_u8(wb.add(16 + 32 * h));
+                let mut q1 = vld1q_u8(wb.add(32 + 32 * h));
+                for j in 0..4 {
+                    let sb = 8 * h + 2 * j;
+                    let off = 128 * h + 32 * j;
+                    let w0 = s8(vandq_u8(q0, three));
+                    let w1 = s8(vandq_u8(q1, three));
+                    acc = sub16::<D>(acc, w0, q8k_qs(ab, off), (sc[sb] & 0xF) as i32);
+                    acc = sub16::<D>(acc, w1, q8k_qs(ab, off + 16), (sc[sb + 1] & 0xF) as i32);
+                    q0 = vshrq_n_u8::<2>(q0);
+                    q1 = vshrq_n_u8::<2>(q1);
+                }
+            }
+            let sumi = vaddvq_s32(acc);
+            let yd = q8k_d(ab);
+            let dall = yd * load_f16(wb.add(80));
+            let dmin = yd * load_f16(wb.add(82));
+            sum += dall * sumi as f32 - dmin * summs as f32;
+        }
+    }
+    sum
+}
+
+/// Q3_K · Q8_K row. Block: `hmask[32]`, `qs[64]`, `scales[12]`, `d`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 110 bytes, `a` as
+/// many Q8_K blocks.
+#[inline(always)]
+unsafe fn row_q3_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK_K {
+        // SAFETY: block i of each row lies inside the caller's bytes; all
+        // offsets below stay inside the 110- / 292-byte blocks.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q3_K_BYTES), a.add(i * Q8_K_BYTES));
+            let sc = unpack_scales_q3_k(&bytes::<12>(wb.add(96)));
+            let hm0 = vld1q_u8(wb);
+            let hm1 = vld1q_u8(wb.add(16));
+            let (three, four) = (vdupq_n_u8(3), vdupq_n_u8(4));
+            let mut acc = vdupq_n_s32(0);
+            for h in 0..2 {
+                let mut q0 = vld1q_u8(wb.add(32 + 32 * h));
+                let mut q1 = vld1q_u8(wb.add(48 + 32 * h));
+                for j in 0..4 {
+                    let sb = 8 * h + 2 * j;
+                    let off = 128 * h + 32 * j;
+                    let m = vdupq_n_u8(1 << (4 * h + j));
+                    // Value = low 2 bits − (hmask bit clear ? 4 : 0).
+                    let w0 = vsubq_s8(
+                        s8(vandq_u8(q0, three)),
+                        s8(vbicq_u8(four, vtstq_u8(hm0, m))),
+                    );
+                    let w1 = vsubq_s8(
+                        s8(vandq_u8(q1, three)),
+                        s8(vbicq_u8(four, vtstq_u8(hm1, m))),
+                    );
+                    acc = sub16::<D>(acc, w0, q8k_qs(ab, off), sc[sb] as i32);
+                    acc = sub16::<D>(acc, w1, q8k_qs(ab, off + 16), sc[sb + 1] as i32);
+                    q0 = vshrq_n_u8::<2>(q0);
+                    q1 = vshrq_n_u8::<2>(q1);
+                }
+            }
+            let sumi = vaddvq_s32(acc);
+            sum += load_f16(wb.add(108)) * q8k_d(ab) * sumi as f32;
+        }
+    }
+    sum
+}
+
+/// Q4_K · Q8_K row. Block: `d`, `dmin`, `scales[12]`, `qs[128]`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 144 bytes, `a` as
+/// many Q8_K blocks.
+#[inline(always)]
+unsafe fn row_q4_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK_K {
+        // SAFETY: block i of each row lies inside the caller's bytes; all
+        // offsets below stay inside the 144- / 292-byte blocks.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q4_K_BYTES), a.add(i * Q8_K_BYTES));
+            let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(4)));
+            let summs = mins_dot8(&mn, ab);
+            let mut acc = vdupq_n_s32(0);
+            for k in 0..4 {
+                // 32 bytes: low nibbles = sub-block 2k, high = 2k + 1.
+                let (l0, h0) = nibbles(wb.add(16 + 32 * k));
+                let (l1, h1) = nibbles(wb.add(32 + 32 * k));
+                let a_lo = ld_q8(ab.add(Q8_K_QS + 64 * k));
+                let a_hi = ld_q8(ab.add(Q8_K_QS + 64 * k + 32));
+                acc = sub32::<D>(acc, (s8(l0), s8(l1)), a_lo, sc[2 * k] as i32);
+                acc = sub32::<D>(acc, (s8(h0), s8(h1)), a_hi, sc[2 * k + 1] as i32);
+            }
+            let sumi = vaddvq_s32(acc);
+            let yd = q8k_d(ab);
+            let d = load_f16(wb) * yd;
+            let dmin = load_f16(wb.add(2)) * yd;
+            sum += d * sumi as f32 - dmin * summs as f32;
+        }
+    }
+    sum
+}
+
+/// Q5_K · Q8_K row. Block: `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 176 bytes, `a` as
+/// many Q8_K blocks.
+#[inline(always)]
+unsafe fn row_q5_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK_K {
+        // SAFETY: block i of each row lies inside the caller's bytes; all
+        // offsets below stay inside the 176- / 292-byte blocks.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q5_K_BYTES), a.add(i * Q8_K_BYTES));
+            let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(4)));
+            let summs = mins_dot8(&mn, ab);
+            let qh0 = vld1q_u8(wb.add(16));
+            let qh1 = vld1q_u8(wb.add(32));
+            let sixteen = vdupq_n_u8(16);
+            // Bit j of qh[l] is the fifth bit of element l of sub-block j.
+            let high = |j: usize| {
+                let m = vdupq_n_u8(1 << j);
+                (
+                    vandq_u8(vtstq_u8(qh0, m), sixteen),
+                    vandq_u8(vtstq_u8(qh1, m), sixteen),
+                )
+            };
+            let mut acc = vdupq_n_s32(0);
+            for k in 0..4 {
+                let (l0, h0) = nibbles(wb.add(48 + 32 * k));
+                let (l1, h1) = nibbles(wb.add(64 + 32 * k));
+                let (e0, e1) = high(2 * k);
+                let (o0, o1) = high(2 * k + 1);
+                let a_lo = ld_q8(ab.add(Q8_K_QS + 64 * k));
+                let a_hi = ld_q8(ab.add(Q8_K_QS + 64 * k + 32));
+                let w_lo = (s8(vorrq_u8(l0, e0)), s8(vorrq_u8(l1, e1)));
+                let w_hi = (s8(vorrq_u8(h0, o0)), s8(vorrq_u8(h1, o1)));
+                acc = sub32::<D>(acc, w_lo, a_lo, sc[2 * k] as i32);
+                acc = sub32::<D>(acc, w_hi, a_hi, sc[2 * k + 1] as i32);
+            }
+            let sumi = vaddvq_s32(acc);
+            let yd = q8k_d(ab);
+            let d = load_f16(wb) * yd;
+            let dmin = load_f16(wb.add(2)) * yd;
+            sum += d * sumi as f32 - dmin * summs as f32;
+        }
+    }
+    sum
+}
+
+/// Q6_K · Q8_K row. Block: `ql[128]`, `qh[64]`, `scales[16]` (i8), `d`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 210 bytes, `a` as
+/// many Q8_K blocks.
+#[inline(always)]
+unsafe fn row_q6_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n / QK_K {
+        // SAFETY: block i of each row lies inside the caller's bytes; all
+        // offsets below stay inside the 210- / 292-byte blocks.
+        unsafe {
+            let (wb, ab) = (w.add(i * Q6_K_BYTES), a.add(i * Q8_K_BYTES));
+            let sc = bytes::<16>(wb.add(192)).map(|b| b as i8 as i32);
+            let (f, hm, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
+            let mut acc = vdupq_n_s32(0);
+            for h in 0..2 {
+                let ql = wb.add(64 * h);
+                let qh = wb.add(128 + 32 * h);
+                // Lanes 0..16 (s = 0) and 16..32 (s = 1) of each quarter.
+                for s in 0..2 {
+                    let la = vld1q_u8(ql.add(16 * s)); // ql[l]
+                    let lb = vld1q_u8(ql.add(32 + 16 * s)); // ql[l + 32]
+                    let hb = vld1q_u8(qh.add(16 * s));
+                    // Quarter q: low nibble of la / lb (q = 0, 1) or high
+                    // nibble (q = 2, 3); high 2 bits = (qh >> 2q) & 3.
+                    let quarters = [
+                        vorrq_u8(vandq_u8(la, f), vandq_u8(vshlq_n_u8::<4>(hb), hm)),
+                        vorrq_u8(vandq_u8(lb, f), vandq_u8(vshlq_n_u8::<2>(hb), hm)),
+                        vorrq_u8(vshrq_n_u8::<4>(la), vandq_u8(hb, hm)),
+                        vorrq_u8(vshrq_n_u8::<4>(lb), vandq_u8(vshrq_n_u8::<2>(hb), hm)),
+                    ];
+                    for (q, v) in quarters.into_iter().enumerate() {
+                        let wv = vsubq_s8(s8(v), m32);
+                        let av = q8k_qs(ab, 128 * h + 32 * q + 16 * s);
+                        acc = sub16::<D>(acc, wv, av, sc[8 * h + 2 * q + s]);
+                    }
+                }
+            }
+            let sumi = vaddvq_s32(acc);
+            sum += load_f16(wb.add(208)) * q8k_d(ab) * sumi as f32;
+        }
+    }
+    sum
+}
+
+/// The IQ4 codebook as a table-lookup register.
+///
+/// # Safety
+///
+/// NEON.
+#[inline(always)]
+unsafe fn iq4_table() -> int8x16_t {
+    // SAFETY: `KVALUES_IQ4NL` is 16 readable bytes.
+    unsafe { vld1q_s8(KVALUES_IQ4NL.as_ptr()) }
+}
+
+/// Codebook values of the 32 nibbles at `p` (low nibbles first).
+///
+/// # Safety
+///
+/// NEON; `p..p + 16` readable.
+#[inline(always)]
+unsafe fn iq4_values(table: int8x16_t, p: *const u8) -> (int8x16_t, int8x16_t) {
+    // SAFETY: forwarded contract; `tbl` indices are < 16.
+    unsafe {
+        let (lo, hi) = nibbles(p);
+        (vqtbl1q_s8(table, lo), vqtbl1q_s8(table, hi))
+    }
+}
+
+/// IQ4_NL · Q8_0 row. Block: `d`, `qs[16]`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 32` blocks of 18 bytes, `a` of 34.
+#[inline(always)]
+unsafe fn row_iq4_nl<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    // SAFETY: NEON (contract).
+    let table = unsafe { iq4_table() };
+    for i in 0..n / 32 {
+        // SAFETY: block i of each row lies inside the caller's bytes.
+        unsafe {
+            let (wb, ab) = (w.add(i * IQ4_NL_BYTES), a.add(i * Q8_0_BYTES));
+            let wv = iq4_values(table, wb.add(2));
+            let av = ld_q8(ab.add(2));
+            let isum = vaddvq_s32(sub32::<D>(vdupq_n_s32(0), wv, av, 1));
+            let d = load_f16(wb) * load_f16(ab);
+            sum += d * isum as f32;
+        }
+    }
+    sum
+}
+
+/// IQ4_XS · Q8_K row. Block: `d`, `scales_h: u16`, `scales_l[4]`, `qs[128]`.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 136 bytes, `a` as
+/// many Q8_K blocks.
+#[inline(always)]
+unsafe fn row_iq4_xs<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut sum = 0.0f32;
+    // SAFETY: NEON (contract).
+    let table = unsafe { iq4_table() };
+    for i in 0..n / QK_K {
+        // SAFETY: block i of each row lies inside the caller's bytes; all
+        // offsets below stay inside the 136- / 292-byte blocks.
+        unsafe {
+            let (wb, ab) = (w.add(i * IQ4_XS_BYTES), a.add(i * Q8_K_BYTES));
+            let sh = u16::from_le_bytes(bytes::<2>(wb.add(2)));
+            let sl = bytes::<4>(wb.add(4));
+            let mut acc = vdupq_n_s32(0);
+            for ib in 0..8 {
+                let low = (sl[ib / 2] >> (4 * (ib % 2))) & 0xF;
+                let high = ((sh >> (2 * ib)) & 3) as u8;
+                let scale = (low | (high << 4)) as i32 - 32;
+                let wv = iq4_values(table, wb.add(8 + 16 * ib));
+                let av = ld_q8(ab.add(Q8_K_QS + 32 * ib));
+                acc = sub32::<D>(acc, wv, av, scale);
+            }
+            let sumi = vaddvq_s32(acc);
+            sum += load_f16(wb) * q8k_d(ab) * sumi as f32;
+        }
+    }
+    sum
+}
+
+tile_fn!(
+    /// Q2_K × Q8_K with `sdot`.
+    mat_q2_k_sdot, "neon,dotprod", row_q2_k::<Sdot>
+);
+tile_fn!(
+    /// Q2_K × Q8_K with plain NEON.
+    mat_q2_k_neon, "neon", row_q2_k::<Smull>
+);
+tile_fn!(
+    /// Q3_K × Q8_K with `sdot`.
+    mat_q3_k_sdot, "neon,dotprod", row_q3_k::<Sdot>
+);
+tile_fn!(
+    /// Q3_K × Q8_K with plain NEON.
+    mat_q3_k_neon, "neon", row_q3_k::<Smull>
+);
+tile_fn!(
+    /// Q4_K × Q8_K with `sdot`.
+    mat_q4_k_sdot, "neon,dotprod", row_q4_k::<Sdot>
+);
+tile_fn!(
+    /// Q4_K × Q8_K with plain NEON.
+    mat_q4_k_neon, "neon", row_q4_k::<Smull>
+);
+tile_fn!(
+    /// Q5_K × Q8_K with `sdot`.
+    mat_q5_k_sdot, "neon,dotprod", row_q5_k::<Sdot>
+);
+tile_fn!(
+    /// Q5_K × Q8_K with plain NEON.
+    mat_q5_k_neon, "neon", row_q5_k::<Smull>
+);
+tile_fn!(
+    /// Q6_K × Q8_K with `sdot`.
+    mat_q6_k_sdot, "neon,dotprod", row_q6_k::<Sdot>
+);
+tile_fn!(
+    /// Q6_K × Q8_K with plain NEON.
+    mat_q6_k_neon, "neon", row_q6_k::<Smull>
+);
+tile_fn!(
+    /// IQ4_NL × Q8_0 with `sdot`.
+    mat_iq4_nl_sdot, "neon,dotprod", row_iq4_nl::<Sdot>
+);
+tile_fn!(
+    /// IQ4_NL × Q8_0 with plain NEON.
+    mat_iq4_nl_neon, "neon", row_iq4_nl::<Smull>
+);
+tile_fn!(
+    /// IQ4_XS × Q8_K with `sdot`.
+    mat_iq4_xs_sdot, "neon,dotprod", row_iq4_xs::<Sdot>
+);
+tile_fn!(
+    /// IQ4_XS × Q8_K with plain NEON.
+    mat_iq4_xs_neon, "neon", row_iq4_xs::<Smull>
+);
