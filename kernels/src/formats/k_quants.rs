@@ -816,8 +816,8 @@ pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6_K]) {
         let d = f16::from_f32(1.0 / iscale);
         let df = d.to_f32();
         let mut q = [0i8; QK_K];
-        for j in 0..16 {
-            let ls = nearest_int(iscale * sc[j]).clamp(-128, 127) as i8;
+        for (j, &sj) in sc.iter().enumerate() {
+            let ls = nearest_int(iscale * sj).clamp(-128, 127) as i8;
             b.scales[j] = ls;
             let s = df * ls as f32;
             for l in 0..16 {
