@@ -119,13 +119,13 @@ pub fn best() -> Isa {
         .unwrap_or(Isa::Scalar)
 }
 
-/// The `PHI_ISA` request, parsed once: `Ok(None)` when unset, empty or
-/// `auto`; an error for an unknown name or an ISA this CPU lacks.
-pub fn env_choice() -> &'static Result<Option<Isa>, KernelError> {
-    ENV_CHOICE.get_or_init(|| match std::env::var("PHI_ISA") {
-        Err(_) => Ok(None),
-        Ok(v) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("auto") => Ok(None),
-        Ok(v) => {
+/// Parses a `PHI_ISA` value: `Ok(None)` for unset, empty or `auto`; an
+/// error for an unknown name or an ISA this CPU lacks.
+pub fn parse_request(value: Option<&str>) -> Result<Option<Isa>, KernelError> {
+    match value.map(str::trim) {
+        None => Ok(None),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("auto") => Ok(None),
+        Some(v) => {
             let isa: Isa = v.parse()?;
             if is_available(isa) {
                 Ok(Some(isa))
@@ -133,7 +133,12 @@ pub fn env_choice() -> &'static Result<Option<Isa>, KernelError> {
                 Err(KernelError::IsaUnavailable(isa.name()))
             }
         }
-    })
+    }
+}
+
+/// The `PHI_ISA` request, parsed once (see [`parse_request`]).
+pub fn env_choice() -> &'static Result<Option<Isa>, KernelError> {
+    ENV_CHOICE.get_or_init(|| parse_request(std::env::var("PHI_ISA").ok().as_deref()))
 }
 
 /// The path in use: [`force`]'s choice, else a valid `PHI_ISA`, else [`best`].
@@ -180,6 +185,26 @@ mod tests {
             Err(KernelError::UnknownIsa(_))
         ));
         assert_eq!("AVX2".parse::<Isa>().unwrap(), Isa::Avx2);
+    }
+
+    #[test]
+    fn env_values() {
+        assert!(matches!(parse_request(None), Ok(None)));
+        assert!(matches!(parse_request(Some(" auto ")), Ok(None)));
+        assert!(matches!(parse_request(Some("")), Ok(None)));
+        assert!(matches!(
+            parse_request(Some("scalar")),
+            Ok(Some(Isa::Scalar))
+        ));
+        assert!(matches!(
+            parse_request(Some("sse9")),
+            Err(KernelError::UnknownIsa(_))
+        ));
+        #[cfg(target_arch = "x86_64")]
+        assert!(matches!(
+            parse_request(Some("neon")),
+            Err(KernelError::IsaUnavailable("neon"))
+        ));
     }
 
     #[test]

@@ -258,3 +258,18 @@ pub fn ops(ty: GgmlType, isa: Isa) -> Option<TypeOps> {
     }
     Some(base)
 }
+
+/// Every SIMD tile function built for `ty` that this CPU can run, with a
+/// name (for tests and benches: includes builds `ops` would not choose here).
+#[doc(hidden)]
+pub fn mat_variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::arch::x86_64::variants(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        Vec::new()
+    }
+}

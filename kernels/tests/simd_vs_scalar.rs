@@ -132,6 +132,38 @@ fn check(ty: GgmlType, rows: usize, cols: usize, nt: usize, seed: u64) {
         }
     }
 
+    // Every compiled variant, called directly on the quantized activations.
+    let act_row = act_ty.bytes_for(cols as u64).unwrap() as usize;
+    let mut acts = Vec::with_capacity(act_row * nt);
+    for t in 0..nt {
+        acts.extend(phi_kernels::quantize_activations(ty, &x[t * cols..(t + 1) * cols]).unwrap());
+    }
+    for (name, f) in table::mat_variants(ty) {
+        let args = table::MatArgs {
+            n: cols,
+            w: &wq,
+            w_stride: rb,
+            nr: rows,
+            a: &acts,
+            a_stride: act_row,
+            nt,
+        };
+        let mut got = vec![f32::NAN; rows * nt];
+        assert!(args.is_valid(rb, act_row, got.len()));
+        // SAFETY: `mat_variants` lists only functions this CPU can run, and
+        // the arguments were just checked valid.
+        unsafe { f(&args, &mut got) };
+        for i in 0..rows * nt {
+            let bound = 2e-5 * mag[i] + 1e-6;
+            assert!(
+                ((got[i] - want[i]) as f64).abs() <= bound,
+                "{ty} variant {name} {rows}x{cols} nt={nt}: out[{i}] = {} vs scalar {} (bound {bound})",
+                got[i],
+                want[i]
+            );
+        }
+    }
+
     for isa in simd_isas() {
         let ops = table::ops(ty, isa).unwrap();
         let mut got = vec![f32::NAN; rows * nt];
@@ -151,6 +183,16 @@ fn check(ty: GgmlType, rows: usize, cols: usize, nt: usize, seed: u64) {
 
 #[test]
 fn simd_paths_exist_for_every_type() {
+    #[cfg(target_arch = "x86_64")]
+    if dispatch::has_avx512_vnni() {
+        for ty in TYPES {
+            let names: Vec<_> = table::mat_variants(ty).iter().map(|v| v.0).collect();
+            assert!(
+                names.contains(&"avx2") && names.contains(&"avx512-vnni-256"),
+                "{ty}: {names:?}"
+            );
+        }
+    }
     for isa in simd_isas() {
         for ty in TYPES {
             assert_ne!(

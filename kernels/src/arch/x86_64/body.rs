@@ -134,8 +134,8 @@ macro_rules! drive {
 }
 
 /// Instantiates the kernels for one ISA. `$feat` is the target-feature
-/// list, `$dot` the including module's `fn(u: __m256i, a: __m256i) -> __m256i`
-/// (Σ of 4 unsigned×signed byte products per i32 lane, built with `$feat`),
+/// list, `$dot` the including module's `fn(src, u, a) -> __m256i`
+/// (`src` + Σ of 4 unsigned×signed byte products per i32 lane, built with `$feat`),
 /// `$gr`/`$gt` the gemm tile (rows × tokens), `$vr` the rows per gemv step.
 macro_rules! x86_kernels {
     ($feat:literal, $dot:ident, $gr:literal, $gt:literal, $vr:literal) => {
@@ -165,11 +165,11 @@ macro_rules! x86_kernels {
             _mm_cvtss_f32(s)
         }
 
-        /// Σ over groups of 4 of unsigned `u` times signed `a`, as 8 i32 lanes.
+        /// `src` + Σ over groups of 4 of unsigned `u` times signed `a` (8 i32 lanes).
         #[target_feature(enable = $feat)]
         #[inline]
-        fn dot_u8_i8(u: __m256i, a: __m256i) -> __m256i {
-            $dot(u, a)
+        fn dot_u8_i8(src: __m256i, u: __m256i, a: __m256i) -> __m256i {
+            $dot(src, u, a)
         }
 
         /// 32 bytes: bit `j` of the little-endian u32 at `p` → 0x10 in byte `j`.
@@ -243,7 +243,7 @@ macro_rules! x86_kernels {
         /// `a[t]` `nb` blocks of `a_block(K)` bytes; CPU has `$feat`.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn qtile<const K: u8, const R: usize, const T: usize>(
+        pub(crate) unsafe fn qtile<const K: u8, const R: usize, const T: usize>(
             nb: usize,
             w: [*const u8; R],
             a: [*const u8; T],
@@ -269,6 +269,7 @@ macro_rules! x86_kernels {
                     dw[r] = d;
                     mw[r] = m;
                 }
+                let dwv: [__m256; R] = core::array::from_fn(|r| _mm256_set1_ps(dw[r]));
                 for t in 0..T {
                     // SAFETY: block `b < nb` of token `t` is readable (caller).
                     let (av, da, sa) = unsafe {
@@ -280,22 +281,23 @@ macro_rules! x86_kernels {
                             s,
                         )
                     };
-                    let corr = if bias(K) != 0 {
-                        dot_u8_i8(bias_v, av)
+                    let dav = _mm256_set1_ps(da);
+                    // −B·Σa per lane, the starting value of every row's dot.
+                    let zero = _mm256_setzero_si256();
+                    let neg_corr = if bias(K) != 0 {
+                        _mm256_sub_epi32(zero, dot_u8_i8(zero, bias_v, av))
                     } else {
-                        _mm256_setzero_si256()
+                        zero
                     };
                     for r in 0..R {
                         let di = if K == Q8_0 {
-                            dot_u8_i8(wv[r], _mm256_sign_epi8(av, ws[r]))
-                        } else if bias(K) != 0 {
-                            _mm256_sub_epi32(dot_u8_i8(wv[r], av), corr)
+                            dot_u8_i8(zero, wv[r], _mm256_sign_epi8(av, ws[r]))
                         } else {
-                            dot_u8_i8(wv[r], av)
+                            dot_u8_i8(neg_corr, wv[r], av)
                         };
                         acc[r][t] = _mm256_fmadd_ps(
                             _mm256_cvtepi32_ps(di),
-                            _mm256_set1_ps(dw[r] * da),
+                            _mm256_mul_ps(dwv[r], dav),
                             acc[r][t],
                         );
                         if has_min(K) {

@@ -22,9 +22,29 @@ pub(crate) fn avx2_mat(ty: GgmlType) -> Option<MatFn> {
 /// the CPU has `avx512vnni`).
 pub(crate) fn avx512_mat(ty: GgmlType) -> Option<MatFn> {
     if crate::dispatch::has_avx512_vnni() {
-        avx512::vnni::mat_for(ty)
+        avx512::wide::mat_for(ty).or_else(|| avx512::vnni::mat_for(ty))
     } else {
         avx512::mat_for(ty)
     }
     .or_else(|| k_avx512::mat(ty))
+}
+
+/// Every x86 tile function compiled for `ty` that this CPU can run, named
+/// (tests compare each against scalar, including the ones `avx512_mat`
+/// would not pick on this CPU, e.g. the non-VNNI AVX-512 build).
+pub(crate) fn variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
+    use crate::dispatch::{has_avx512_vnni, is_available};
+    use crate::Isa;
+    let mut v = Vec::new();
+    if is_available(Isa::Avx2) {
+        v.extend(avx2::mat_for(ty).map(|f| ("avx2", f)));
+    }
+    if is_available(Isa::Avx512) {
+        v.extend(avx512::mat_for(ty).map(|f| ("avx512", f)));
+        if has_avx512_vnni() {
+            v.extend(avx512::vnni::mat_for(ty).map(|f| ("avx512-vnni-256", f)));
+            v.extend(avx512::wide::mat_for(ty).map(|f| ("avx512-vnni-512", f)));
+        }
+    }
+    v
 }
