@@ -53,6 +53,7 @@ mod k_neon;
 mod neon;
 #[cfg(test)]
 mod tests;
+pub(crate) mod vec;
 
 /// 0 = not yet detected, 1 = no dotprod, 2 = dotprod.
 static DOTPROD: AtomicU8 = AtomicU8::new(0);
