@@ -9,6 +9,7 @@ use half::f16;
 
 /// Whether the x86 AVX2 bodies may run (true on the Avx2 and Avx512 paths,
 /// which `dispatch` only selects on CPUs that have AVX2+FMA+F16C).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn use_avx2() -> bool {
     cfg!(target_arch = "x86_64") && matches!(dispatch::active(), Isa::Avx2 | Isa::Avx512)
@@ -23,6 +24,11 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // AVX2+FMA+F16C (checked by `dispatch`); lengths are equal.
         return unsafe { crate::arch::x86_64::vec::dot_f32(a, b) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if dispatch::active() == Isa::Neon {
+        // SAFETY: `active()` is Neon only when the CPU has it; lengths are equal.
+        return unsafe { crate::arch::aarch64::vec::dot_f32(a, b) };
+    }
     scalar::dot_f32(a, b)
 }
 
@@ -34,6 +40,11 @@ pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
         // SAFETY: `active()` is Avx2/Avx512 only when the CPU has
         // AVX2+FMA+F16C (checked by `dispatch`); lengths are equal.
         return unsafe { crate::arch::x86_64::vec::dot_f16_f32(a, b) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if dispatch::active() == Isa::Neon {
+        // SAFETY: `active()` is Neon only when the CPU has it; lengths are equal.
+        return unsafe { crate::arch::aarch64::vec::dot_f16_f32(a, b) };
     }
     scalar::dot_f16_f32(a, b)
 }
@@ -47,6 +58,11 @@ pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
         // AVX2+FMA+F16C (checked by `dispatch`); lengths are equal.
         return unsafe { crate::arch::x86_64::vec::axpy_f32(y, alpha, x) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if dispatch::active() == Isa::Neon {
+        // SAFETY: `active()` is Neon only when the CPU has it; lengths are equal.
+        return unsafe { crate::arch::aarch64::vec::axpy_f32(y, alpha, x) };
+    }
     scalar::axpy_f32(y, alpha, x)
 }
 
@@ -58,6 +74,11 @@ pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
         // SAFETY: `active()` is Avx2/Avx512 only when the CPU has
         // AVX2+FMA+F16C (checked by `dispatch`); lengths are equal.
         return unsafe { crate::arch::x86_64::vec::axpy_f16(y, alpha, x) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if dispatch::active() == Isa::Neon {
+        // SAFETY: `active()` is Neon only when the CPU has it; lengths are equal.
+        return unsafe { crate::arch::aarch64::vec::axpy_f16(y, alpha, x) };
     }
     scalar::axpy_f16(y, alpha, x)
 }
