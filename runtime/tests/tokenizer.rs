@@ -1,0 +1,465 @@
+//! Tokenizer against llama.cpp's reference tokenizations
+//! (tests/fixtures/tokenizer/*.json, tests/fixtures/vocab/*.gguf.inp/.out).
+
+use std::path::PathBuf;
+
+use phi::tokenizer::{TokenAttr, Tokenizer, TokenizerError, TokenizerKind, Utf8Stream, VocabSpec};
+use phi_gguf::Gguf;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn load(vocab: &str) -> Tokenizer {
+    let path = fixtures().join("vocab").join(vocab);
+    let g = Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Tokenizer::from_gguf(&g).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn read_json(rel: &str) -> Value {
+    let path = fixtures().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares every case × mode of a reference file; returns (checks, failures).
+fn check_reference(tok: &Tokenizer, reference: &Value) -> (usize, Vec<String>) {
+    let mut checks = 0;
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        checks += 1;
+        if !ok {
+            failures.push(what);
+        }
+    };
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 100, "reference has {} cases", cases.len());
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        for add_special in [false, true] {
+            for parse_special in [false, true] {
+                let key = format!("add_special={add_special},parse_special={parse_special}");
+                let exp = &case[&key];
+                let want = ids_of(&exp["ids"]);
+                let got = tok.encode(text, add_special, parse_special);
+                check(
+                    got == want,
+                    format!("ids {text:?} [{key}]: got {got:?}, want {want:?}"),
+                );
+                // Decoding is checked on llama.cpp's ids, independently of
+                // the encoder.
+                let pieces: Vec<u8> = want
+                    .iter()
+                    .flat_map(|&id| tok.token_to_piece(id, true))
+                    .collect();
+                let pieces = String::from_utf8_lossy(&pieces);
+                let want_pieces = exp["pieces_concat"].as_str().unwrap();
+                check(
+                    pieces == want_pieces,
+                    format!("pieces_concat {text:?} [{key}]: got {pieces:?}, want {want_pieces:?}"),
+                );
+                let detok = tok.detokenize(&want, false, false);
+                let want_detok = exp["detokenize"].as_str().unwrap();
+                check(
+                    detok == want_detok,
+                    format!("detokenize {text:?} [{key}]: got {detok:?}, want {want_detok:?}"),
+                );
+                let detok_rs = tok.detokenize(&want, true, false);
+                let want_rs = exp["detokenize_remove_special"].as_str().unwrap();
+                check(
+                    detok_rs == want_rs,
+                    format!("detokenize_remove_special {text:?} [{key}]: got {detok_rs:?}, want {want_rs:?}"),
+                );
+            }
+        }
+    }
+    // Every piece llama.cpp printed, byte for byte.
+    for (id, want) in reference["pieces"].as_object().unwrap() {
+        let id: u32 = id.parse().unwrap();
+        let got = hex(&tok.token_to_piece(id, true));
+        check(
+            got == want.as_str().unwrap(),
+            format!("piece {id}: got {got}, want {want}"),
+        );
+    }
+    (checks, failures)
+}
+
+fn assert_reference(vocab: &str, reference: &str) {
+    let tok = load(vocab);
+    let reference = read_json(reference);
+    assert_eq!(
+        tok.n_vocab() as u64,
+        reference["vocab"]["n_vocab"].as_u64().unwrap()
+    );
+    assert_eq!(tok.bos().map(u64::from), reference["vocab"]["bos"].as_u64());
+    assert_eq!(
+        tok.add_bos(),
+        reference["vocab"]["add_bos"].as_bool().unwrap()
+    );
+    let (checks, failures) = check_reference(&tok, &reference);
+    eprintln!(
+        "{vocab}: {}/{checks} checks match llama.cpp",
+        checks - failures.len()
+    );
+    for f in failures.iter().take(30) {
+        eprintln!("  {f}");
+    }
+    assert!(failures.is_empty(), "{} mismatches", failures.len());
+}
+
+#[test]
+fn phi3_matches_llama_cpp_corpus() {
+    assert_reference("ggml-vocab-phi-3.gguf", "tokenizer/phi-3.json");
+}
+
+#[test]
+fn gpt2_matches_llama_cpp_corpus() {
+    assert_reference("ggml-vocab-gpt-2.gguf", "tokenizer/gpt-2.json");
+}
+
+/// llama.cpp's own test-tokenizer-0 files: strings separated by
+/// `__ggml_vocab_test__` lines, ids space-separated (add_special = false,
+/// parse_special = false).
+fn assert_inp_out(vocab: &str) {
+    let tok = load(vocab);
+    let dir = fixtures().join("vocab");
+    let inp = std::fs::read_to_string(dir.join(format!("{vocab}.inp"))).unwrap();
+    let out = std::fs::read_to_string(dir.join(format!("{vocab}.out"))).unwrap();
+    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    assert_eq!(texts.pop(), Some(""), "file ends with a separator");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(texts.len(), lines.len());
+    assert!(texts.len() > 40);
+    let mut failures = 0;
+    for (text, line) in texts.iter().zip(&lines) {
+        let want: Vec<u32> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let got = tok.encode(text, false, false);
+        if got != want {
+            failures += 1;
+            eprintln!("{vocab}: {text:?}: got {got:?}, want {want:?}");
+        }
+    }
+    eprintln!(
+        "{vocab}: {}/{} llama.cpp test strings match",
+        texts.len() - failures,
+        texts.len()
+    );
+    assert_eq!(failures, 0);
+}
+
+#[test]
+fn phi3_matches_llama_cpp_test_strings() {
+    assert_inp_out("ggml-vocab-phi-3.gguf");
+}
+
+#[test]
+fn gpt2_matches_llama_cpp_test_strings() {
+    assert_inp_out("ggml-vocab-gpt-2.gguf");
+}
+
+#[test]
+fn phi3_special_tokens_and_quirks() {
+    let tok = load("ggml-vocab-phi-3.gguf");
+    assert_eq!(tok.kind(), TokenizerKind::Spm);
+    assert_eq!(tok.eos(), Some(32000));
+    assert_eq!(tok.unk(), Some(0));
+    assert_eq!(tok.eot(), Some(32007), "<|end|> ends a turn");
+    for id in [32000, 32007, 2] {
+        assert!(tok.is_eog(id), "{id} should end generation");
+    }
+    assert!(!tok.is_eog(32010));
+    assert!(!tok.is_eog(1));
+    assert_eq!(tok.token_id("<|user|>"), Some(32010));
+    assert_eq!(tok.token_text(32001), Some("<|assistant|>"));
+    assert_eq!(tok.token_text(99999), None);
+    assert!(tok.is_control(32007));
+    assert!(tok.token_attr(32007).intersects(TokenAttr::RSTRIP));
+    assert!(!tok.token_attr(32000).intersects(TokenAttr::RSTRIP));
+
+    let prompt = "<|user|>\nHello!<|end|>\n<|assistant|>\n";
+    let ids = tok.encode(prompt, true, true);
+    assert_eq!(ids, [1, 32010, 15043, 29991, 32007, 32001]);
+    assert_eq!(tok.encode("<s>Hello</s>", true, true), [1, 1, 15043, 2]);
+    assert_eq!(tok.encode("Hello world", false, false), [15043, 3186]);
+    assert_eq!(
+        tok.encode("\u{2581}Hello", false, false),
+        tok.encode(" Hello", false, false)
+    );
+    assert_eq!(tok.encode("", true, false), [1]);
+    assert_eq!(tok.encode("", false, false), Vec::<u32>::new());
+    assert_eq!(tok.detokenize(&[15043, 3186], false, false), "Hello world");
+    assert_eq!(
+        tok.detokenize(&[1, 15043, 3186], true, false),
+        " Hello world"
+    );
+    assert_eq!(
+        tok.detokenize(&ids, false, true),
+        "<s><|user|> Hello!<|end|><|assistant|>"
+    );
+    // Byte fallback: an emoji is four byte tokens whose pieces are raw bytes.
+    let emoji = tok.encode("🦙", false, false);
+    assert_eq!(emoji.len(), 5, "{emoji:?}"); // ▁ + 4 bytes
+    let mut stream = Utf8Stream::new();
+    let mut text = String::new();
+    for &id in &emoji {
+        let piece = tok.token_to_piece(id, false);
+        let chunk = stream.push(&piece);
+        if id != emoji[emoji.len() - 1] {
+            assert!(!chunk.contains('\u{FFFD}'));
+        }
+        text.push_str(&chunk);
+    }
+    text.push_str(&stream.finish());
+    assert_eq!(text, " 🦙");
+    // Out-of-range ids are ignored by the decoder.
+    assert_eq!(tok.token_to_piece(u32::MAX, true), Vec::<u8>::new());
+    // (the leading-space removal applies to the first id only)
+    assert_eq!(tok.detokenize(&[u32::MAX, 15043], false, false), " Hello");
+}
+
+#[test]
+fn gpt2_special_tokens() {
+    let tok = load("ggml-vocab-gpt-2.gguf");
+    assert_eq!(tok.kind(), TokenizerKind::Bpe);
+    assert_eq!(tok.bos(), Some(50256));
+    assert_eq!(tok.eos(), Some(50256));
+    assert!(tok.is_eog(50256));
+    assert!(!tok.add_bos());
+    assert_eq!(tok.n_merges(), 50000);
+    assert_eq!(tok.encode("<|endoftext|>", false, true), [50256]);
+    assert_ne!(tok.encode("<|endoftext|>", false, false), [50256]);
+    assert_eq!(
+        tok.encode("Hello world", true, false),
+        tok.encode("Hello world", false, false)
+    );
+}
+
+/// The synthetic 512-token vocabulary of the tiny test models.
+#[test]
+fn tiny_model_vocab() {
+    let path = fixtures().join("models/phi3-tiny-q8_0.gguf");
+    let g = Gguf::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    assert_eq!(tok.n_vocab(), 512);
+    assert_eq!(tok.bos(), Some(1));
+    assert_eq!(tok.eos(), Some(501));
+    assert!(tok.is_eog(501));
+    assert!(tok.is_eog(508), "<|end|> ends generation");
+    assert!(tok.chat_template().is_some());
+
+    let text = "the model was with the other one";
+    let ids = tok.encode(text, true, false);
+    assert_eq!(ids[0], 1);
+    assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
+    assert_eq!(tok.token_text(ids[1]), Some("▁the"));
+    assert_eq!(tok.detokenize(&ids, true, false), format!(" {text}"));
+    assert_eq!(tok.detokenize(&ids[1..], false, false), text);
+    // Characters outside the vocabulary fall back to byte tokens 3..=258.
+    let ids = tok.encode("é€", false, false);
+    assert!(
+        ids[1..].iter().all(|&id| (3..=258).contains(&id)),
+        "{ids:?}"
+    );
+    assert_eq!(tok.detokenize(&ids, false, false), "é€");
+    // <|user|> is USER_DEFINED there: llama.cpp splits it out even without
+    // parse_special; <|end|> became CONTROL (an end-of-generation text) and
+    // is only recognized with parse_special.
+    let user = tok.token_id("<|user|>").unwrap();
+    let end = tok.token_id("<|end|>").unwrap();
+    assert!(tok.encode("<|user|>hi", false, false).contains(&user));
+    assert!(!tok.encode("<|end|>", false, false).contains(&end));
+    assert_eq!(tok.encode("<|end|>", false, true), [end]);
+}
+
+fn spm_spec(tokens: &[&str]) -> VocabSpec {
+    VocabSpec {
+        model: "llama".into(),
+        tokens: tokens.iter().map(|s| s.to_string()).collect(),
+        ..VocabSpec::default()
+    }
+}
+
+#[test]
+fn hostile_metadata_gives_typed_errors() {
+    let err = |spec: VocabSpec| Tokenizer::from_spec(spec).unwrap_err();
+
+    let e = err(VocabSpec {
+        model: "wordpiece-from-mars".into(),
+        ..VocabSpec::default()
+    });
+    assert!(matches!(&e, TokenizerError::UnknownModel(m) if m == "wordpiece-from-mars"));
+    assert!(e.to_string().contains("wordpiece-from-mars"));
+
+    assert!(matches!(err(spm_spec(&[])), TokenizerError::EmptyVocab));
+
+    let mut s = spm_spec(&["<unk>", "<s>", "</s>"]);
+    s.scores = Some(vec![0.0; 2]);
+    assert!(matches!(
+        err(s),
+        TokenizerError::LengthMismatch {
+            key: "tokenizer.ggml.scores",
+            expected: 3,
+            found: 2
+        }
+    ));
+    let mut s = spm_spec(&["<unk>", "<s>", "</s>"]);
+    s.token_types = Some(vec![1; 4]);
+    assert!(matches!(err(s), TokenizerError::LengthMismatch { .. }));
+
+    assert!(matches!(
+        err(spm_spec(&["a", "b", "a"])),
+        TokenizerError::DuplicateToken {
+            first: 0,
+            second: 2,
+            ..
+        }
+    ));
+
+    let bpe = |merges: Option<Vec<&str>>, pre: Option<&str>| VocabSpec {
+        model: "gpt2".into(),
+        pre: pre.map(str::to_owned),
+        tokens: vec!["a".into(), "b".into(), "ab".into()],
+        merges: merges.map(|m| m.into_iter().map(str::to_owned).collect()),
+        ..VocabSpec::default()
+    };
+    assert!(matches!(
+        err(bpe(None, Some("gpt-2"))),
+        TokenizerError::MissingKey(_)
+    ));
+    assert!(matches!(
+        err(bpe(Some(vec!["a b", "ab"]), Some("gpt-2"))),
+        TokenizerError::MalformedMerge { index: 1, .. }
+    ));
+    assert!(matches!(
+        err(bpe(Some(vec!["a b"]), Some("klingon"))),
+        TokenizerError::UnknownPreTokenizer(_)
+    ));
+    // A well-formed tiny BPE works; its default BOS/EOS id 11 is out of
+    // range and therefore disabled.
+    let tok = Tokenizer::from_spec(bpe(Some(vec!["a b"]), Some("gpt-2"))).unwrap();
+    assert_eq!(tok.encode("abba", true, false), [2, 1, 0]);
+    assert_eq!(tok.bos(), None);
+    assert_eq!(tok.eos(), None);
+}
+
+#[test]
+fn hostile_vocab_never_panics() {
+    // Ids out of range, NaN scores, empty and odd tokens, bogus types, no
+    // byte tokens at all.
+    let mut s = spm_spec(&["", "x", "<0x", "▁", "\u{0}", "<0xZZ>", "xx", "xxx"]);
+    s.scores = Some(vec![
+        f32::NAN,
+        1.0,
+        f32::INFINITY,
+        -1.0,
+        0.0,
+        0.0,
+        f32::NAN,
+        2.0,
+    ]);
+    s.token_types = Some(vec![3, 1, 6, 1, 4, -7, 1, 99]);
+    s.special_ids.bos = Some(1_000_000);
+    s.special_ids.eos = Some(u32::MAX);
+    s.special_ids.unk = Some(7);
+    s.add_eos = Some(true);
+    let tok = Tokenizer::from_spec(s).unwrap();
+    assert_eq!(tok.bos(), Some(1), "out-of-range key keeps the default");
+    assert_eq!(tok.eos(), Some(2));
+    assert_eq!(tok.token_text(0), Some("[EMPTY_0]"));
+    for text in [
+        "",
+        "x",
+        "xxxxx yyy",
+        "<0x",
+        "[EMPTY_0]",
+        "\u{0}\u{0}",
+        "🦙🦙",
+        "▁▁ x",
+    ] {
+        for (a, p) in [(false, false), (true, true), (true, false), (false, true)] {
+            let ids = tok.encode(text, a, p);
+            assert!(
+                ids.iter().all(|&id| (id as usize) < tok.n_vocab()),
+                "{text:?}: {ids:?}"
+            );
+            let _ = tok.detokenize(&ids, a, p);
+            let _ = tok.detokenize(&ids, !a, !p);
+        }
+    }
+    for id in 0..10 {
+        let _ = tok.token_to_piece(id, true);
+        let _ = tok.token_to_piece(id, false);
+    }
+
+    // "none" is a valid (empty) tokenizer.
+    let none = Tokenizer::from_spec(VocabSpec {
+        model: "none".into(),
+        ..VocabSpec::default()
+    })
+    .unwrap();
+    assert_eq!(none.n_vocab(), 0);
+    assert!(none.encode("hello", true, true).is_empty());
+    assert_eq!(none.detokenize(&[1, 2, 3], false, false), "");
+}
+
+mod roundtrip {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn phi3() -> &'static Tokenizer {
+        static T: OnceLock<Tokenizer> = OnceLock::new();
+        T.get_or_init(|| load("ggml-vocab-phi-3.gguf"))
+    }
+
+    fn gpt2() -> &'static Tokenizer {
+        static T: OnceLock<Tokenizer> = OnceLock::new();
+        T.get_or_init(|| load("ggml-vocab-gpt-2.gguf"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(200)
+        })]
+
+        /// SPM is lossless (except that a literal `▁` reads as a space).
+        #[test]
+        fn phi3_roundtrip(text in "\\PC{0,40}") {
+            prop_assume!(!text.contains('\u{2581}'));
+            let tok = phi3();
+            let ids = tok.encode(&text, false, false);
+            prop_assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
+            prop_assert_eq!(tok.detokenize(&ids, false, false), text.clone());
+            let with_bos = tok.encode(&text, true, false);
+            let want = if text.is_empty() { String::new() } else { format!(" {text}") };
+            prop_assert_eq!(tok.detokenize(&with_bos, true, false), want);
+        }
+
+        /// Byte-level BPE is lossless byte for byte.
+        #[test]
+        fn gpt2_roundtrip(text in "(\\PC|[ \\n\\t]){0,40}") {
+            let tok = gpt2();
+            let ids = tok.encode(&text, false, false);
+            let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_to_piece(id, true)).collect();
+            prop_assert_eq!(String::from_utf8(bytes).unwrap(), text);
+        }
+    }
+}
