@@ -79,6 +79,19 @@ pub(crate) fn neon_mat(ty: GgmlType) -> Option<MatFn> {
     mat_flavour(ty, has_dotprod())
 }
 
+/// Every NEON tile built for `ty` that this CPU can run, named (for
+/// [`crate::table::mat_variants`]): plain NEON always, `sdot` with dotprod.
+pub(crate) fn variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
+    let mut v: Vec<(&'static str, MatFn)> = Vec::new();
+    if crate::dispatch::is_available(crate::Isa::Neon) {
+        v.extend(mat_flavour(ty, false).map(|f| ("neon", f)));
+        if has_dotprod() {
+            v.extend(mat_flavour(ty, true).map(|f| ("neon-sdot", f)));
+        }
+    }
+    v
+}
+
 /// The NEON tile for `ty` of one flavour: `sdot` (`dotprod = true`, only
 /// for CPUs with dotprod) or plain NEON.
 pub(crate) fn mat_flavour(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
