@@ -267,7 +267,11 @@ pub fn mat_variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
     {
         crate::arch::x86_64::variants(ty)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        crate::arch::aarch64::variants(ty)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = ty;
         Vec::new()
