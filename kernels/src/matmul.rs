@@ -35,7 +35,8 @@ fn aligned_bytes(v: &mut Vec<Line>, n: usize) -> &mut [u8] {
     &mut bytemuck::cast_slice_mut(&mut v[..lines])[..n]
 }
 
-/// Rows below which a matmul runs on the calling thread: tiny products
+/// Multiply-adds (rows·cols·tokens) below which a matmul runs on the
+/// calling thread: tiny products
 /// cost less than waking the pool.
 const SEQ_WORK: usize = 1 << 16;
 
