@@ -90,6 +90,10 @@ pub fn matmul_with_isa(
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }
+    if cols == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
     let a_stride = a_row
         .checked_next_multiple_of(ROW_ALIGN)

@@ -86,6 +86,17 @@ fn supported_types() {
 }
 
 #[test]
+fn rows_slice_selects_rows() {
+    let data: Vec<u8> = (0..18 * 6).map(|i| i as u8).collect();
+    let w = Weights::new(GgmlType::Q4_0, 3, 64, &data).unwrap();
+    let s = w.rows_slice(1, 2).unwrap();
+    assert_eq!((s.rows, s.cols), (2, 64));
+    assert_eq!(s.data, &data[36..]);
+    assert!(w.rows_slice(2, 2).is_none());
+    assert!(w.rows_slice(usize::MAX, 2).is_none());
+}
+
+#[test]
 fn weights_new_checks_sizes() {
     let data = vec![0u8; 18 * 4];
     assert!(Weights::new(GgmlType::Q4_0, 2, 64, &data).is_ok());
@@ -142,8 +153,21 @@ fn matmul_rejects_bad_shapes_and_types() {
         dequantize_row(GgmlType::Q4_0, &data[..17], &mut [0.0; 32]),
         Err(KernelError::Shape(_))
     ));
-    // zero tokens is a no-op
+    // zero tokens is a no-op; zero columns gives zeros, on every path
     assert!(matmul_with_isa(Isa::Scalar, &w, &[], 0, &mut [], &mut s).is_ok());
+    for isa in Isa::ALL
+        .into_iter()
+        .filter(|&i| phi_kernels::dispatch::is_available(i))
+    {
+        for ty in TYPES {
+            let w0 = Weights::new(ty, 3, 0, &[]).unwrap();
+            let mut y = vec![1.0; 6];
+            matmul_with_isa(isa, &w0, &[], 2, &mut y, &mut s).unwrap();
+            assert_eq!(y, vec![0.0; 6]);
+            let w1 = Weights::new(ty, 0, 64, &[]).unwrap();
+            matmul_with_isa(isa, &w1, &[0.5; 128], 2, &mut [], &mut s).unwrap();
+        }
+    }
 }
 
 /// Max quantize→dequantize error per type, relative to the block's max |x|.
