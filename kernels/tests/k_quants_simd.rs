@@ -343,7 +343,7 @@ fn run(
 fn check(ty: GgmlType, nb: usize, seed: u64, exact: bool) -> Result<(), TestCaseError> {
     let mut rng = Rng(seed);
     let n = nb * QK_K;
-    let (nr, nt) = (3usize, 2usize);
+    let (nr, nt) = (3usize, 6usize);
     // Weight rows with a few bytes of padding between them (odd stride).
     let row: Vec<Vec<u8>> = (0..nr)
         .map(|_| weight_row(ty, nb, &mut rng, exact))
@@ -360,6 +360,19 @@ fn check(ty: GgmlType, nb: usize, seed: u64, exact: bool) -> Result<(), TestCase
     let want = run(ty, Isa::Scalar, n, &w, ws, nr, &a, as_, nt);
     for isa in simd_isas() {
         let got = run(ty, isa, n, &w, ws, nr, &a, as_, nt);
+        // Batch invariance: a token's results do not depend on how many
+        // tokens share the tile (multi-token kernels decode weights once).
+        for (t, act) in acts.iter().enumerate() {
+            let single = run(ty, isa, n, &w, ws, nr, act, as_, 1);
+            prop_assert_eq!(
+                &single[..],
+                &got[t * nr..(t + 1) * nr],
+                "{} {:?} token {}",
+                ty,
+                isa,
+                t
+            );
+        }
         for t in 0..nt {
             for r in 0..nr {
                 let (g, e) = (got[t * nr + r], want[t * nr + r]);

@@ -132,66 +132,84 @@ fn pair_scales(sc16: __m256i, g: i32) -> __m256i {
     _mm256_shuffle_epi8(dw, pick)
 }
 
-/// Q4_K · Q8_K over `nb` blocks.
+/// One Q4_K weight row against `T` Q8_K activation rows: weights decoded
+/// once per block and reused for every token; each token's arithmetic is
+/// the same sequence as for `T = 1`.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available; `w` must point to `nb` readable
-/// Q4_K blocks and `a` to `nb` readable Q8_K blocks (any alignment).
+/// Q4_K blocks and each of the `T` pointers in `a` to `nb` readable Q8_K
+/// blocks (any alignment).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+pub(crate) unsafe fn dot_q4_k_n<const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
     const BS: usize = size_of::<BlockQ4_K>();
     const SC: usize = offset_of!(BlockQ4_K, scales);
     const QS: usize = offset_of!(BlockQ4_K, qs);
     let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
+    let lo_pick = _mm256_set1_epi16(0x0100);
+    let hi_pick = _mm256_set1_epi16(0x0302);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract; every
         // load below stays inside its block.
         unsafe {
             let x = w.add(i * BS);
-            let y = a.add(i * Q8K_SIZE);
-            let dy = f32_at(y);
-            let d = dy * f16_at(x);
-            let dmin = dy * f16_at(x.add(2));
+            let dx = f16_at(x);
+            let dmx = f16_at(x.add(2));
             let (sc, mn) = k4_scales_mins(x.add(SC));
             let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
             let mdup = _mm256_set_m128i(
                 _mm_unpackhi_epi16(mins, mins),
                 _mm_unpacklo_epi16(mins, mins),
             );
-            let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-            let prod_m = _mm256_madd_epi16(bsums, mdup);
-            acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m);
-
             // Scale pair p sits in dword p of the 16-bit widened scales.
             let sc16 = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-            let lo_pick = _mm256_set1_epi16(0x0100);
-            let hi_pick = _mm256_set1_epi16(0x0302);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); T];
             for p in 0..4 {
                 let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
                 let lo = _mm256_and_si256(q, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                let qa = _mm256_loadu_si256(y.add(Q8K_QS + 64 * p).cast());
-                let qb = _mm256_loadu_si256(y.add(Q8K_QS + 64 * p + 32).cast());
                 let s2 = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(p as i32));
                 let sa = _mm256_shuffle_epi8(s2, lo_pick);
                 let sb = _mm256_shuffle_epi8(s2, hi_pick);
-                let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qa), sa);
-                let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qb), sb);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pa, pb));
+                for t in 0..T {
+                    let y = a[t].add(i * Q8K_SIZE + Q8K_QS + 64 * p);
+                    let qa = _mm256_loadu_si256(y.cast());
+                    let qb = _mm256_loadu_si256(y.add(32).cast());
+                    let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qa), sa);
+                    let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qb), sb);
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            for t in 0..T {
+                let y = a[t].add(i * Q8K_SIZE);
+                let dy = f32_at(y);
+                let d = dy * dx;
+                let dmin = dy * dmx;
+                let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
+                let prod_m = _mm256_madd_epi16(bsums, mdup);
+                acc_m[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            }
         }
     }
-    hsum_ps(acc) - hsum_ps(acc_m)
+    let mut out = [0.0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]) - hsum_ps(acc_m[t]);
+    }
+    out
 }
 
 /// Q5_K · Q8_K over `nb` blocks.
 ///
 /// # Safety
-/// As [`dot_q4_k`], with Q5_K weight blocks.
+/// As [`dot_q4_k_n`] with one activation row, with Q5_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     const BS: usize = size_of::<BlockQ5_K>();
@@ -250,12 +268,16 @@ pub(crate) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     hsum_ps(acc) - hsum_ps(acc_m)
 }
 
-/// Q6_K · Q8_K over `nb` blocks.
+/// One Q6_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k`], with Q6_K weight blocks.
+/// As [`dot_q4_k_n`], with Q6_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q6_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+pub(crate) unsafe fn dot_q6_k_n<const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
     const BS: usize = size_of::<BlockQ6_K>();
     const QL: usize = offset_of!(BlockQ6_K, ql);
     const QH: usize = offset_of!(BlockQ6_K, qh);
@@ -264,17 +286,14 @@ pub(crate) unsafe fn dot_q6_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(0x03);
     let m30 = _mm256_set1_epi8(0x30);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract.
         unsafe {
             let x = w.add(i * BS);
-            let y = a.add(i * Q8K_SIZE);
-            let d = f32_at(y) * f16_at(x.add(D));
+            let dx = f16_at(x.add(D));
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(SC).cast()));
-            // Σ_j scale_j · bsum_j, times the offset 32 below.
-            let offs = _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); T];
             for n in 0..2 {
                 let ql0 = _mm256_loadu_si256(x.add(QL + 64 * n).cast());
                 let ql1 = _mm256_loadu_si256(x.add(QL + 64 * n + 32).cast());
@@ -298,23 +317,37 @@ pub(crate) unsafe fn dot_q6_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
                     ),
                 ];
                 for (k, &u) in q.iter().enumerate() {
-                    let q8 = _mm256_loadu_si256(y.add(Q8K_QS + 128 * n + 32 * k).cast());
                     let s = pair_scales(sc16, (4 * n + k) as i32);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
-                    sumi = _mm256_add_epi32(sumi, p);
+                    for t in 0..T {
+                        let q8 = _mm256_loadu_si256(
+                            a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * k).cast(),
+                        );
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
+                        sumi[t] = _mm256_add_epi32(sumi[t], p);
+                    }
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32::<5>(offs));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            for t in 0..T {
+                let y = a[t].add(i * Q8K_SIZE);
+                let d = f32_at(y) * dx;
+                // Σ_j scale_j · bsum_j, times the offset 32.
+                let offs = _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
+                let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<5>(offs));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+            }
         }
     }
-    hsum_ps(acc)
+    let mut out = [0.0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]);
+    }
+    out
 }
 
 /// Q3_K · Q8_K over `nb` blocks.
 ///
 /// # Safety
-/// As [`dot_q4_k`], with Q3_K weight blocks.
+/// As [`dot_q4_k_n`] with one activation row, with Q3_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     const BS: usize = size_of::<BlockQ3_K>();
@@ -361,7 +394,7 @@ pub(crate) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
 /// Q2_K · Q8_K over `nb` blocks.
 ///
 /// # Safety
-/// As [`dot_q4_k`], with Q2_K weight blocks.
+/// As [`dot_q4_k_n`] with one activation row, with Q2_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q2_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     const BS: usize = size_of::<BlockQ2_K>();
@@ -425,7 +458,7 @@ unsafe fn iq4_values(p: *const u8, lut: __m256i) -> __m256i {
 /// IQ4_XS · Q8_K over `nb` blocks.
 ///
 /// # Safety
-/// As [`dot_q4_k`], with IQ4_XS weight blocks; activations must lie in
+/// As [`dot_q4_k_n`] with one activation row, with IQ4_XS weight blocks; activations must lie in
 /// `-127..=127` (what [`crate::formats::k_quants::quantize_row_q8_k`] produces).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_iq4_xs(nb: usize, w: *const u8, a: *const u8) -> f32 {
@@ -521,11 +554,47 @@ macro_rules! mat_fn {
     };
 }
 
+/// Tile function over a multi-token row dot `$dotn::<T>`: 4 tokens per
+/// weight-row decode, then the remainder one by one.
+macro_rules! mat_multi {
+    ($name:ident, $dotn:ident) => {
+        /// Tile function (see [`crate::table::MatFn`]).
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C must be available and `args` must satisfy
+        /// `MatArgs::is_valid` for this type and `out`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
+            let nb = args.n / QK_K;
+            let ap = |t: usize| args.a.as_ptr().wrapping_add(t * args.a_stride);
+            for r in 0..args.nr {
+                let wp = args.w.as_ptr().wrapping_add(r * args.w_stride);
+                let mut t = 0;
+                while t + 4 <= args.nt {
+                    // SAFETY: is_valid guarantees weight row r and activation
+                    // rows t..t+4 lie inside the slices.
+                    let v = unsafe { $dotn::<4>(nb, wp, [ap(t), ap(t + 1), ap(t + 2), ap(t + 3)]) };
+                    for (k, &vk) in v.iter().enumerate() {
+                        out[(t + k) * args.nr + r] = vk;
+                    }
+                    t += 4;
+                }
+                while t < args.nt {
+                    // SAFETY: as above, for row t.
+                    let v = unsafe { $dotn::<1>(nb, wp, [ap(t)]) };
+                    out[t * args.nr + r] = v[0];
+                    t += 1;
+                }
+            }
+        }
+    };
+}
+
 mat_fn!(mat_q2_k, dot_q2_k, QK_K);
 mat_fn!(mat_q3_k, dot_q3_k, QK_K);
-mat_fn!(mat_q4_k, dot_q4_k, QK_K);
+mat_multi!(mat_q4_k, dot_q4_k_n);
 mat_fn!(mat_q5_k, dot_q5_k, QK_K);
-mat_fn!(mat_q6_k, dot_q6_k, QK_K);
+mat_multi!(mat_q6_k, dot_q6_k_n);
 mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
 mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
 

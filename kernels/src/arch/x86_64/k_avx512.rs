@@ -116,11 +116,20 @@ macro_rules! kernels {
                 _mm256_madd_epi16(bsums, mdup)
             }
 
+            /// One Q4_K weight row against `T` Q8_K activation rows: the
+            /// weights are decoded once per block and reused; every token's
+            /// arithmetic is the same sequence as for `T = 1`.
+            ///
             /// # Safety
             /// AVX-512 F/BW/VL (+VNNI for the VNNI build), AVX2, FMA, F16C;
-            /// `nb` readable Q4_K blocks at `w`, `nb` Q8_K blocks at `a`.
+            /// `nb` readable Q4_K blocks at `w`, `nb` readable Q8_K blocks
+            /// at each of the `T` activation pointers (any alignment).
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q4_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            pub(super) unsafe fn dot_q4_k_n<const T: usize>(
+                nb: usize,
+                w: *const u8,
+                a: [*const u8; T],
+            ) -> [f32; T] {
                 const BS: usize = size_of::<BlockQ4_K>();
                 const SC: usize = offset_of!(BlockQ4_K, scales);
                 const QS: usize = offset_of!(BlockQ4_K, qs);
@@ -131,27 +140,19 @@ macro_rules! kernels {
                     halves16(4, 5),
                     halves16(6, 7),
                 ];
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); T];
+                let mut acc_m = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the
                     // contract; every load stays inside its block.
                     unsafe {
                         let x = w.add(i * BS);
-                        let y = a.add(i * Q8K_SIZE);
-                        let dy = f32_at(y);
-                        let d = dy * f16_at(x);
-                        let dmin = dy * f16_at(x.add(2));
+                        let dx = f16_at(x);
+                        let dmx = f16_at(x.add(2));
                         let (sc, mn) = k4_scales_mins(x.add(SC));
-                        let prod_m = mins_k4(mn, y);
-                        acc_m = _mm256_fmadd_ps(
-                            _mm256_set1_ps(dmin),
-                            _mm256_cvtepi32_ps(prod_m),
-                            acc_m,
-                        );
                         let sc16 =
                             _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-                        let mut sumi = _mm512_setzero_si512();
+                        let mut sumi = [_mm512_setzero_si512(); T];
                         for (p, ix) in idx.iter().enumerate() {
                             let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
                             let qz = _mm512_inserti64x4::<1>(
@@ -159,19 +160,42 @@ macro_rules! kernels {
                                 _mm256_srli_epi16::<4>(q),
                             );
                             let u = _mm512_and_si512(qz, m4);
-                            let q8 = _mm512_loadu_si512(y.add(Q8K_QS + 64 * p).cast());
                             let s = _mm512_permutexvar_epi16(*ix, sc16);
-                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                            for t in 0..T {
+                                let q8 = _mm512_loadu_si512(
+                                    a[t].add(i * Q8K_SIZE + Q8K_QS + 64 * p).cast(),
+                                );
+                                sumi[t] = dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
+                            }
                         }
-                        acc =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                        for t in 0..T {
+                            let y = a[t].add(i * Q8K_SIZE);
+                            let dy = f32_at(y);
+                            let d = dy * dx;
+                            let dmin = dy * dmx;
+                            let prod_m = mins_k4(mn, y);
+                            acc_m[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(dmin),
+                                _mm256_cvtepi32_ps(prod_m),
+                                acc_m[t],
+                            );
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(d),
+                                _mm256_cvtepi32_ps(fold(sumi[t])),
+                                acc[t],
+                            );
+                        }
                     }
                 }
-                hsum256(acc) - hsum256(acc_m)
+                let mut out = [0.0f32; T];
+                for t in 0..T {
+                    out[t] = hsum256(acc[t]) - hsum256(acc_m[t]);
+                }
+                out
             }
 
             /// # Safety
-            /// As [`dot_q4_k`], with Q5_K weight blocks.
+            /// As [`dot_q4_k_n`] with one activation row, with Q5_K weight blocks.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
                 const BS: usize = size_of::<BlockQ5_K>();
@@ -234,10 +258,17 @@ macro_rules! kernels {
                 hsum256(acc) - hsum256(acc_m)
             }
 
+            /// One Q6_K weight row against `T` Q8_K activation rows (see
+            /// [`dot_q4_k_n`]).
+            ///
             /// # Safety
-            /// As [`dot_q4_k`], with Q6_K weight blocks.
+            /// As [`dot_q4_k_n`], with Q6_K weight blocks.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q6_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            pub(super) unsafe fn dot_q6_k_n<const T: usize>(
+                nb: usize,
+                w: *const u8,
+                a: [*const u8; T],
+            ) -> [f32; T] {
                 const BS: usize = size_of::<BlockQ6_K>();
                 const QL: usize = offset_of!(BlockQ6_K, ql);
                 const QH: usize = offset_of!(BlockQ6_K, qh);
@@ -249,18 +280,15 @@ macro_rules! kernels {
                 let shl_01 = halves16(4, 2);
                 let shr_23 = halves16(0, 2);
                 let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
-                let mut acc = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
-                        let y = a.add(i * Q8K_SIZE);
-                        let d = f32_at(y) * f16_at(x.add(D));
+                        let dx = f16_at(x.add(D));
                         let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(SC).cast()));
-                        let offs =
-                            _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
                         let sc16z = _mm512_castsi256_si512(sc16);
-                        let mut sumi = _mm512_setzero_si512();
+                        let mut sumi = [_mm512_setzero_si512(); T];
                         for n in 0..2 {
                             let ql = _mm512_loadu_si512(x.add(QL + 64 * n).cast());
                             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
@@ -274,22 +302,40 @@ macro_rules! kernels {
                                 _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
                                 _mm512_and_si512(_mm512_srlv_epi16(qh, shr_23), m30),
                             );
-                            let q8a = _mm512_loadu_si512(y.add(Q8K_QS + 128 * n).cast());
-                            let q8b = _mm512_loadu_si512(y.add(Q8K_QS + 128 * n + 64).cast());
                             let sa = _mm512_permutexvar_epi16(idx[2 * n], sc16z);
                             let sb = _mm512_permutexvar_epi16(idx[2 * n + 1], sc16z);
-                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(g0, q8a), sa);
-                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(g1, q8b), sb);
+                            for t in 0..T {
+                                let y = a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n);
+                                let q8a = _mm512_loadu_si512(y.cast());
+                                let q8b = _mm512_loadu_si512(y.add(64).cast());
+                                sumi[t] =
+                                    dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(g0, q8a), sa);
+                                sumi[t] =
+                                    dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(g1, q8b), sb);
+                            }
                         }
-                        let s = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<5>(offs));
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                        for t in 0..T {
+                            let y = a[t].add(i * Q8K_SIZE);
+                            let d = f32_at(y) * dx;
+                            let offs = _mm256_madd_epi16(
+                                _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()),
+                                sc16,
+                            );
+                            let s = _mm256_sub_epi32(fold(sumi[t]), _mm256_slli_epi32::<5>(offs));
+                            acc[t] =
+                                _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+                        }
                     }
                 }
-                hsum256(acc)
+                let mut out = [0.0f32; T];
+                for t in 0..T {
+                    out[t] = hsum256(acc[t]);
+                }
+                out
             }
 
             /// # Safety
-            /// As [`dot_q4_k`], with Q3_K weight blocks.
+            /// As [`dot_q4_k_n`] with one activation row, with Q3_K weight blocks.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
                 const BS: usize = size_of::<BlockQ3_K>();
@@ -344,7 +390,7 @@ macro_rules! kernels {
             }
 
             /// # Safety
-            /// As [`dot_q4_k`], with Q2_K weight blocks.
+            /// As [`dot_q4_k_n`] with one activation row, with Q2_K weight blocks.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_q2_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
                 const BS: usize = size_of::<BlockQ2_K>();
@@ -422,7 +468,7 @@ macro_rules! kernels {
             }
 
             /// # Safety
-            /// As [`dot_q4_k`], with IQ4_XS weight blocks; activations in
+            /// As [`dot_q4_k_n`] with one activation row, with IQ4_XS weight blocks; activations in
             /// `-127..=127`.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_iq4_xs(nb: usize, w: *const u8, a: *const u8) -> f32 {
@@ -545,11 +591,49 @@ macro_rules! kernels {
                 };
             }
 
+            /// Tile function over a multi-token row dot `$dotn::<T>`:
+            /// 4 tokens per weight-row decode, then the remainder.
+            macro_rules! mat_multi {
+                ($name:ident, $dotn:ident) => {
+                    /// Tile function (see [`crate::table::MatFn`]).
+                    ///
+                    /// # Safety
+                    /// The CPU must have this build's features and `args`
+                    /// must satisfy `MatArgs::is_valid` for this type and `out`.
+                    #[target_feature(enable = $feat)]
+                    pub(super) unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
+                        let nb = args.n / QK_K;
+                        let ap = |t: usize| args.a.as_ptr().wrapping_add(t * args.a_stride);
+                        for r in 0..args.nr {
+                            let wp = args.w.as_ptr().wrapping_add(r * args.w_stride);
+                            let mut t = 0;
+                            while t + 4 <= args.nt {
+                                // SAFETY: is_valid guarantees weight row r and
+                                // activation rows t..t+4 lie inside the slices.
+                                let v = unsafe {
+                                    $dotn::<4>(nb, wp, [ap(t), ap(t + 1), ap(t + 2), ap(t + 3)])
+                                };
+                                for (k, &vk) in v.iter().enumerate() {
+                                    out[(t + k) * args.nr + r] = vk;
+                                }
+                                t += 4;
+                            }
+                            while t < args.nt {
+                                // SAFETY: as above, for row t.
+                                let v = unsafe { $dotn::<1>(nb, wp, [ap(t)]) };
+                                out[t * args.nr + r] = v[0];
+                                t += 1;
+                            }
+                        }
+                    }
+                };
+            }
+
             mat_fn!(mat_q2_k, dot_q2_k, QK_K);
             mat_fn!(mat_q3_k, dot_q3_k, QK_K);
-            mat_fn!(mat_q4_k, dot_q4_k, QK_K);
+            mat_multi!(mat_q4_k, dot_q4_k_n);
             mat_fn!(mat_q5_k, dot_q5_k, QK_K);
-            mat_fn!(mat_q6_k, dot_q6_k, QK_K);
+            mat_multi!(mat_q6_k, dot_q6_k_n);
             mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
             mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
 
