@@ -49,6 +49,56 @@ macro_rules! tile_fn {
     };
 }
 
+/// Token-tile width of [`tile_fn_t`]: each weight block is decoded once
+/// and multiplied with this many activation rows.
+pub(crate) const TILE_T: usize = 4;
+
+/// Like [`tile_fn`] for row kernels that take `T` activation rows at once,
+/// `$row::<T>(n, w, [a; T]) -> [f32; T]`: tokens go in groups of
+/// [`TILE_T`] (the weights are decoded once per group), the rest one by one.
+macro_rules! tile_fn_t {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:ident :: <$d:ty>) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The `MatFn` contract: the CPU has the enabled target features and
+        /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(args: &$crate::table::MatArgs<'_>, out: &mut [f32]) {
+            use $crate::arch::aarch64::TILE_T;
+            let (w, a, nr) = (args.w.as_ptr(), args.a.as_ptr(), args.nr);
+            let mut t = 0;
+            while t + TILE_T <= args.nt {
+                // SAFETY: is_valid ⇒ activation rows t..t + TILE_T (< nt)
+                // start inside `args.a`.
+                let ap: [*const u8; TILE_T] =
+                    core::array::from_fn(|k| unsafe { a.add((t + k) * args.a_stride) });
+                for r in 0..nr {
+                    // SAFETY: is_valid ⇒ weight row r and these activation
+                    // rows are whole rows inside their slices; the CPU has
+                    // the features this function enables.
+                    let s = unsafe { $row::<$d, TILE_T>(args.n, w.add(r * args.w_stride), ap) };
+                    for (k, v) in s.into_iter().enumerate() {
+                        out[(t + k) * nr + r] = v;
+                    }
+                }
+                t += TILE_T;
+            }
+            while t < args.nt {
+                // SAFETY: as above, for the single row t < nt.
+                let ap = [unsafe { a.add(t * args.a_stride) }];
+                for r in 0..nr {
+                    // SAFETY: as above.
+                    let s = unsafe { $row::<$d, 1>(args.n, w.add(r * args.w_stride), ap) };
+                    out[t * nr + r] = s[0];
+                }
+                t += 1;
+            }
+        }
+    };
+}
+
 mod k_neon;
 mod neon;
 #[cfg(test)]

@@ -263,168 +263,150 @@ pub(super) unsafe fn idot32<D: I8Dot>(
     unsafe { vaddvq_s32(D::dot(D::dot(vdupq_n_s32(0), w0, a0), w1, a1)) }
 }
 
-/// Q8_0 · Q8_0 row (`n / 32` blocks).
-///
-/// # Safety
-///
-/// `D`'s CPU features; `w` and `a` each hold `n / 32` blocks of 34 bytes.
-#[inline(always)]
-unsafe fn row_q8_0<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        // SAFETY: block i of each row lies inside the caller's bytes.
-        unsafe {
-            let (wb, ab) = (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES));
-            let (w0, w1) = ld_q8(wb.add(2));
-            let (a0, a1) = ld_q8(ab.add(2));
-            let isum = idot32::<D>(w0, w1, a0, a1);
-            sum += isum as f32 * (load_f16(wb) * load_f16(ab));
+/// Generates a `T`-token row kernel for a 32-element block format: per
+/// weight block, `$decode(wb) -> (w0, w1, extra)` once, then for each token
+/// `$acc(sum, isum, wb, extra, ab)` with the block's exact integer dot.
+macro_rules! row32 {
+    ($(#[$doc:meta])* $name:ident, $wbytes:expr, $abytes:expr, $aqs:expr,
+     |$wb:ident| $decode:block, |$sum:ident, $isum:ident, $wbb:ident, $ab:ident| $acc:block) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// `D`'s CPU features; `w` holds `n / 32` weight blocks and every
+        /// `a[t]` as many activation blocks.
+        #[inline(always)]
+        unsafe fn $name<D: I8Dot, const T: usize>(
+            n: usize,
+            w: *const u8,
+            a: [*const u8; T],
+        ) -> [f32; T] {
+            let mut sums = [0.0f32; T];
+            for i in 0..n / QK {
+                // SAFETY: block i of the weight row and of every activation
+                // row lies inside the caller's bytes.
+                unsafe {
+                    let $wb = w.add(i * $wbytes);
+                    let (w0, w1) = $decode;
+                    for (t, $sum) in sums.iter_mut().enumerate() {
+                        let $ab = a[t].add(i * $abytes);
+                        let (a0, a1) = ld_q8($ab.add($aqs));
+                        let $isum = idot32::<D>(w0, w1, a0, a1);
+                        let $wbb = $wb;
+                        $acc
+                    }
+                }
+            }
+            sums
         }
-    }
-    sum
+    };
 }
 
-/// Q4_0 · Q8_0 row.
-///
-/// # Safety
-///
-/// `D`'s CPU features; `w` holds `n / 32` blocks of 18 bytes, `a` of 34.
-#[inline(always)]
-unsafe fn row_q4_0<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        // SAFETY: block i of each row lies inside the caller's bytes.
-        unsafe {
-            let (wb, ab) = (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES));
-            let (lo, hi) = nibbles(wb.add(2));
-            let eight = vdupq_n_s8(8);
-            let w0 = vsubq_s8(vreinterpretq_s8_u8(lo), eight);
-            let w1 = vsubq_s8(vreinterpretq_s8_u8(hi), eight);
-            let (a0, a1) = ld_q8(ab.add(2));
-            let isum = idot32::<D>(w0, w1, a0, a1);
-            sum += isum as f32 * (load_f16(wb) * load_f16(ab));
-        }
-    }
-    sum
-}
+row32!(
+    /// Q8_0 · Q8_0 rows.
+    row_q8_0, Q8_0_BYTES, Q8_0_BYTES, 2,
+    |wb| { ld_q8(wb.add(2)) },
+    |sum, isum, wb, ab| { *sum += isum as f32 * (load_f16(wb) * load_f16(ab)); }
+);
 
-/// Q4_1 · Q8_1 row: `Σ d_w d_a · isum + m_w · s_a`.
-///
-/// # Safety
-///
-/// `D`'s CPU features; `w` holds `n / 32` blocks of 20 bytes, `a` of 36.
-#[inline(always)]
-unsafe fn row_q4_1<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        // SAFETY: block i of each row lies inside the caller's bytes.
-        unsafe {
-            let (wb, ab) = (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES));
-            let (lo, hi) = nibbles(wb.add(4));
-            let (a0, a1) = ld_q8(ab.add(4));
-            let isum = idot32::<D>(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), a0, a1);
-            sum += isum as f32 * (load_f16(wb) * load_f16(ab))
-                + load_f16(wb.add(2)) * load_f16(ab.add(2));
-        }
-    }
-    sum
-}
+row32!(
+    /// Q4_0 · Q8_0 rows: weights `nibble - 8`.
+    row_q4_0, Q4_0_BYTES, Q8_0_BYTES, 2,
+    |wb| {
+        let (lo, hi) = nibbles(wb.add(2));
+        let eight = vdupq_n_s8(8);
+        (
+            vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+            vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+        )
+    },
+    |sum, isum, wb, ab| { *sum += isum as f32 * (load_f16(wb) * load_f16(ab)); }
+);
 
-/// Q5_0 · Q8_0 row: weights `(nibble | bit4 << 4) - 16`, computed as
-/// `nibble - (bit4 ? 0 : 16)`.
-///
-/// # Safety
-///
-/// `D`'s CPU features; `w` holds `n / 32` blocks of 22 bytes, `a` of 34.
-#[inline(always)]
-unsafe fn row_q5_0<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        // SAFETY: block i of each row lies inside the caller's bytes.
-        unsafe {
-            let (wb, ab) = (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES));
-            let (m0, m1) = q5_high_masks(wb.add(2));
-            let (lo, hi) = nibbles(wb.add(6));
-            let sixteen = vdupq_n_u8(0x10);
-            let w0 = vsubq_s8(
-                vreinterpretq_s8_u8(lo),
-                vreinterpretq_s8_u8(vbicq_u8(sixteen, m0)),
-            );
-            let w1 = vsubq_s8(
-                vreinterpretq_s8_u8(hi),
-                vreinterpretq_s8_u8(vbicq_u8(sixteen, m1)),
-            );
-            let (a0, a1) = ld_q8(ab.add(2));
-            let isum = idot32::<D>(w0, w1, a0, a1);
-            sum += isum as f32 * (load_f16(wb) * load_f16(ab));
-        }
+row32!(
+    /// Q4_1 · Q8_1 rows: `Σ d_w d_a · isum + m_w · s_a`.
+    row_q4_1, Q4_1_BYTES, Q8_1_BYTES, 4,
+    |wb| {
+        let (lo, hi) = nibbles(wb.add(4));
+        (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+    },
+    |sum, isum, wb, ab| {
+        *sum += isum as f32 * (load_f16(wb) * load_f16(ab))
+            + load_f16(wb.add(2)) * load_f16(ab.add(2));
     }
-    sum
-}
+);
 
-/// Q5_1 · Q8_1 row: weights `nibble | bit4 << 4` (0..=31).
-///
-/// # Safety
-///
-/// `D`'s CPU features; `w` holds `n / 32` blocks of 24 bytes, `a` of 36.
-#[inline(always)]
-unsafe fn row_q5_1<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        // SAFETY: block i of each row lies inside the caller's bytes.
-        unsafe {
-            let (wb, ab) = (w.add(i * Q5_1_BYTES), a.add(i * Q8_1_BYTES));
-            let (m0, m1) = q5_high_masks(wb.add(4));
-            let (lo, hi) = nibbles(wb.add(8));
-            let sixteen = vdupq_n_u8(0x10);
-            let w0 = vorrq_u8(lo, vandq_u8(sixteen, m0));
-            let w1 = vorrq_u8(hi, vandq_u8(sixteen, m1));
-            let (a0, a1) = ld_q8(ab.add(4));
-            let isum = idot32::<D>(vreinterpretq_s8_u8(w0), vreinterpretq_s8_u8(w1), a0, a1);
-            sum += isum as f32 * (load_f16(wb) * load_f16(ab))
-                + load_f16(wb.add(2)) * load_f16(ab.add(2));
-        }
+row32!(
+    /// Q5_0 · Q8_0 rows: weights `(nibble | bit4 << 4) - 16`, computed as
+    /// `nibble - (bit4 ? 0 : 16)`.
+    row_q5_0, Q5_0_BYTES, Q8_0_BYTES, 2,
+    |wb| {
+        let (m0, m1) = q5_high_masks(wb.add(2));
+        let (lo, hi) = nibbles(wb.add(6));
+        let sixteen = vdupq_n_u8(0x10);
+        (
+            vsubq_s8(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(vbicq_u8(sixteen, m0))),
+            vsubq_s8(vreinterpretq_s8_u8(hi), vreinterpretq_s8_u8(vbicq_u8(sixteen, m1))),
+        )
+    },
+    |sum, isum, wb, ab| { *sum += isum as f32 * (load_f16(wb) * load_f16(ab)); }
+);
+
+row32!(
+    /// Q5_1 · Q8_1 rows: weights `nibble | bit4 << 4` (0..=31).
+    row_q5_1, Q5_1_BYTES, Q8_1_BYTES, 4,
+    |wb| {
+        let (m0, m1) = q5_high_masks(wb.add(4));
+        let (lo, hi) = nibbles(wb.add(8));
+        let sixteen = vdupq_n_u8(0x10);
+        (
+            vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(sixteen, m0))),
+            vreinterpretq_s8_u8(vorrq_u8(hi, vandq_u8(sixteen, m1))),
+        )
+    },
+    |sum, isum, wb, ab| {
+        *sum += isum as f32 * (load_f16(wb) * load_f16(ab))
+            + load_f16(wb.add(2)) * load_f16(ab.add(2));
     }
-    sum
-}
+);
 
-tile_fn!(
+tile_fn_t!(
     /// Q8_0 × Q8_0 with `sdot`.
     mat_q8_0_sdot, "neon,dotprod", row_q8_0::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q8_0 × Q8_0 with plain NEON.
     mat_q8_0_neon, "neon", row_q8_0::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q4_0 × Q8_0 with `sdot`.
     mat_q4_0_sdot, "neon,dotprod", row_q4_0::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q4_0 × Q8_0 with plain NEON.
     mat_q4_0_neon, "neon", row_q4_0::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q4_1 × Q8_1 with `sdot`.
     mat_q4_1_sdot, "neon,dotprod", row_q4_1::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q4_1 × Q8_1 with plain NEON.
     mat_q4_1_neon, "neon", row_q4_1::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q5_0 × Q8_0 with `sdot`.
     mat_q5_0_sdot, "neon,dotprod", row_q5_0::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q5_0 × Q8_0 with plain NEON.
     mat_q5_0_neon, "neon", row_q5_0::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q5_1 × Q8_1 with `sdot`.
     mat_q5_1_sdot, "neon,dotprod", row_q5_1::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q5_1 × Q8_1 with plain NEON.
     mat_q5_1_neon, "neon", row_q5_1::<Smull>
 );

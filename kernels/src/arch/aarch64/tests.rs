@@ -192,7 +192,7 @@ proptest! {
         seed in any::<u64>(),
         nr in 1usize..6,
         blocks in 1usize..10,
-        nt in 1usize..4,
+        nt in 1usize..7,
         pad in (0usize..5, 0usize..5),
     ) {
         for ty in TYPES {
@@ -204,7 +204,8 @@ proptest! {
 #[test]
 fn many_blocks_and_rows() {
     for ty in TYPES {
-        check(ty, 7, 13, 40, 3, (0, 0));
+        check(ty, 7, 13, 40, 5, (0, 0));
+        check(ty, 9, 3, 2, 8, (1, 3));
         check(ty, 8, 1, 1, 1, (0, 0));
     }
 }
