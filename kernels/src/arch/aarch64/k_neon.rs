@@ -268,40 +268,52 @@ unsafe fn row_q3_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
     sum
 }
 
-/// Q4_K · Q8_K row. Block: `d`, `dmin`, `scales[12]`, `qs[128]`.
+/// Q4_K · Q8_K rows (`T` activation rows). Block: `d`, `dmin`,
+/// `scales[12]`, `qs[128]`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 144 bytes, `a` as
-/// many Q8_K blocks.
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 144 bytes, every
+/// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q4_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_q4_k<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
-        // SAFETY: block i of each row lies inside the caller's bytes; all
-        // offsets below stay inside the 144- / 292-byte blocks.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes; all offsets below stay inside the
+        // 144- / 292-byte blocks.
         unsafe {
-            let (wb, ab) = (w.add(i * Q4_K_BYTES), a.add(i * Q8_K_BYTES));
+            let wb = w.add(i * Q4_K_BYTES);
+            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
             let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(4)));
-            let summs = mins_dot8(&mn, ab);
-            let mut acc = vdupq_n_s32(0);
+            let mut acc = [vdupq_n_s32(0); T];
             for k in 0..4 {
                 // 32 bytes: low nibbles = sub-block 2k, high = 2k + 1.
                 let (l0, h0) = nibbles(wb.add(16 + 32 * k));
                 let (l1, h1) = nibbles(wb.add(32 + 32 * k));
-                let a_lo = ld_q8(ab.add(Q8_K_QS + 64 * k));
-                let a_hi = ld_q8(ab.add(Q8_K_QS + 64 * k + 32));
-                acc = sub32::<D>(acc, (s8(l0), s8(l1)), a_lo, sc[2 * k] as i32);
-                acc = sub32::<D>(acc, (s8(h0), s8(h1)), a_hi, sc[2 * k + 1] as i32);
+                for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
+                    let a_lo = ld_q8(ab_t.add(Q8_K_QS + 64 * k));
+                    let a_hi = ld_q8(ab_t.add(Q8_K_QS + 64 * k + 32));
+                    *acc_t = sub32::<D>(*acc_t, (s8(l0), s8(l1)), a_lo, sc[2 * k] as i32);
+                    *acc_t = sub32::<D>(*acc_t, (s8(h0), s8(h1)), a_hi, sc[2 * k + 1] as i32);
+                }
             }
-            let sumi = vaddvq_s32(acc);
-            let yd = q8k_d(ab);
-            let d = load_f16(wb) * yd;
-            let dmin = load_f16(wb.add(2)) * yd;
-            sum += d * sumi as f32 - dmin * summs as f32;
+            let (dw, dminw) = (load_f16(wb), load_f16(wb.add(2)));
+            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
+                let summs = mins_dot8(&mn, ab_t);
+                let sumi = vaddvq_s32(acc_t);
+                let yd = q8k_d(ab_t);
+                let d = dw * yd;
+                let dmin = dminw * yd;
+                *sum += d * sumi as f32 - dmin * summs as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
 /// Q5_K · Q8_K row. Block: `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]`.
@@ -354,23 +366,30 @@ unsafe fn row_q5_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
     sum
 }
 
-/// Q6_K · Q8_K row. Block: `ql[128]`, `qh[64]`, `scales[16]` (i8), `d`.
+/// Q6_K · Q8_K rows (`T` activation rows). Block: `ql[128]`, `qh[64]`,
+/// `scales[16]` (i8), `d`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 210 bytes, `a` as
-/// many Q8_K blocks.
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 210 bytes, every
+/// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q6_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_q6_k<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
-        // SAFETY: block i of each row lies inside the caller's bytes; all
-        // offsets below stay inside the 210- / 292-byte blocks.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes; all offsets below stay inside the
+        // 210- / 292-byte blocks.
         unsafe {
-            let (wb, ab) = (w.add(i * Q6_K_BYTES), a.add(i * Q8_K_BYTES));
+            let wb = w.add(i * Q6_K_BYTES);
+            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
             let sc = bytes::<16>(wb.add(192)).map(|b| b as i8 as i32);
             let (f, hm, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
-            let mut acc = vdupq_n_s32(0);
+            let mut acc = [vdupq_n_s32(0); T];
             for h in 0..2 {
                 let ql = wb.add(64 * h);
                 let qh = wb.add(128 + 32 * h);
@@ -386,19 +405,24 @@ unsafe fn row_q6_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
                         vorrq_u8(vandq_u8(lb, f), vandq_u8(vshlq_n_u8::<2>(hb), hm)),
                         vorrq_u8(vshrq_n_u8::<4>(la), vandq_u8(hb, hm)),
                         vorrq_u8(vshrq_n_u8::<4>(lb), vandq_u8(vshrq_n_u8::<2>(hb), hm)),
-                    ];
-                    for (q, v) in quarters.into_iter().enumerate() {
-                        let wv = vsubq_s8(s8(v), m32);
-                        let av = q8k_qs(ab, 128 * h + 32 * q + 16 * s);
-                        acc = sub16::<D>(acc, wv, av, sc[8 * h + 2 * q + s]);
+                    ]
+                    .map(|v| vsubq_s8(s8(v), m32));
+                    for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
+                        for (q, &wv) in quarters.iter().enumerate() {
+                            let av = q8k_qs(ab_t, 128 * h + 32 * q + 16 * s);
+                            *acc_t = sub16::<D>(*acc_t, wv, av, sc[8 * h + 2 * q + s]);
+                        }
                     }
                 }
             }
-            let sumi = vaddvq_s32(acc);
-            sum += load_f16(wb.add(208)) * q8k_d(ab) * sumi as f32;
+            let dw = load_f16(wb.add(208));
+            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
+                let sumi = vaddvq_s32(acc_t);
+                *sum += dw * q8k_d(ab_t) * sumi as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
 /// The IQ4 codebook as a table-lookup register.
@@ -500,11 +524,11 @@ tile_fn!(
     /// Q3_K × Q8_K with plain NEON.
     mat_q3_k_neon, "neon", row_q3_k::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q4_K × Q8_K with `sdot`.
     mat_q4_k_sdot, "neon,dotprod", row_q4_k::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q4_K × Q8_K with plain NEON.
     mat_q4_k_neon, "neon", row_q4_k::<Smull>
 );
@@ -516,11 +540,11 @@ tile_fn!(
     /// Q5_K × Q8_K with plain NEON.
     mat_q5_k_neon, "neon", row_q5_k::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q6_K × Q8_K with `sdot`.
     mat_q6_k_sdot, "neon,dotprod", row_q6_k::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q6_K × Q8_K with plain NEON.
     mat_q6_k_neon, "neon", row_q6_k::<Smull>
 );
