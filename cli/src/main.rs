@@ -1,7 +1,13 @@
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod chat;
+mod hub;
 mod inspect;
+mod list;
 mod logits;
+mod perplexity;
+mod pull;
 mod run;
 mod tokenize;
 
@@ -17,12 +23,44 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt.
     Run(run::Args),
+    /// Chat with the model interactively (multi-turn, kept in the KV cache).
+    Chat(chat::Args),
     /// Run token ids through the model and dump the logits (debugging view).
     Logits(logits::Args),
     /// Print the token ids of a text as a JSON array.
     Tokenize(tokenize::Args),
     /// Show a GGUF file's header, hyper-parameters, tokenizer and tensors.
     Inspect(inspect::Args),
+    /// Measure prompt-processing and generation speed (like llama-bench).
+    Bench(bench::Args),
+    /// Perplexity of a text file over windows of -c tokens (like llama-perplexity).
+    Perplexity(perplexity::Args),
+    /// Download a model into the Hugging Face cache (hf:OWNER/REPO/FILE.gguf).
+    Pull(pull::Args),
+    /// List the GGUF models in the Hugging Face cache.
+    List(list::Args),
+}
+
+/// What bare `phi` prints.
+fn quick_start() -> String {
+    format!(
+        "phi.rs — run Phi-3 and Llama GGUF models on the CPU.
+
+Quick start (downloads Phi-3-mini, 2.2 GB, into the Hugging Face cache):
+  phi chat                                   # chat with {model}
+  phi run -p \"Why is the sky blue?\"         # one answer, streamed
+  phi run -m hf:OWNER/REPO/FILE.gguf -p ...  # another model from the Hub
+  phi run -m PATH/TO/MODEL.gguf -p ...       # a file you already have
+
+More:
+  phi bench -m MODEL          speed (prompt processing and generation, tokens/s)
+  phi perplexity -m MODEL -f TEXT
+  phi pull REF | phi list     download / show cached models
+  phi inspect FILE            what is inside a GGUF file
+  phi --help                  every command and flag
+",
+        model = hub::DEFAULT_MODEL
+    )
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -31,13 +69,18 @@ fn main() {
     let cli = Cli::parse();
     let result: CliResult = match cli.command {
         None => {
-            println!("phi.rs — run `phi --help` for commands");
+            print!("{}", quick_start());
             Ok(())
         }
         Some(Command::Run(args)) => run::run(args),
+        Some(Command::Chat(args)) => chat::run(args),
         Some(Command::Logits(args)) => logits::run(args),
         Some(Command::Tokenize(args)) => tokenize::run(args),
         Some(Command::Inspect(args)) => inspect::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Perplexity(args)) => perplexity::run(args),
+        Some(Command::Pull(args)) => pull::run(args),
+        Some(Command::List(args)) => list::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -6,6 +6,9 @@ use crate::config::Arch;
 use crate::error::{PhiError, Result};
 use half::f16;
 use phi_gguf::{GgmlType, GgufWriter, Value, ValueType};
+use phi_kernels::formats::{self, k_quants};
+use rayon::prelude::*;
+use std::io::Write;
 
 /// The shape and variant of a synthetic decoder.
 #[derive(Debug, Clone)]
@@ -27,7 +30,10 @@ pub struct SyntheticSpec {
     pub longrope_orig_ctx: Option<usize>,
     /// No `output.weight`: the output projection reuses `token_embd`.
     pub tied_embeddings: bool,
-    /// Type of the 2-D weights (F32 or F16; norms stay F32).
+    /// Type of the 2-D weights (norms stay F32): F32, F16, BF16, Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K (see [`weight_types`]). Each
+    /// row is generated in f32 and quantized on its own, so no f32 copy of a
+    /// whole model is ever held.
     pub weight_type: GgmlType,
     pub seed: u64,
 }
@@ -53,9 +59,114 @@ impl SyntheticSpec {
         }
     }
 
+    /// Phi-3-mini's shape (3.8 B parameters) with weights of `ty`, for
+    /// benchmarks without the real file.
+    pub fn phi3_mini(ty: GgmlType) -> SyntheticSpec {
+        SyntheticSpec {
+            arch: Arch::Phi3,
+            n_embd: 3072,
+            n_ff: 8192,
+            n_layer: 32,
+            n_head: 32,
+            n_head_kv: 32,
+            n_rot: 96,
+            n_vocab: 32064,
+            n_ctx_train: 4096,
+            sliding_window: 0,
+            longrope_orig_ctx: None,
+            tied_embeddings: false,
+            weight_type: ty,
+            seed: 1,
+        }
+    }
+
     fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
     }
+}
+
+/// The 2-D weight types [`build`] can write.
+pub fn weight_types() -> &'static [GgmlType] {
+    &[
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ]
+}
+
+/// Quantizes one row `x` into `out` (exactly the row's byte size) as `ty`.
+fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) {
+    fn blocks<B: bytemuck::Pod>(x: &[f32], out: &mut [u8], q: fn(&[f32], &mut [B])) {
+        let n = out.len() / std::mem::size_of::<B>();
+        let mut b = vec![B::zeroed(); n];
+        q(x, &mut b);
+        out.copy_from_slice(bytemuck::cast_slice(&b));
+    }
+    match ty {
+        GgmlType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&formats::float::f32_to_bf16(*v).to_le_bytes());
+            }
+        }
+        GgmlType::Q4_0 => blocks(x, out, formats::q4_0::quantize_row_q4_0),
+        GgmlType::Q4_1 => blocks(x, out, formats::q4_1::quantize_row_q4_1),
+        GgmlType::Q5_0 => blocks(x, out, formats::q5_0::quantize_row_q5_0),
+        GgmlType::Q5_1 => blocks(x, out, formats::q5_1::quantize_row_q5_1),
+        GgmlType::Q8_0 => blocks(x, out, formats::q8_0::quantize_row_q8_0),
+        GgmlType::Q4_K => blocks(x, out, k_quants::quantize_row_q4_k),
+        GgmlType::Q5_K => blocks(x, out, k_quants::quantize_row_q5_k),
+        GgmlType::Q6_K => blocks(x, out, k_quants::quantize_row_q6_k),
+        _ => {
+            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// `rows` random rows of `cols` values, uniform in ±`scale`, as `ty`. Row `r`
+/// comes from its own generator seeded by (`seed`, `r`), so rows are made
+/// in parallel and the result does not depend on the thread count.
+fn random_matrix(ty: GgmlType, cols: usize, rows: usize, scale: f32, seed: u64) -> Result<Vec<u8>> {
+    let bad = || {
+        PhiError::InvalidArgument(format!(
+            "a synthetic {rows} x {cols} matrix cannot be stored as {ty} \
+             ({cols} is not a multiple of its block size {})",
+            ty.block_size()
+        ))
+    };
+    if cols % ty.block_size() != 0 {
+        return Err(bad());
+    }
+    let row_bytes = (cols / ty.block_size())
+        .checked_mul(ty.type_size())
+        .ok_or_else(bad)?;
+    let total = row_bytes.checked_mul(rows).ok_or_else(bad)?;
+    let mut data = vec![0u8; total];
+    data.par_chunks_mut(row_bytes).enumerate().for_each_init(
+        || vec![0f32; cols],
+        |x, (r, out)| {
+            let mut rng = Rng(seed ^ (r as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            for v in x.iter_mut() {
+                *v = rng.uniform() * scale;
+            }
+            quantize_row(ty, x, out);
+        },
+    );
+    Ok(data)
 }
 
 struct Rng(u64);
@@ -76,13 +187,23 @@ impl Rng {
 
 /// Builds the GGUF bytes of a synthetic model.
 pub fn build(spec: &SyntheticSpec) -> Result<Vec<u8>> {
+    Ok(writer(spec)?.to_bytes()?)
+}
+
+/// Writes a synthetic model to `out` (a file, for models too large to hold
+/// twice in memory); returns the bytes written.
+pub fn write(spec: &SyntheticSpec, out: impl Write) -> Result<u64> {
+    Ok(writer(spec)?.write_to(out)?)
+}
+
+fn writer(spec: &SyntheticSpec) -> Result<GgufWriter> {
     let s = spec;
     if s.n_vocab < 259 || s.n_head == 0 || s.n_embd % s.n_head != 0 || s.n_head_kv == 0 {
         return Err(PhiError::InvalidArgument(format!(
             "synthetic spec is inconsistent: {s:?}"
         )));
     }
-    if !matches!(s.weight_type, GgmlType::F32 | GgmlType::F16) {
+    if !weight_types().contains(&s.weight_type) {
         return Err(PhiError::InvalidArgument(format!(
             "synthetic weights of type {} are not supported yet",
             s.weight_type
@@ -163,22 +284,12 @@ pub fn build(spec: &SyntheticSpec) -> Result<Vec<u8>> {
     let mut rng = Rng(s.seed);
     let (e, hd) = (s.n_embd, s.head_dim());
     let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
-    let mut add_mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, scale: f32| {
-        let vals: Vec<f32> = (0..cols * rows).map(|_| rng.uniform() * scale).collect();
-        let (ty, bytes) = match s.weight_type {
-            GgmlType::F16 => (
-                GgmlType::F16,
-                vals.iter()
-                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ),
-            _ => (
-                GgmlType::F32,
-                vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
+    let mut add_mat =
+        |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, scale: f32| -> Result<()> {
+            let ty = s.weight_type;
+            let bytes = random_matrix(ty, cols, rows, scale, rng.next())?;
+            Ok(w.add_tensor(name, ty, &[cols as u64, rows as u64], bytes)?)
         };
-        w.add_tensor(name, ty, &[cols as u64, rows as u64], bytes)
-    };
     let norm = |n: usize, rng_seed: u64| -> Vec<u8> {
         let mut r = Rng(rng_seed);
         (0..n)
@@ -254,5 +365,79 @@ pub fn build(spec: &SyntheticSpec) -> Result<Vec<u8>> {
             short,
         )?;
     }
-    Ok(w.to_bytes()?)
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Context, ContextParams, KvType, Model};
+    use phi_gguf::Gguf;
+    use std::sync::Arc;
+
+    fn logits(ty: GgmlType) -> Vec<f32> {
+        let spec = SyntheticSpec {
+            n_embd: 256,
+            n_ff: 512,
+            n_rot: 64,
+            weight_type: ty,
+            ..SyntheticSpec::tiny_phi3()
+        };
+        let model = Model::from_gguf(Gguf::from_bytes(build(&spec).unwrap()).unwrap()).unwrap();
+        let g = model.gguf();
+        let qkv = g.tensor("blk.0.attn_qkv.weight").unwrap();
+        assert_eq!(qkv.info.ggml_type, ty);
+        let p = ContextParams {
+            n_ctx: 16,
+            n_threads: 1,
+            kv_type: KvType::F32,
+            ..ContextParams::default()
+        };
+        let mut ctx = Context::new(Arc::new(model), &p).unwrap();
+        ctx.eval(&[1, 40, 300, 7, 99], true).unwrap();
+        ctx.logits().to_vec()
+    }
+
+    /// Quantized synthetic weights are the f32 ones rounded: the logits
+    /// stay close, closer for the finer formats.
+    #[test]
+    fn quantized_weights_round_the_f32_model() {
+        let base = logits(GgmlType::F32);
+        let spread = base.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(spread > 0.1);
+        let err = |ty| {
+            let l = logits(ty);
+            let d = l
+                .iter()
+                .zip(&base)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            d / spread
+        };
+        let (q8, q6k, q4k, q4) = (
+            err(GgmlType::Q8_0),
+            err(GgmlType::Q6_K),
+            err(GgmlType::Q4_K),
+            err(GgmlType::Q4_0),
+        );
+        assert!(q8 < 0.02, "Q8_0 {q8}");
+        assert!(q6k < 0.05, "Q6_K {q6k}");
+        assert!(q4k < 0.25 && q4 < 0.25, "Q4_K {q4k}, Q4_0 {q4}");
+        assert!(q8 < q4 && q6k < q4k, "finer formats must be closer");
+        assert!(q4 > 0.0);
+    }
+
+    #[test]
+    fn rows_that_do_not_fill_blocks_are_errors() {
+        let spec = SyntheticSpec {
+            weight_type: GgmlType::Q4_K, // 128 columns < one 256-block
+            ..SyntheticSpec::tiny_phi3()
+        };
+        let e = build(&spec).unwrap_err().to_string();
+        assert!(e.contains("block size 256"), "{e}");
+        let spec = SyntheticSpec {
+            weight_type: GgmlType::Q2_K,
+            ..SyntheticSpec::tiny_phi3()
+        };
+        assert!(build(&spec).is_err());
+    }
 }

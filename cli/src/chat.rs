@@ -1,0 +1,427 @@
+//! `phi chat`: an interactive, multi-turn conversation that lives in the KV
+//! cache. Each turn evaluates only its new tokens: the end of the previous
+//! reply's turn, the user's message and the assistant prefix.
+//!
+//! Commands: `/reset` (forget the conversation), `/exit`; Ctrl-C stops the
+//! reply being generated, Ctrl-D (end of input) exits. With standard input
+//! not a terminal every line is one message, so a conversation can be piped.
+
+use crate::logits::KvArg;
+use crate::run::SamplingArgs;
+use phi::tokenizer::{TextStream, Tokenizer};
+use phi::{Context, ContextParams, Model, PhiError, Sampler};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model: a GGUF path or a Hugging Face reference (default: Phi-3-mini q4).
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// System prompt.
+    #[arg(short = 's', long)]
+    pub system: Option<String>,
+    /// Most tokens per reply (-1 = until the end of the turn or a full context).
+    #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Worker threads (0 = one per core).
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens (0 = the model's, capped at 4096).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    pub ctx_size: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// When the context is full, drop the oldest turns and re-evaluate the
+    /// rest instead of asking for /reset.
+    #[arg(long)]
+    pub drop_oldest: bool,
+    /// Print per-turn token counts and speeds on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// KV cache element type.
+    #[arg(long, value_enum, default_value_t = KvArg::F16)]
+    pub kv_type: KvArg,
+    /// Ignore the model's sliding attention window, as llama.cpp does.
+    #[arg(long)]
+    pub no_swa: bool,
+    /// Never use the network to resolve -m.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone)]
+struct Message {
+    role: &'static str,
+    content: String,
+}
+
+/// Renders the conversation in Phi-3's chat format, ending with the
+/// assistant prefix when `add_generation_prompt`.
+fn render(messages: &[Message], add_generation_prompt: bool) -> String {
+    let mut s = String::new();
+    for m in messages {
+        s.push_str(&format!("<|{}|>\n{}<|end|>\n", m.role, m.content));
+    }
+    if add_generation_prompt {
+        s.push_str("<|assistant|>\n");
+    }
+    s
+}
+
+/// Set by Ctrl-C while a reply is being generated.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// True while a reply is being generated (Ctrl-C then stops it, else exits).
+static GENERATING: AtomicBool = AtomicBool::new(false);
+
+/// The conversation and the tokens in the KV cache.
+struct Chat<'a> {
+    tokenizer: &'a Tokenizer,
+    ctx: Context,
+    sampler: Sampler,
+    system: Option<String>,
+    messages: Vec<Message>,
+    /// Exactly the tokens in the KV cache (`ctx.n_past()` of them).
+    cached: Vec<u32>,
+    /// The text those tokens stand for in the rendered conversation (None
+    /// when unknown: the next turn then compares tokens instead).
+    cached_text: Option<String>,
+    max_reply: Option<usize>,
+    drop_oldest: bool,
+    verbose: bool,
+    turn: usize,
+}
+
+enum TurnEnd {
+    Done,
+    /// The turn did not fit in the context.
+    ContextFull,
+}
+
+impl<'a> Chat<'a> {
+    fn reset(&mut self) {
+        self.ctx.reset();
+        self.cached.clear();
+        self.cached_text = Some(String::new());
+        self.sampler.reset();
+        self.messages.clear();
+        if let Some(sys) = &self.system {
+            self.messages.push(Message {
+                role: "system",
+                content: sys.clone(),
+            });
+        }
+    }
+
+    /// Tokens of a whole rendered conversation (BOS as the vocabulary says).
+    fn encode_full(&self, text: &str) -> Vec<u32> {
+        self.tokenizer.encode(text, true, true)
+    }
+
+    /// The tokens to append for `text` (the full rendering of the
+    /// conversation so far, generation prompt included): only what follows
+    /// the cached text. Falls back to the full token list, with the cache
+    /// kept up to the first differing token, if the rendering is not an
+    /// extension of what is cached.
+    fn new_tokens(&mut self, text: &str) -> Vec<u32> {
+        if let Some(prev) = self.cached_text.as_deref() {
+            if !self.cached.is_empty() && text.starts_with(prev) {
+                return self.tokenizer.encode(&text[prev.len()..], false, true);
+            }
+        }
+        self.cached_text = None;
+        let full = self.encode_full(text);
+        let common = full
+            .iter()
+            .zip(&self.cached)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.ctx.truncate(common);
+        self.cached.truncate(common);
+        full[common..].to_vec()
+    }
+
+    /// Drops the oldest user/assistant exchange (the system prompt stays);
+    /// false when there is none left to drop.
+    fn drop_oldest_turn(&mut self) -> bool {
+        let first = usize::from(self.messages.first().is_some_and(|m| m.role == "system"));
+        if self.messages.len() <= first + 1 {
+            return false;
+        }
+        // A user message and the reply after it.
+        let n = if self
+            .messages
+            .get(first + 1)
+            .is_some_and(|m| m.role == "assistant")
+        {
+            2
+        } else {
+            1
+        };
+        self.messages.drain(first..first + n);
+        true
+    }
+
+    /// Runs one user turn: evaluates its new tokens and streams the reply.
+    fn turn(
+        &mut self,
+        user: &str,
+        out: &mut impl Write,
+    ) -> Result<TurnEnd, Box<dyn std::error::Error>> {
+        self.turn += 1;
+        self.messages.push(Message {
+            role: "user",
+            content: user.to_string(),
+        });
+        let n_ctx = self.ctx.n_ctx();
+        let mut text = render(&self.messages, true);
+        let mut fresh = self.new_tokens(&text);
+        // Room for the prompt and at least one generated token.
+        while self.ctx.n_past() + fresh.len() + 1 > n_ctx {
+            if !(self.drop_oldest && self.drop_oldest_turn()) {
+                self.messages.pop();
+                return Ok(TurnEnd::ContextFull);
+            }
+            // History changed at its start: re-evaluate the kept turns.
+            self.ctx.reset();
+            self.cached.clear();
+            self.cached_text = None;
+            text = render(&self.messages, true);
+            fresh = self.encode_full(&text);
+            if self.verbose {
+                eprintln!(
+                    "[context full: dropped the oldest exchange, re-evaluating {} tokens]",
+                    fresh.len()
+                );
+            }
+        }
+        let before = self.ctx.n_past();
+        let t0 = Instant::now();
+        if !fresh.is_empty() {
+            self.ctx.eval(&fresh, false)?;
+        }
+        let prompt_time = t0.elapsed();
+        for &t in &fresh {
+            self.sampler.accept(t);
+        }
+        self.cached.extend_from_slice(&fresh);
+        self.cached_text = Some(text);
+
+        // Generate until end of turn, the reply limit, a full context or Ctrl-C.
+        let t1 = Instant::now();
+        let mut stream = TextStream::new(self.tokenizer, false);
+        let mut reply_tokens = Vec::new();
+        let mut hit_full = false;
+        STOP.store(false, Ordering::SeqCst);
+        GENERATING.store(true, Ordering::SeqCst);
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            loop {
+                if STOP.load(Ordering::SeqCst) {
+                    break;
+                }
+                if self.max_reply.is_some_and(|m| reply_tokens.len() >= m) {
+                    break;
+                }
+                let next = self.sampler.sample(self.ctx.last_logits());
+                if self.tokenizer.is_eog(next) {
+                    break;
+                }
+                if self.ctx.n_past() >= n_ctx {
+                    hit_full = true;
+                    break;
+                }
+                self.sampler.accept(next);
+                reply_tokens.push(next);
+                let piece = stream.push(next);
+                out.write_all(piece.as_bytes())?;
+                out.flush()?;
+                // Keep every printed token in the cache, so the next turn
+                // continues right after it.
+                self.ctx.eval(&[next], false)?;
+                self.cached.push(next);
+            }
+            Ok(())
+        })();
+        GENERATING.store(false, Ordering::SeqCst);
+        let tail = stream.finish();
+        out.write_all(tail.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        result?;
+        let interrupted = STOP.swap(false, Ordering::SeqCst);
+        let reply = self.tokenizer.detokenize(&reply_tokens, false, false);
+        if let Some(t) = self.cached_text.as_mut() {
+            t.push_str(&reply);
+        }
+        self.messages.push(Message {
+            role: "assistant",
+            content: reply,
+        });
+        if self.verbose {
+            let gen_s = t1.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "[turn {}: prompt {} new tokens (cache {} -> {}) in {:.0} ms | reply {} tokens, {:.1} tok/s | cache {}/{}{}]",
+                self.turn,
+                fresh.len(),
+                before,
+                before + fresh.len(),
+                prompt_time.as_secs_f64() * 1e3,
+                reply_tokens.len(),
+                reply_tokens.len() as f64 / gen_s,
+                self.ctx.n_past(),
+                n_ctx,
+                if interrupted { ", interrupted" } else { "" }
+            );
+        } else if interrupted {
+            eprintln!("[stopped]");
+        }
+        if hit_full {
+            eprintln!(
+                "[the context is full ({n_ctx} tokens): the reply was cut; type /reset to start over{}]",
+                if self.drop_oldest {
+                    ", or go on: the oldest turns will be dropped"
+                } else {
+                    " (or run with --drop-oldest, or a larger -c)"
+                }
+            );
+        }
+        Ok(TurnEnd::Done)
+    }
+}
+
+pub fn run(args: Args) -> crate::CliResult {
+    let sampler_params = args.sampling.params()?;
+    let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
+    let path = crate::hub::resolve(reference, args.offline)?;
+    let model = Arc::new(Model::load(&path)?);
+    let params = ContextParams {
+        n_ctx: args.ctx_size,
+        n_threads: args.threads,
+        kv_type: args.kv_type.into(),
+        sliding_window: !args.no_swa,
+        ..ContextParams::default()
+    };
+    let ctx = Context::new(Arc::clone(&model), &params)?;
+    let interactive = std::io::stdin().is_terminal();
+    ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            STOP.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    })
+    .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+
+    let tokenizer = model.tokenizer();
+    let mut chat = Chat {
+        tokenizer,
+        ctx,
+        sampler: Sampler::new(sampler_params),
+        system: args.system.clone(),
+        messages: Vec::new(),
+        cached: Vec::new(),
+        cached_text: None,
+        max_reply: usize::try_from(args.n_predict).ok(),
+        drop_oldest: args.drop_oldest,
+        verbose: args.verbose,
+        turn: 0,
+    };
+    chat.reset();
+    if interactive {
+        eprintln!(
+            "phi chat — {} ({} tokens of context). Type a message; /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.",
+            reference,
+            chat.ctx.n_ctx()
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush().ok();
+        }
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            if interactive {
+                eprintln!();
+            }
+            break;
+        }
+        let msg = line.trim_end_matches(['\n', '\r']);
+        match msg.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                chat.reset();
+                eprintln!("[conversation reset]");
+                continue;
+            }
+            _ => {}
+        }
+        match chat.turn(msg, &mut out) {
+            Ok(TurnEnd::Done) => {}
+            Ok(TurnEnd::ContextFull) => eprintln!(
+                "[the context is full ({} of {} tokens used): type /reset to start over (or run with --drop-oldest, or a larger -c)]",
+                chat.ctx.n_past(),
+                chat.ctx.n_ctx()
+            ),
+            Err(e) => match e.downcast_ref::<std::io::Error>() {
+                Some(io) if io.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                _ => match e.downcast_ref::<PhiError>() {
+                    Some(PhiError::ContextFull { .. }) => {
+                        eprintln!("[the context is full: type /reset to start over]")
+                    }
+                    _ => return Err(e),
+                },
+            },
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendering_extends_the_previous_turn() {
+        let mut m = vec![
+            Message {
+                role: "system",
+                content: "Be brief.".into(),
+            },
+            Message {
+                role: "user",
+                content: "Hi".into(),
+            },
+        ];
+        let first = render(&m, true);
+        assert_eq!(
+            first,
+            "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
+        );
+        m.push(Message {
+            role: "assistant",
+            content: "Hello!".into(),
+        });
+        m.push(Message {
+            role: "user",
+            content: "Bye".into(),
+        });
+        let second = render(&m, true);
+        let cached = format!("{first}Hello!");
+        assert!(second.starts_with(&cached));
+        assert_eq!(
+            &second[cached.len()..],
+            "<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n"
+        );
+    }
+}
