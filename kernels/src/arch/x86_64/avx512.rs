@@ -285,9 +285,9 @@ pub(crate) mod wide {
     pub(crate) unsafe fn mat_q512<const K: u8>(args: &MatArgs<'_>, out: &mut [f32]) {
         let nb = args.n / 32;
         if args.nt == 1 {
-            drive!(qtile512, K, nb, args, out, 4, 1);
+            drive!(qtile512, K, nb, args, out, 8, 1);
         } else {
-            drive!(qtile512, K, nb, args, out, 4, 3);
+            drive!(qtile512, K, nb, args, out, 4, 4);
         }
     }
 
