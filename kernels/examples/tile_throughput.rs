@@ -5,7 +5,7 @@
 //!
 //! `cargo run -p phi-kernels --release --example tile_throughput`
 
-use phi_kernels::formats::{q4_0, q4_1, q5_0, q5_1, q8_0};
+use phi_kernels::formats::{float, q4_0, q4_1, q5_0, q5_1, q8_0};
 use phi_kernels::{quantize_activations, table, GgmlType};
 use std::time::Instant;
 
@@ -22,7 +22,16 @@ fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
         GgmlType::Q4_1 => q!(q4_1::BlockQ4_1, q4_1::quantize_row_q4_1),
         GgmlType::Q5_0 => q!(q5_0::BlockQ5_0, q5_0::quantize_row_q5_0),
         GgmlType::Q5_1 => q!(q5_1::BlockQ5_1, q5_1::quantize_row_q5_1),
-        _ => q!(q8_0::BlockQ8_0, q8_0::quantize_row_q8_0),
+        GgmlType::Q8_0 => q!(q8_0::BlockQ8_0, q8_0::quantize_row_q8_0),
+        GgmlType::F16 => {
+            let v: Vec<half::f16> = x.iter().map(|&f| half::f16::from_f32(f)).collect();
+            bytemuck::cast_slice(&v).to_vec()
+        }
+        GgmlType::BF16 => {
+            let v: Vec<half::bf16> = x.iter().map(|&f| float::f32_to_bf16(f)).collect();
+            bytemuck::cast_slice(&v).to_vec()
+        }
+        _ => bytemuck::cast_slice(x).to_vec(),
     }
 }
 
@@ -33,7 +42,17 @@ fn main() {
         .collect();
     println!("| type | tokens | path | µs | GOP/s | weight GB/s |");
     println!("|---|---:|---|---:|---:|---:|");
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ];
+    for ty in types {
         let wq = quantize(ty, &x);
         let rb = wq.len() / rows;
         for nt in [1usize, 16] {
