@@ -137,7 +137,11 @@ impl Config {
             Some(v) => usize::try_from(v).unwrap_or(usize::MAX),
             None => 0,
         };
-        let emb = g.tensor("token_embd.weight")?;
+        let emb = g
+            .tensor("token_embd.weight")
+            .map_err(|_| PhiError::MissingTensor {
+                name: "token_embd.weight".into(),
+            })?;
         let n_vocab = match emb.info.dims.as_slice() {
             [_, v] => check_dim("token_embd.weight rows", *v)?,
             d => {

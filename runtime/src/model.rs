@@ -90,8 +90,9 @@ impl Model {
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let has = |s: &str| gguf.tensor(&n(s)).is_ok();
             let qkv = match c.arch {
-                Arch::Phi3 if gguf.tensor(&n("attn_qkv")).is_ok() => {
+                Arch::Phi3 if has("attn_qkv") || !has("attn_q") => {
                     Qkv::Fused(mat(&gguf, &n("attn_qkv"), e, qd + 2 * kvd)?)
                 }
                 _ => Qkv::Split {
@@ -100,13 +101,14 @@ impl Model {
                     v: mat(&gguf, &n("attn_v"), e, kvd)?,
                 },
             };
-            let gate_up = if gguf.tensor(&n("ffn_gate")).is_ok() {
-                GateUp::Split {
+            let gate_up = match c.arch {
+                Arch::Phi3 if !has("ffn_gate") => {
+                    GateUp::Fused(mat(&gguf, &n("ffn_up"), e, 2 * ff)?)
+                }
+                _ => GateUp::Split {
                     gate: mat(&gguf, &n("ffn_gate"), e, ff)?,
                     up: mat(&gguf, &n("ffn_up"), e, ff)?,
-                }
-            } else {
-                GateUp::Fused(mat(&gguf, &n("ffn_up"), e, 2 * ff)?)
+                },
             };
             layers.push(Layer {
                 attn_norm: vector(&gguf, &n("attn_norm"), e)?,

@@ -1,0 +1,178 @@
+//! A corpus of broken models, generated with our own GGUF writer from a good
+//! synthetic one: every tensor missing, mis-shaped or of an unsupported type in
+//! turn, lying hyper-parameters, non-finite norms, a vocabulary larger than the
+//! embedding. Each must give a typed error that names the problem; none may
+//! panic.
+
+use phi::synthetic::{build, SyntheticSpec};
+use phi::{Arch, Model, PhiError};
+use phi_gguf::{GgmlType, Gguf, GgufWriter, Value};
+
+enum Change<'a> {
+    Drop(&'a str),
+    Reshape(&'a str, Vec<u64>),
+    Retype(&'a str, GgmlType),
+    Meta(&'a str, Value),
+    Poison(&'a str, f32),
+}
+
+fn rebuild(good: &Gguf, change: &Change) -> Result<Model, PhiError> {
+    let mut w = GgufWriter::new();
+    for (k, v) in good.metadata() {
+        let v = match change {
+            Change::Meta(mk, mv) if mk == k => mv.clone(),
+            _ => v.clone(),
+        };
+        w.add_metadata(k.clone(), v).unwrap();
+    }
+    if let Change::Meta(mk, mv) = change {
+        if good.get(mk).is_none() {
+            w.add_metadata(*mk, mv.clone()).unwrap();
+        }
+    }
+    for t in good.tensors() {
+        let name = t.name.as_str();
+        let mut dims = t.dims.clone();
+        let mut ty = t.ggml_type;
+        let mut data = good.tensor(name).unwrap().data.to_vec();
+        match change {
+            Change::Drop(n) if *n == name => continue,
+            Change::Reshape(n, d) if *n == name => dims = d.clone(),
+            Change::Retype(n, new) if *n == name => ty = *new,
+            Change::Poison(n, v) if *n == name => data[4..8].copy_from_slice(&v.to_le_bytes()),
+            _ => {}
+        }
+        let n: u64 = dims.iter().product();
+        if let Some(bytes) = ty.bytes_for(n) {
+            data.resize(bytes as usize, 0);
+        }
+        w.add_tensor(name, ty, &dims, data).unwrap();
+    }
+    Model::from_gguf(Gguf::from_bytes(w.to_bytes().unwrap()).unwrap())
+}
+
+fn expect_err(good: &Gguf, change: Change, must_mention: &[&str]) -> PhiError {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rebuild(good, &change)));
+    let err = match r {
+        Ok(Ok(_)) => panic!("a broken model loaded (should mention {must_mention:?})"),
+        Ok(Err(e)) => e,
+        Err(_) => panic!("loading a broken model panicked (should mention {must_mention:?})"),
+    };
+    let msg = err.to_string();
+    for m in must_mention {
+        assert!(msg.contains(m), "error `{msg}` does not mention `{m}`");
+    }
+    err
+}
+
+fn specs() -> Vec<SyntheticSpec> {
+    vec![
+        SyntheticSpec {
+            n_layer: 1,
+            longrope_orig_ctx: Some(64),
+            ..SyntheticSpec::tiny_phi3()
+        },
+        SyntheticSpec {
+            arch: Arch::Llama,
+            n_layer: 1,
+            n_head_kv: 2,
+            ..SyntheticSpec::tiny_phi3()
+        },
+    ]
+}
+
+#[test]
+fn every_tensor_missing_misshaped_or_mistyped_in_turn() {
+    for spec in specs() {
+        let good = Gguf::from_bytes(build(&spec).unwrap()).unwrap();
+        Model::from_gguf(Gguf::from_bytes(build(&spec).unwrap()).unwrap()).unwrap();
+        for t in good.tensors() {
+            let name = t.name.as_str();
+            let optional = name == "output.weight" || name.starts_with("rope_factors");
+            if !optional {
+                let e = expect_err(&good, Change::Drop(name), &[name]);
+                assert!(matches!(e, PhiError::MissingTensor { .. }), "{e}");
+            }
+            // One element more per row (or per vector).
+            let mut dims = t.dims.clone();
+            dims[0] += 32;
+            let e = expect_err(&good, Change::Reshape(name, dims), &[name]);
+            assert!(matches!(e, PhiError::TensorShape { .. }), "{e}");
+            // A type the kernels cannot run.
+            let e = expect_err(&good, Change::Retype(name, GgmlType::I32), &[name, "I32"]);
+            assert!(matches!(e, PhiError::TensorType { .. }), "{e}");
+        }
+    }
+}
+
+#[test]
+fn lying_hyper_parameters() {
+    let good = Gguf::from_bytes(build(&SyntheticSpec::tiny_phi3()).unwrap()).unwrap();
+    let k = |s: &str| format!("phi3.{s}");
+    for key in [
+        "embedding_length",
+        "block_count",
+        "attention.head_count",
+        "feed_forward_length",
+    ] {
+        for v in [0u64, 1 << 40] {
+            let key = k(key);
+            expect_err(&good, Change::Meta(&key, Value::U64(v)), &[]);
+        }
+    }
+    // Wrong types name the key and both types.
+    let key = k("block_count");
+    expect_err(
+        &good,
+        Change::Meta(&key, Value::String("two".into())),
+        &["block_count"],
+    );
+    let key = k("attention.head_count");
+    expect_err(&good, Change::Meta(&key, Value::U32(3)), &["head count"]);
+    let key = k("attention.head_count_kv");
+    expect_err(&good, Change::Meta(&key, Value::U32(3)), &["kv head count"]);
+    let key = k("rope.dimension_count");
+    expect_err(
+        &good,
+        Change::Meta(&key, Value::U32(1000)),
+        &["rope dimension"],
+    );
+    let key = k("rope.freq_base");
+    expect_err(
+        &good,
+        Change::Meta(&key, Value::F32(f32::NAN)),
+        &["rope base"],
+    );
+    let key = k("attention.layer_norm_rms_epsilon");
+    expect_err(&good, Change::Meta(&key, Value::F32(-1.0)), &["epsilon"]);
+    let key = k("rope.scaling.attn_factor");
+    expect_err(
+        &good,
+        Change::Meta(&key, Value::F32(f32::INFINITY)),
+        &["attention factor"],
+    );
+    expect_err(
+        &good,
+        Change::Meta("general.architecture", Value::String("gpt-neox".into())),
+        &["gpt-neox"],
+    );
+}
+
+#[test]
+fn non_finite_norms_and_vocab_mismatch() {
+    let good = Gguf::from_bytes(build(&SyntheticSpec::tiny_phi3()).unwrap()).unwrap();
+    for v in [f32::NAN, f32::INFINITY] {
+        expect_err(
+            &good,
+            Change::Poison("blk.1.ffn_norm.weight", v),
+            &["blk.1.ffn_norm.weight", "non-finite"],
+        );
+    }
+    // 320 tokens in the vocabulary, but only 300 embedding rows.
+    let e = expect_err(
+        &good,
+        Change::Reshape("token_embd.weight", vec![128, 300]),
+        &[],
+    );
+    assert!(e.to_string().contains("300"), "{e}");
+}
