@@ -168,34 +168,35 @@ fn s8(v: uint8x16_t) -> int8x16_t {
     unsafe { vreinterpretq_s8_u8(v) }
 }
 
-/// Q2_K · Q8_K row. Block: `scales[16]`, `qs[64]`, `d`, `dmin`.
+/// Q2_K · Q8_K rows (`T` activation rows). Block: `scales[16]`,
+/// `qs[64]`, `d`, `dmin`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 84 bytes, `a` as many
-/// Q8_K blocks.
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 84 bytes, every
+/// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q2_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_q2_k<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
-        // SAFETY: block i of each row lies inside the caller's bytes; all
-        // offsets below stay inside the 84- / 292-byte blocks.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes; all offsets below stay inside the
+        // 84- / 292-byte blocks.
         unsafe {
-            let (wb, ab) = (w.add(i * Q2_K_BYTES), a.add(i * Q8_K_BYTES));
+            let wb = w.add(i * Q2_K_BYTES);
+            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
             let sc = bytes::<16>(wb);
-            // Mins (high nibbles) against bsums.
+            // Mins (high nibbles), widened for the bsums products.
             let mins = vshrq_n_u8::<4>(vld1q_u8(wb));
             let m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins)));
             let m1 = vreinterpretq_s16_u16(vmovl_high_u8(mins));
-            let (b0, b1) = q8k_bsums(ab);
-            let mut ms = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
-            ms = vmlal_high_s16(ms, b0, m0);
-            ms = vmlal_s16(ms, vget_low_s16(b1), vget_low_s16(m1));
-            ms = vmlal_high_s16(ms, b1, m1);
-            let summs = vaddvq_s32(ms);
 
             let three = vdupq_n_u8(3);
-            let mut acc = vdupq_n_s32(0);
+            let mut acc = [vdupq_n_s32(0); T];
             for h in 0..2 {
                 let mut q0 = vld1q_u8(wb.add(16 + 32 * h));
                 let mut q1 = vld1q_u8(wb.add(32 + 32 * h));
@@ -204,41 +205,60 @@ unsafe fn row_q2_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
                     let off = 128 * h + 32 * j;
                     let w0 = s8(vandq_u8(q0, three));
                     let w1 = s8(vandq_u8(q1, three));
-                    acc = sub16::<D>(acc, w0, q8k_qs(ab, off), (sc[sb] & 0xF) as i32);
-                    acc = sub16::<D>(acc, w1, q8k_qs(ab, off + 16), (sc[sb + 1] & 0xF) as i32);
+                    let (s0, s1) = ((sc[sb] & 0xF) as i32, (sc[sb + 1] & 0xF) as i32);
+                    for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
+                        *acc_t = sub16::<D>(*acc_t, w0, q8k_qs(ab_t, off), s0);
+                        *acc_t = sub16::<D>(*acc_t, w1, q8k_qs(ab_t, off + 16), s1);
+                    }
                     q0 = vshrq_n_u8::<2>(q0);
                     q1 = vshrq_n_u8::<2>(q1);
                 }
             }
-            let sumi = vaddvq_s32(acc);
-            let yd = q8k_d(ab);
-            let dall = yd * load_f16(wb.add(80));
-            let dmin = yd * load_f16(wb.add(82));
-            sum += dall * sumi as f32 - dmin * summs as f32;
+            let (dw, dminw) = (load_f16(wb.add(80)), load_f16(wb.add(82)));
+            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
+                let (b0, b1) = q8k_bsums(ab_t);
+                let mut ms = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
+                ms = vmlal_high_s16(ms, b0, m0);
+                ms = vmlal_s16(ms, vget_low_s16(b1), vget_low_s16(m1));
+                ms = vmlal_high_s16(ms, b1, m1);
+                let summs = vaddvq_s32(ms);
+                let sumi = vaddvq_s32(acc_t);
+                let yd = q8k_d(ab_t);
+                let dall = yd * dw;
+                let dmin = yd * dminw;
+                *sum += dall * sumi as f32 - dmin * summs as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
-/// Q3_K · Q8_K row. Block: `hmask[32]`, `qs[64]`, `scales[12]`, `d`.
+/// Q3_K · Q8_K rows (`T` activation rows). Block: `hmask[32]`, `qs[64]`,
+/// `scales[12]`, `d`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 110 bytes, `a` as
-/// many Q8_K blocks.
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 110 bytes, every
+/// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q3_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_q3_k<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
-        // SAFETY: block i of each row lies inside the caller's bytes; all
-        // offsets below stay inside the 110- / 292-byte blocks.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes; all offsets below stay inside the
+        // 110- / 292-byte blocks.
         unsafe {
-            let (wb, ab) = (w.add(i * Q3_K_BYTES), a.add(i * Q8_K_BYTES));
+            let wb = w.add(i * Q3_K_BYTES);
+            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
             let sc = unpack_scales_q3_k(&bytes::<12>(wb.add(96)));
             let hm0 = vld1q_u8(wb);
             let hm1 = vld1q_u8(wb.add(16));
             let (three, four) = (vdupq_n_u8(3), vdupq_n_u8(4));
-            let mut acc = vdupq_n_s32(0);
+            let mut acc = [vdupq_n_s32(0); T];
             for h in 0..2 {
                 let mut q0 = vld1q_u8(wb.add(32 + 32 * h));
                 let mut q1 = vld1q_u8(wb.add(48 + 32 * h));
@@ -255,17 +275,22 @@ unsafe fn row_q3_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
                         s8(vandq_u8(q1, three)),
                         s8(vbicq_u8(four, vtstq_u8(hm1, m))),
                     );
-                    acc = sub16::<D>(acc, w0, q8k_qs(ab, off), sc[sb] as i32);
-                    acc = sub16::<D>(acc, w1, q8k_qs(ab, off + 16), sc[sb + 1] as i32);
+                    for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
+                        *acc_t = sub16::<D>(*acc_t, w0, q8k_qs(ab_t, off), sc[sb] as i32);
+                        *acc_t = sub16::<D>(*acc_t, w1, q8k_qs(ab_t, off + 16), sc[sb + 1] as i32);
+                    }
                     q0 = vshrq_n_u8::<2>(q0);
                     q1 = vshrq_n_u8::<2>(q1);
                 }
             }
-            let sumi = vaddvq_s32(acc);
-            sum += load_f16(wb.add(108)) * q8k_d(ab) * sumi as f32;
+            let dw = load_f16(wb.add(108));
+            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
+                let sumi = vaddvq_s32(acc_t);
+                *sum += dw * q8k_d(ab_t) * sumi as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
 /// Q4_K · Q8_K rows (`T` activation rows). Block: `d`, `dmin`,
@@ -316,22 +341,28 @@ unsafe fn row_q4_k<D: I8Dot, const T: usize>(
     sums
 }
 
-/// Q5_K · Q8_K row. Block: `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]`.
+/// Q5_K · Q8_K rows (`T` activation rows). Block: `d`, `dmin`,
+/// `scales[12]`, `qh[32]`, `qs[128]`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 176 bytes, `a` as
-/// many Q8_K blocks.
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 176 bytes, every
+/// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q5_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_q5_k<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
-        // SAFETY: block i of each row lies inside the caller's bytes; all
-        // offsets below stay inside the 176- / 292-byte blocks.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes; all offsets below stay inside the
+        // 176- / 292-byte blocks.
         unsafe {
-            let (wb, ab) = (w.add(i * Q5_K_BYTES), a.add(i * Q8_K_BYTES));
+            let wb = w.add(i * Q5_K_BYTES);
+            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
             let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(4)));
-            let summs = mins_dot8(&mn, ab);
             let qh0 = vld1q_u8(wb.add(16));
             let qh1 = vld1q_u8(wb.add(32));
             let sixteen = vdupq_n_u8(16);
@@ -343,27 +374,33 @@ unsafe fn row_q5_k<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
                     vandq_u8(vtstq_u8(qh1, m), sixteen),
                 )
             };
-            let mut acc = vdupq_n_s32(0);
+            let mut acc = [vdupq_n_s32(0); T];
             for k in 0..4 {
                 let (l0, h0) = nibbles(wb.add(48 + 32 * k));
                 let (l1, h1) = nibbles(wb.add(64 + 32 * k));
                 let (e0, e1) = high(2 * k);
                 let (o0, o1) = high(2 * k + 1);
-                let a_lo = ld_q8(ab.add(Q8_K_QS + 64 * k));
-                let a_hi = ld_q8(ab.add(Q8_K_QS + 64 * k + 32));
                 let w_lo = (s8(vorrq_u8(l0, e0)), s8(vorrq_u8(l1, e1)));
                 let w_hi = (s8(vorrq_u8(h0, o0)), s8(vorrq_u8(h1, o1)));
-                acc = sub32::<D>(acc, w_lo, a_lo, sc[2 * k] as i32);
-                acc = sub32::<D>(acc, w_hi, a_hi, sc[2 * k + 1] as i32);
+                for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
+                    let a_lo = ld_q8(ab_t.add(Q8_K_QS + 64 * k));
+                    let a_hi = ld_q8(ab_t.add(Q8_K_QS + 64 * k + 32));
+                    *acc_t = sub32::<D>(*acc_t, w_lo, a_lo, sc[2 * k] as i32);
+                    *acc_t = sub32::<D>(*acc_t, w_hi, a_hi, sc[2 * k + 1] as i32);
+                }
             }
-            let sumi = vaddvq_s32(acc);
-            let yd = q8k_d(ab);
-            let d = load_f16(wb) * yd;
-            let dmin = load_f16(wb.add(2)) * yd;
-            sum += d * sumi as f32 - dmin * summs as f32;
+            let (dw, dminw) = (load_f16(wb), load_f16(wb.add(2)));
+            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
+                let summs = mins_dot8(&mn, ab_t);
+                let sumi = vaddvq_s32(acc_t);
+                let yd = q8k_d(ab_t);
+                let d = dw * yd;
+                let dmin = dminw * yd;
+                *sum += d * sumi as f32 - dmin * summs as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
 /// Q6_K · Q8_K rows (`T` activation rows). Block: `ql[128]`, `qh[64]`,
@@ -450,77 +487,99 @@ unsafe fn iq4_values(table: int8x16_t, p: *const u8) -> (int8x16_t, int8x16_t) {
     }
 }
 
-/// IQ4_NL · Q8_0 row. Block: `d`, `qs[16]`.
+/// IQ4_NL · Q8_0 rows (`T` activation rows). Block: `d`, `qs[16]`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 32` blocks of 18 bytes, `a` of 34.
+/// `D`'s CPU features; `w` holds `n / 32` blocks of 18 bytes, every `a[t]`
+/// as many Q8_0 blocks of 34.
 #[inline(always)]
-unsafe fn row_iq4_nl<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_iq4_nl<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     // SAFETY: NEON (contract).
     let table = unsafe { iq4_table() };
     for i in 0..n / 32 {
-        // SAFETY: block i of each row lies inside the caller's bytes.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes.
         unsafe {
-            let (wb, ab) = (w.add(i * IQ4_NL_BYTES), a.add(i * Q8_0_BYTES));
+            let wb = w.add(i * IQ4_NL_BYTES);
             let wv = iq4_values(table, wb.add(2));
-            let av = ld_q8(ab.add(2));
-            let isum = vaddvq_s32(sub32::<D>(vdupq_n_s32(0), wv, av, 1));
-            let d = load_f16(wb) * load_f16(ab);
-            sum += d * isum as f32;
+            let dw = load_f16(wb);
+            for (sum, &a_t) in sums.iter_mut().zip(&a) {
+                let ab = a_t.add(i * Q8_0_BYTES);
+                let av = ld_q8(ab.add(2));
+                let isum = vaddvq_s32(sub32::<D>(vdupq_n_s32(0), wv, av, 1));
+                let d = dw * load_f16(ab);
+                *sum += d * isum as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
-/// IQ4_XS · Q8_K row. Block: `d`, `scales_h: u16`, `scales_l[4]`, `qs[128]`.
+/// IQ4_XS · Q8_K rows (`T` activation rows). Block: `d`, `scales_h: u16`,
+/// `scales_l[4]`, `qs[128]`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 136 bytes, `a` as
-/// many Q8_K blocks.
+/// `D`'s CPU features; `w` holds `n / 256` blocks of 136 bytes, every
+/// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_iq4_xs<D: I8Dot>(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut sum = 0.0f32;
+unsafe fn row_iq4_xs<D: I8Dot, const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
+    let mut sums = [0.0f32; T];
     // SAFETY: NEON (contract).
     let table = unsafe { iq4_table() };
     for i in 0..n / QK_K {
-        // SAFETY: block i of each row lies inside the caller's bytes; all
-        // offsets below stay inside the 136- / 292-byte blocks.
+        // SAFETY: block i of the weight row and of every activation row lies
+        // inside the caller's bytes; all offsets below stay inside the
+        // 136- / 292-byte blocks.
         unsafe {
-            let (wb, ab) = (w.add(i * IQ4_XS_BYTES), a.add(i * Q8_K_BYTES));
+            let wb = w.add(i * IQ4_XS_BYTES);
+            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
             let sh = u16::from_le_bytes(bytes::<2>(wb.add(2)));
             let sl = bytes::<4>(wb.add(4));
-            let mut acc = vdupq_n_s32(0);
+            let mut acc = [vdupq_n_s32(0); T];
             for ib in 0..8 {
                 let low = (sl[ib / 2] >> (4 * (ib % 2))) & 0xF;
                 let high = ((sh >> (2 * ib)) & 3) as u8;
                 let scale = (low | (high << 4)) as i32 - 32;
                 let wv = iq4_values(table, wb.add(8 + 16 * ib));
-                let av = ld_q8(ab.add(Q8_K_QS + 32 * ib));
-                acc = sub32::<D>(acc, wv, av, scale);
+                for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
+                    let av = ld_q8(ab_t.add(Q8_K_QS + 32 * ib));
+                    *acc_t = sub32::<D>(*acc_t, wv, av, scale);
+                }
             }
-            let sumi = vaddvq_s32(acc);
-            sum += load_f16(wb) * q8k_d(ab) * sumi as f32;
+            let dw = load_f16(wb);
+            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
+                let sumi = vaddvq_s32(acc_t);
+                *sum += dw * q8k_d(ab_t) * sumi as f32;
+            }
         }
     }
-    sum
+    sums
 }
 
-tile_fn!(
+tile_fn_t!(
     /// Q2_K × Q8_K with `sdot`.
     mat_q2_k_sdot, "neon,dotprod", row_q2_k::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q2_K × Q8_K with plain NEON.
     mat_q2_k_neon, "neon", row_q2_k::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q3_K × Q8_K with `sdot`.
     mat_q3_k_sdot, "neon,dotprod", row_q3_k::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q3_K × Q8_K with plain NEON.
     mat_q3_k_neon, "neon", row_q3_k::<Smull>
 );
@@ -532,11 +591,11 @@ tile_fn_t!(
     /// Q4_K × Q8_K with plain NEON.
     mat_q4_k_neon, "neon", row_q4_k::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q5_K × Q8_K with `sdot`.
     mat_q5_k_sdot, "neon,dotprod", row_q5_k::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// Q5_K × Q8_K with plain NEON.
     mat_q5_k_neon, "neon", row_q5_k::<Smull>
 );
@@ -548,19 +607,19 @@ tile_fn_t!(
     /// Q6_K × Q8_K with plain NEON.
     mat_q6_k_neon, "neon", row_q6_k::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// IQ4_NL × Q8_0 with `sdot`.
     mat_iq4_nl_sdot, "neon,dotprod", row_iq4_nl::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// IQ4_NL × Q8_0 with plain NEON.
     mat_iq4_nl_neon, "neon", row_iq4_nl::<Smull>
 );
-tile_fn!(
+tile_fn_t!(
     /// IQ4_XS × Q8_K with `sdot`.
     mat_iq4_xs_sdot, "neon,dotprod", row_iq4_xs::<Sdot>
 );
-tile_fn!(
+tile_fn_t!(
     /// IQ4_XS × Q8_K with plain NEON.
     mat_iq4_xs_neon, "neon", row_iq4_xs::<Smull>
 );
