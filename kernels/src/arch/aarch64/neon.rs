@@ -46,6 +46,10 @@ pub(super) fn mat(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
 // ---------------------------------------------------------------- floats
 
 /// Horizontal sum of four accumulators.
+///
+/// # Safety
+///
+/// NEON.
 #[inline(always)]
 unsafe fn hsum4(a: float32x4_t, b: float32x4_t, c: float32x4_t, d: float32x4_t) -> f32 {
     // SAFETY: register arithmetic; callers run with NEON.
@@ -90,6 +94,10 @@ unsafe fn row_f32(n: usize, w: *const u8, a: *const u8) -> f32 {
 
 /// Sum of products of `n` pairs of 16-bit floats, each widened to f32 by
 /// `cvt8` (8 lanes) / `cvt1` (one value).
+///
+/// # Safety
+///
+/// NEON; `w` and `a` each point at `2n` readable bytes.
 #[inline(always)]
 unsafe fn row_half(
     n: usize,
@@ -251,7 +259,12 @@ unsafe fn q5_high_masks(p: *const u8) -> (uint8x16_t, uint8x16_t) {
     unsafe { (bit_mask16(qh as u16), bit_mask16((qh >> 16) as u16)) }
 }
 
-/// Exact integer dot of two 32-lane halves pairs.
+/// Exact integer dot of 32 weight lanes (`w0`, `w1`) with 32 activation
+/// lanes (`a0`, `a1`).
+///
+/// # Safety
+///
+/// `D`'s CPU features (see [`I8Dot`]).
 #[inline(always)]
 pub(super) unsafe fn idot32<D: I8Dot>(
     w0: int8x16_t,
