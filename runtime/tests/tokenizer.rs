@@ -463,3 +463,34 @@ mod roundtrip {
         }
     }
 }
+
+#[test]
+fn phi3_chat_template_from_the_gguf() {
+    use phi::tokenizer::ChatMessage;
+    let tok = load("ggml-vocab-phi-3.gguf");
+    assert!(tok.chat_template().unwrap().contains("<|user|>"));
+    let messages = [
+        ChatMessage::new("user", "Hello!"),
+        ChatMessage::new("assistant", "Hi."),
+        ChatMessage::new("user", "Bye"),
+    ];
+    let text = tok.apply_chat_template(&messages[..1], true).unwrap();
+    // The template's leading `{{ bos_token }}` is dropped: encode adds BOS.
+    assert_eq!(text, "<|user|>\nHello!<|end|>\n<|assistant|>\n");
+    assert_eq!(
+        tok.encode(&text, true, true),
+        [1, 32010, 15043, 29991, 32007, 32001]
+    );
+    let text = tok.apply_chat_template(&messages, true).unwrap();
+    assert_eq!(
+        text,
+        "<|user|>\nHello!<|end|>\n<|assistant|>\nHi.<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n"
+    );
+    // Without a template: Phi-3's built-in format.
+    let bare = Tokenizer::from_spec(spm_spec(&["<unk>", "<s>", "</s>"])).unwrap();
+    assert_eq!(
+        bare.apply_chat_template(&[ChatMessage::new("system", "S")], true)
+            .unwrap(),
+        "<|system|>\nS<|end|>\n<|assistant|>\n"
+    );
+}

@@ -28,6 +28,7 @@ mod stream;
 
 use std::collections::{BTreeSet, HashMap};
 
+pub use chat::{ChatMessage, ChatTemplateError};
 pub use stream::{TextStream, Utf8Stream};
 
 /// Errors from building a tokenizer out of (possibly hostile) metadata.
