@@ -206,45 +206,43 @@ pub(crate) unsafe fn dot_q4_k_n<const T: usize>(
     out
 }
 
-/// Q5_K · Q8_K over `nb` blocks.
+/// One Q5_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`] with one activation row, with Q5_K weight blocks.
+/// As [`dot_q4_k_n`], with Q5_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+pub(crate) unsafe fn dot_q5_k_n<const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
     const BS: usize = size_of::<BlockQ5_K>();
     const SC: usize = offset_of!(BlockQ5_K, scales);
     const QH: usize = offset_of!(BlockQ5_K, qh);
     const QS: usize = offset_of!(BlockQ5_K, qs);
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
+    let lo_pick = _mm256_set1_epi16(0x0100);
+    let hi_pick = _mm256_set1_epi16(0x0302);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract.
         unsafe {
             let x = w.add(i * BS);
-            let y = a.add(i * Q8K_SIZE);
-            let dy = f32_at(y);
-            let d = dy * f16_at(x);
-            let dmin = dy * f16_at(x.add(2));
+            let dx = f16_at(x);
+            let dmx = f16_at(x.add(2));
             let (sc, mn) = k4_scales_mins(x.add(SC));
             let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
             let mdup = _mm256_set_m128i(
                 _mm_unpackhi_epi16(mins, mins),
                 _mm_unpacklo_epi16(mins, mins),
             );
-            let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-            let prod_m = _mm256_madd_epi16(bsums, mdup);
-            acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m);
-
             let sc16 = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-            let lo_pick = _mm256_set1_epi16(0x0100);
-            let hi_pick = _mm256_set1_epi16(0x0302);
             // Bit j of qh[l] is the high bit of element l of sub-block j;
             // shifting right once per sub-block brings it to bit 0.
             let mut qh = _mm256_loadu_si256(x.add(QH).cast());
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); T];
             for p in 0..4 {
                 let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
                 let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
@@ -253,19 +251,36 @@ pub(crate) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
                 qh = _mm256_srli_epi16::<1>(qh);
                 let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
                 let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
-                let qa = _mm256_loadu_si256(y.add(Q8K_QS + 64 * p).cast());
-                let qb = _mm256_loadu_si256(y.add(Q8K_QS + 64 * p + 32).cast());
                 let s2 = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(p as i32));
                 let sa = _mm256_shuffle_epi8(s2, lo_pick);
                 let sb = _mm256_shuffle_epi8(s2, hi_pick);
-                let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qa), sa);
-                let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qb), sb);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pa, pb));
+                for t in 0..T {
+                    let y = a[t].add(i * Q8K_SIZE + Q8K_QS + 64 * p);
+                    let qa = _mm256_loadu_si256(y.cast());
+                    let qb = _mm256_loadu_si256(y.add(32).cast());
+                    let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qa), sa);
+                    let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qb), sb);
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            for t in 0..T {
+                let y = a[t].add(i * Q8K_SIZE);
+                let dy = f32_at(y);
+                let d = dy * dx;
+                let dmin = dy * dmx;
+                let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
+                let prod_m = _mm256_madd_epi16(bsums, mdup);
+                acc_m[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            }
         }
     }
-    hsum_ps(acc) - hsum_ps(acc_m)
+    let mut out = [0.0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]) - hsum_ps(acc_m[t]);
+    }
+    out
 }
 
 /// One Q6_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
@@ -593,7 +608,7 @@ macro_rules! mat_multi {
 mat_fn!(mat_q2_k, dot_q2_k, QK_K);
 mat_fn!(mat_q3_k, dot_q3_k, QK_K);
 mat_multi!(mat_q4_k, dot_q4_k_n);
-mat_fn!(mat_q5_k, dot_q5_k, QK_K);
+mat_multi!(mat_q5_k, dot_q5_k_n);
 mat_multi!(mat_q6_k, dot_q6_k_n);
 mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
 mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);

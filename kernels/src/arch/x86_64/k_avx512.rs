@@ -194,10 +194,17 @@ macro_rules! kernels {
                 out
             }
 
+            /// One Q5_K weight row against `T` Q8_K activation rows (see
+            /// [`dot_q4_k_n`]).
+            ///
             /// # Safety
-            /// As [`dot_q4_k_n`] with one activation row, with Q5_K weight blocks.
+            /// As [`dot_q4_k_n`], with Q5_K weight blocks.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q5_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            pub(super) unsafe fn dot_q5_k_n<const T: usize>(
+                nb: usize,
+                w: *const u8,
+                a: [*const u8; T],
+            ) -> [f32; T] {
                 const BS: usize = size_of::<BlockQ5_K>();
                 const SC: usize = offset_of!(BlockQ5_K, scales);
                 const QH: usize = offset_of!(BlockQ5_K, qh);
@@ -216,27 +223,19 @@ macro_rules! kernels {
                     halves8(16, 32),
                     halves8(64, -128),
                 ];
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); T];
+                let mut acc_m = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
-                        let y = a.add(i * Q8K_SIZE);
-                        let dy = f32_at(y);
-                        let d = dy * f16_at(x);
-                        let dmin = dy * f16_at(x.add(2));
+                        let dx = f16_at(x);
+                        let dmx = f16_at(x.add(2));
                         let (sc, mn) = k4_scales_mins(x.add(SC));
-                        let prod_m = mins_k4(mn, y);
-                        acc_m = _mm256_fmadd_ps(
-                            _mm256_set1_ps(dmin),
-                            _mm256_cvtepi32_ps(prod_m),
-                            acc_m,
-                        );
                         let sc16 =
                             _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
                         let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH).cast()));
-                        let mut sumi = _mm512_setzero_si512();
+                        let mut sumi = [_mm512_setzero_si512(); T];
                         for p in 0..4 {
                             let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
                             let qz = _mm512_inserti64x4::<1>(
@@ -247,15 +246,38 @@ macro_rules! kernels {
                             // High bit of sub-block 2p (low half) / 2p+1 (high half).
                             let k = _mm512_test_epi8_mask(qh, bit[p]);
                             let u = _mm512_mask_add_epi8(u, k, u, sixteen);
-                            let q8 = _mm512_loadu_si512(y.add(Q8K_QS + 64 * p).cast());
                             let s = _mm512_permutexvar_epi16(idx[p], sc16);
-                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                            for t in 0..T {
+                                let q8 = _mm512_loadu_si512(
+                                    a[t].add(i * Q8K_SIZE + Q8K_QS + 64 * p).cast(),
+                                );
+                                sumi[t] = dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
+                            }
                         }
-                        acc =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                        for t in 0..T {
+                            let y = a[t].add(i * Q8K_SIZE);
+                            let dy = f32_at(y);
+                            let d = dy * dx;
+                            let dmin = dy * dmx;
+                            let prod_m = mins_k4(mn, y);
+                            acc_m[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(dmin),
+                                _mm256_cvtepi32_ps(prod_m),
+                                acc_m[t],
+                            );
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(d),
+                                _mm256_cvtepi32_ps(fold(sumi[t])),
+                                acc[t],
+                            );
+                        }
                     }
                 }
-                hsum256(acc) - hsum256(acc_m)
+                let mut out = [0.0f32; T];
+                for t in 0..T {
+                    out[t] = hsum256(acc[t]) - hsum256(acc_m[t]);
+                }
+                out
             }
 
             /// One Q6_K weight row against `T` Q8_K activation rows (see
@@ -632,7 +654,7 @@ macro_rules! kernels {
             mat_fn!(mat_q2_k, dot_q2_k, QK_K);
             mat_fn!(mat_q3_k, dot_q3_k, QK_K);
             mat_multi!(mat_q4_k, dot_q4_k_n);
-            mat_fn!(mat_q5_k, dot_q5_k, QK_K);
+            mat_multi!(mat_q5_k, dot_q5_k_n);
             mat_multi!(mat_q6_k, dot_q6_k_n);
             mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
             mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
