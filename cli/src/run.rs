@@ -11,9 +11,9 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF model file.
+    /// The model: a GGUF path or hf:OWNER/REPO/FILE.gguf (default: Phi-3-mini q4).
     #[arg(short, long)]
-    pub model: PathBuf,
+    pub model: Option<String>,
     /// The prompt.
     #[arg(short, long, conflicts_with = "file")]
     pub prompt: Option<String>,
@@ -76,10 +76,12 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn params(&self) -> Result<SamplerParams, String> {
-        if !(self.temp.is_finite() && (0.0..=1.0).contains(&self.top_p))
-            || !(0.0..=1.0).contains(&self.min_p)
-            || !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0)
-        {
+        let ok = self.temp.is_finite()
+            && (0.0..=1.0).contains(&self.top_p)
+            && (0.0..=1.0).contains(&self.min_p)
+            && self.repeat_penalty.is_finite()
+            && self.repeat_penalty > 0.0;
+        if !ok {
             return Err(
                 "sampling flags out of range: --temp must be finite, --top-p and \
                         --min-p in [0, 1], --repeat-penalty above 0"
@@ -113,7 +115,8 @@ pub fn run(args: Args) -> crate::CliResult {
     };
     let sampler_params = args.sampling.params()?;
     let t0 = Instant::now();
-    let model = Arc::new(Model::load(&args.model)?);
+    let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
+    let model = Arc::new(Model::load(crate::hub::resolve(reference, false)?)?);
     let tokenizer = Tokenizer::from_gguf(model.gguf())?;
     let params = ContextParams {
         n_ctx: args.ctx_size,
