@@ -359,12 +359,16 @@ pub(crate) unsafe fn dot_q6_k_n<const T: usize>(
     out
 }
 
-/// Q3_K · Q8_K over `nb` blocks.
+/// One Q3_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`] with one activation row, with Q3_K weight blocks.
+/// As [`dot_q4_k_n`], with Q3_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+pub(crate) unsafe fn dot_q3_k_n<const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
     const BS: usize = size_of::<BlockQ3_K>();
     const HM: usize = offset_of!(BlockQ3_K, hmask);
     const QS: usize = offset_of!(BlockQ3_K, qs);
@@ -372,19 +376,17 @@ pub(crate) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     const D: usize = offset_of!(BlockQ3_K, d);
     let m3 = _mm256_set1_epi8(0x03);
     let one = _mm256_set1_epi8(1);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract.
         unsafe {
             let x = w.add(i * BS);
-            let y = a.add(i * Q8K_SIZE);
-            let d = f32_at(y) * f16_at(x.add(D));
+            let dx = f16_at(x.add(D));
             let scales = q3_k_scales(x.add(SC));
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast()));
-            let offs = _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
             // Element value = (low 2 bits | hmask bit << 2) - 4.
             let mut hm = _mm256_loadu_si256(x.add(HM).cast());
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); T];
             for n in 0..2 {
                 let mut q = _mm256_loadu_si256(x.add(QS + 32 * n).cast());
                 for j in 0..4 {
@@ -393,25 +395,42 @@ pub(crate) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
                     let h = _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one));
                     hm = _mm256_srli_epi16::<1>(hm);
                     let u = _mm256_or_si256(low, h);
-                    let q8 = _mm256_loadu_si256(y.add(Q8K_QS + 128 * n + 32 * j).cast());
                     let s = pair_scales(sc16, (4 * n + j) as i32);
-                    sumi =
-                        _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s));
+                    for t in 0..T {
+                        let q8 = _mm256_loadu_si256(
+                            a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j).cast(),
+                        );
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
+                        sumi[t] = _mm256_add_epi32(sumi[t], p);
+                    }
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32::<2>(offs));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            for t in 0..T {
+                let y = a[t].add(i * Q8K_SIZE);
+                let d = f32_at(y) * dx;
+                let offs = _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
+                let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<2>(offs));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+            }
         }
     }
-    hsum_ps(acc)
+    let mut out = [0.0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]);
+    }
+    out
 }
 
-/// Q2_K · Q8_K over `nb` blocks.
+/// One Q2_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`] with one activation row, with Q2_K weight blocks.
+/// As [`dot_q4_k_n`], with Q2_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q2_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+pub(crate) unsafe fn dot_q2_k_n<const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
     const BS: usize = size_of::<BlockQ2_K>();
     const SC: usize = offset_of!(BlockQ2_K, scales);
     const QS: usize = offset_of!(BlockQ2_K, qs);
@@ -419,38 +438,51 @@ pub(crate) unsafe fn dot_q2_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
     const DMIN: usize = offset_of!(BlockQ2_K, dmin);
     let m3 = _mm256_set1_epi8(0x03);
     let m4 = _mm_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract.
         unsafe {
             let x = w.add(i * BS);
-            let y = a.add(i * Q8K_SIZE);
-            let dy = f32_at(y);
-            let d = dy * f16_at(x.add(D));
-            let dmin = dy * f16_at(x.add(DMIN));
+            let dx = f16_at(x.add(D));
+            let dmx = f16_at(x.add(DMIN));
             let raw = _mm_loadu_si128(x.add(SC).cast());
             let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
             let mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
-            let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-            let prod_m = _mm256_madd_epi16(bsums, mn16);
-            acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); T];
             for n in 0..2 {
                 let mut q = _mm256_loadu_si256(x.add(QS + 32 * n).cast());
                 for j in 0..4 {
                     let u = _mm256_and_si256(q, m3);
                     q = _mm256_srli_epi16::<2>(q);
-                    let q8 = _mm256_loadu_si256(y.add(Q8K_QS + 128 * n + 32 * j).cast());
                     let s = pair_scales(sc16, (4 * n + j) as i32);
-                    sumi =
-                        _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s));
+                    for t in 0..T {
+                        let q8 = _mm256_loadu_si256(
+                            a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j).cast(),
+                        );
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
+                        sumi[t] = _mm256_add_epi32(sumi[t], p);
+                    }
                 }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            for t in 0..T {
+                let y = a[t].add(i * Q8K_SIZE);
+                let dy = f32_at(y);
+                let d = dy * dx;
+                let dmin = dy * dmx;
+                let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
+                let prod_m = _mm256_madd_epi16(bsums, mn16);
+                acc_m[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            }
         }
     }
-    hsum_ps(acc) - hsum_ps(acc_m)
+    let mut out = [0.0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]) - hsum_ps(acc_m[t]);
+    }
+    out
 }
 
 /// 32 IQ4 codebook values (signed bytes) from 16 packed bytes at `p`: low
@@ -470,13 +502,18 @@ unsafe fn iq4_values(p: *const u8, lut: __m256i) -> __m256i {
     _mm256_shuffle_epi8(lut, idx)
 }
 
-/// IQ4_XS · Q8_K over `nb` blocks.
+/// One IQ4_XS weight row against `T` Q8_K activation rows (see
+/// [`dot_q4_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`] with one activation row, with IQ4_XS weight blocks; activations must lie in
+/// As [`dot_q4_k_n`], with IQ4_XS weight blocks; activations must lie in
 /// `-127..=127` (what [`crate::formats::k_quants::quantize_row_q8_k`] produces).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_iq4_xs(nb: usize, w: *const u8, a: *const u8) -> f32 {
+pub(crate) unsafe fn dot_iq4_xs_n<const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; T],
+) -> [f32; T] {
     const BS: usize = size_of::<BlockIQ4_XS>();
     const SH: usize = offset_of!(BlockIQ4_XS, scales_h);
     const SL: usize = offset_of!(BlockIQ4_XS, scales_l);
@@ -484,27 +521,37 @@ pub(crate) unsafe fn dot_iq4_xs(nb: usize, w: *const u8, a: *const u8) -> f32 {
     // SAFETY: KVALUES_IQ4NL is 16 bytes.
     let lut =
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) });
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract.
         unsafe {
             let x = w.add(i * BS);
-            let y = a.add(i * Q8K_SIZE);
-            let d = f32_at(y) * f16_at(x);
+            let dx = f16_at(x);
             let sh = x.add(SH).cast::<u16>().read_unaligned() as u32;
             let sl = u32_at(x.add(SL));
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); T];
             for ib in 0..8 {
                 let ls = (((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) as i32 - 32;
+                let s = _mm256_set1_epi16(ls as i16);
                 let v = iq4_values(x.add(QS + 16 * ib), lut);
-                let q8 = _mm256_loadu_si256(y.add(Q8K_QS + 32 * ib).cast());
-                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(q8, v));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(ls as i16)));
+                let av = _mm256_sign_epi8(v, v);
+                for t in 0..T {
+                    let q8 = _mm256_loadu_si256(a[t].add(i * Q8K_SIZE + Q8K_QS + 32 * ib).cast());
+                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(q8, v));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s));
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            for t in 0..T {
+                let d = f32_at(a[t].add(i * Q8K_SIZE)) * dx;
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            }
         }
     }
-    hsum_ps(acc)
+    let mut out = [0.0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]);
+    }
+    out
 }
 
 /// IQ4_NL · Q8_0 over `nb` blocks of 32.
@@ -605,12 +652,12 @@ macro_rules! mat_multi {
     };
 }
 
-mat_fn!(mat_q2_k, dot_q2_k, QK_K);
-mat_fn!(mat_q3_k, dot_q3_k, QK_K);
+mat_multi!(mat_q2_k, dot_q2_k_n);
+mat_multi!(mat_q3_k, dot_q3_k_n);
 mat_multi!(mat_q4_k, dot_q4_k_n);
 mat_multi!(mat_q5_k, dot_q5_k_n);
 mat_multi!(mat_q6_k, dot_q6_k_n);
-mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
+mat_multi!(mat_iq4_xs, dot_iq4_xs_n);
 mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
 
 /// The AVX2 tile function for a K-quant / IQ4 weight type.
