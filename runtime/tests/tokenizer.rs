@@ -494,3 +494,55 @@ fn phi3_chat_template_from_the_gguf() {
         "<|system|>\nS<|end|>\n<|assistant|>\n"
     );
 }
+
+/// llama.cpp's other test vocabularies (models/ggml-vocab-*.gguf with their
+/// .inp/.out files in a llama.cpp source tree; not shipped here). Run with
+/// `PHI_LLAMA_CPP_MODELS=/path/to/llama.cpp/models cargo test -- --ignored`.
+#[test]
+#[ignore = "needs PHI_LLAMA_CPP_MODELS (a llama.cpp models/ directory)"]
+fn llama_cpp_vocab_test_files() {
+    let dir =
+        PathBuf::from(std::env::var("PHI_LLAMA_CPP_MODELS").expect("set PHI_LLAMA_CPP_MODELS"));
+    let mut total_fail = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "inp"))
+        .collect();
+    entries.sort();
+    for inp in entries {
+        let gguf_path = inp.with_extension("");
+        let name = gguf_path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let g = Gguf::open(&gguf_path).unwrap();
+        let tok = match Tokenizer::from_gguf(&g) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{name}: unsupported: {e}");
+                continue;
+            }
+        };
+        let inp_text = std::fs::read_to_string(&inp).unwrap();
+        let out_text = std::fs::read_to_string(gguf_path.with_extension("gguf.out")).unwrap();
+        let mut texts: Vec<&str> = inp_text.split("\n__ggml_vocab_test__\n").collect();
+        texts.pop();
+        let mut fails = 0;
+        for (text, line) in texts.iter().zip(out_text.lines()) {
+            let want: Vec<u32> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let got = tok.encode(text, false, false);
+            if got != want {
+                fails += 1;
+                eprintln!("  {name}: {text:?}: got {got:?}, want {want:?}");
+            }
+        }
+        eprintln!("{name}: {}/{} match", texts.len() - fails, texts.len());
+        total_fail += fails;
+    }
+    assert_eq!(total_fail, 0);
+}

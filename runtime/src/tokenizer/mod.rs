@@ -230,6 +230,7 @@ const EOT_TEXTS: &[&str] = &[
     "<|end_of_text|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
     "<｜end▁of▁sentence｜>",
     "<end_of_utterance>",
 ];
@@ -241,6 +242,8 @@ const FIM_PRE_TEXTS: &[&str] = &[
     "<｜fim▁begin｜>",
     "<PRE>",
     "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
 ];
 const FIM_SUF_TEXTS: &[&str] = &[
     "<|fim_suffix|>",
@@ -249,6 +252,8 @@ const FIM_SUF_TEXTS: &[&str] = &[
     "<｜fim▁hole｜>",
     "<SUF>",
     "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
 ];
 const FIM_MID_TEXTS: &[&str] = &[
     "<|fim_middle|>",
@@ -257,8 +262,10 @@ const FIM_MID_TEXTS: &[&str] = &[
     "<｜fim▁end｜>",
     "<MID>",
     "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
 ];
-const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"];
+const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
 const FIM_REP_TEXTS: &[&str] = &[
     "<|fim_repo|>",
     "<|repo_name|>",
@@ -274,14 +281,23 @@ const EOG_TEXTS: &[&str] = &[
     "<|end|>",
     "<|return|>",
     "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
     "</s>",
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
+    "[EOS]",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
 
 /// C `isspace` on a byte (the "C" locale): space, \t, \n, \v, \f, \r.
@@ -527,15 +543,32 @@ impl Tokenizer {
                 self.force_control(id);
             }
         }
+        // gpt-oss: these are always rendered.
+        for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+            if let Some(id) = self.token_id(text) {
+                self.tokens[id as usize].attr = TokenAttr::USER_DEFINED;
+            }
+        }
         eog.extend(self.ids.eos);
         eog.extend(self.ids.eot);
         eog.extend(self.ids.eom);
-        // gpt-oss style vocabularies: `<|end|>` is not the end there.
-        let has = |t: &str| self.token_id(t).is_some_and(|id| eog.contains(&id));
-        if has("<|return|>") && has("<|call|>") {
+        let in_eog = |tok: &Tokenizer, eog: &BTreeSet<u32>, t: &str| {
+            tok.token_id(t).is_some_and(|id| eog.contains(&id))
+        };
+        // gpt-oss / solar-open: `<|end|>` is not the end there.
+        let call = in_eog(self, &eog, "<|call|>") || in_eog(self, &eog, "<|calls|>");
+        if call && (in_eog(self, &eog, "<|return|>") || in_eog(self, &eog, "<|flush|>")) {
             if let Some(end) = self.token_id("<|end|>") {
                 if eog.remove(&end) {
                     self.tokens[end as usize].attr = TokenAttr::USER_DEFINED;
+                }
+            }
+        }
+        // gemma4 / plamo: `</s>` is a normal token there.
+        if in_eog(self, &eog, "<|tool_response>") || in_eog(self, &eog, "<|plamo:eos|>") {
+            if let Some(s) = self.token_id("</s>") {
+                if eog.remove(&s) {
+                    self.tokens[s as usize].attr = TokenAttr::NORMAL;
                 }
             }
         }

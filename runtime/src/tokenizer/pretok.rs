@@ -144,7 +144,8 @@ impl PreConfig {
                 false,
                 true,
             ),
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => cfg(llama3, true, true, true),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => cfg(llama3, true, true, true),
             "dbrx" | "smaug-bpe" => cfg(llama3, false, false, true),
             "falcon" => cfg(
                 vec![Step::Runs(is_falcon_punct), Step::Gpt2, Step::Digits3],
@@ -152,16 +153,21 @@ impl PreConfig {
                 false,
                 true,
             ),
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v1-en"
-            | "jina-v2-es" | "jina-v2-de" | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo"
-            | "jais" | "exaone4" => cfg(gpt2, false, false, true),
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en"
+            | "jina-v2-code" | "roberta-bpe" | "exaone4" | "mpt" | "olmo" | "jais" => {
+                cfg(gpt2, false, false, true)
+            }
+            "trillion" | "granite-docling" => cfg(gpt2, false, false, false),
             "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => {
                 cfg(vec![Step::Each(is_number), Step::Gpt2], false, false, true)
             }
             "smollm" | "command-r" => {
                 cfg(vec![Step::Each(is_number), Step::Gpt2], false, false, false)
             }
-            "qwen2" => cfg(vec![Step::Llama3 { max_digits: 1 }], false, false, false),
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" => {
+                cfg(vec![Step::Llama3 { max_digits: 1 }], false, false, false)
+            }
             "stablelm2" | "megrez" => cfg(vec![Step::Llama3 { max_digits: 1 }], false, false, true),
             _ => None,
         }
