@@ -2,8 +2,8 @@
 //! plain memory-read loop for scale.
 //!
 //! `cargo bench -p phi-kernels --bench matmul` runs a short default set
-//! (every type at 3072→9216 on the best path; Q4_0 and Q8_0 at every shape
-//! and path). `PHI_BENCH_FULL=1` runs every type × shape × path.
+//! (~1.5 min: every type at 3072→9216 on the best path, Q4_0 at every shape);
+//! `PHI_BENCH_FULL=1` runs every type × shape × path (scalar included).
 //! `PHI_BENCH_THREADS=1,2` picks the rayon pool sizes (default 1,2).
 //! gemv throughput = weight bytes / s; gemm "elements" = 2·rows·cols·tokens
 //! operations / s (so Gelem/s reads as GOP/s).
@@ -143,7 +143,7 @@ fn bench_matmul(c: &mut Criterion) {
     let best = dispatch::best();
     for ty in TYPES {
         for (si, &(cols, rows)) in SHAPES.iter().enumerate() {
-            let wide = full || matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0);
+            let wide = full || ty == GgmlType::Q4_0;
             if si > 0 && !wide {
                 continue;
             }
@@ -153,8 +153,9 @@ fn bench_matmul(c: &mut Criterion) {
             let mut y = vec![0.0f32; rows * GEMM_TOKENS];
             let mut scratch = Scratch::default();
             for isa in isas() {
-                // Scalar only at the first shape (it is slow and only a reference).
-                if (isa == Isa::Scalar && si > 0) || (!wide && isa != best && isa != Isa::Scalar) {
+                // Default: best path only. Full: every path (scalar only at the
+                // first shape: it is slow and only a reference).
+                if (!full && isa != best) || (isa == Isa::Scalar && si > 0) {
                     continue;
                 }
                 for threads in thread_counts() {
