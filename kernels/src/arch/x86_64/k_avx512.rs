@@ -356,10 +356,17 @@ macro_rules! kernels {
                 out
             }
 
+            /// One Q3_K weight row against `T` Q8_K activation rows (see
+            /// [`dot_q4_k_n`]).
+            ///
             /// # Safety
-            /// As [`dot_q4_k_n`] with one activation row, with Q3_K weight blocks.
+            /// As [`dot_q4_k_n`], with Q3_K weight blocks.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q3_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            pub(super) unsafe fn dot_q3_k_n<const T: usize>(
+                nb: usize,
+                w: *const u8,
+                a: [*const u8; T],
+            ) -> [f32; T] {
                 const BS: usize = size_of::<BlockQ3_K>();
                 const HM: usize = offset_of!(BlockQ3_K, hmask);
                 const QS: usize = offset_of!(BlockQ3_K, qs);
@@ -375,20 +382,17 @@ macro_rules! kernels {
                     halves8(16, 32),
                     halves8(64, -128),
                 ];
-                let mut acc = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
-                        let y = a.add(i * Q8K_SIZE);
-                        let d = f32_at(y) * f16_at(x.add(D));
+                        let dx = f16_at(x.add(D));
                         let scales = q3_k_scales(x.add(SC));
                         let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast()));
-                        let offs =
-                            _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
                         let sc16z = _mm512_castsi256_si512(sc16);
                         let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(HM).cast()));
-                        let mut sumi = _mm512_setzero_si512();
+                        let mut sumi = [_mm512_setzero_si512(); T];
                         for n in 0..2 {
                             let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                                 x.add(QS + 32 * n).cast(),
@@ -398,23 +402,47 @@ macro_rules! kernels {
                                 let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
                                 let k = _mm512_test_epi8_mask(hm, bit[2 * n + jj]);
                                 let u = _mm512_mask_add_epi8(u, k, u, four);
-                                let q8 =
-                                    _mm512_loadu_si512(y.add(Q8K_QS + 128 * n + 64 * jj).cast());
                                 let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
-                                sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                                for t in 0..T {
+                                    let q8 = _mm512_loadu_si512(
+                                        a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 64 * jj).cast(),
+                                    );
+                                    sumi[t] =
+                                        dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
+                                }
                             }
                         }
-                        let s = _mm256_sub_epi32(fold(sumi), _mm256_slli_epi32::<2>(offs));
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                        for t in 0..T {
+                            let y = a[t].add(i * Q8K_SIZE);
+                            let d = f32_at(y) * dx;
+                            let offs = _mm256_madd_epi16(
+                                _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()),
+                                sc16,
+                            );
+                            let s = _mm256_sub_epi32(fold(sumi[t]), _mm256_slli_epi32::<2>(offs));
+                            acc[t] =
+                                _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+                        }
                     }
                 }
-                hsum256(acc)
+                let mut out = [0.0f32; T];
+                for t in 0..T {
+                    out[t] = hsum256(acc[t]);
+                }
+                out
             }
 
+            /// One Q2_K weight row against `T` Q8_K activation rows (see
+            /// [`dot_q4_k_n`]).
+            ///
             /// # Safety
-            /// As [`dot_q4_k_n`] with one activation row, with Q2_K weight blocks.
+            /// As [`dot_q4_k_n`], with Q2_K weight blocks.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q2_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            pub(super) unsafe fn dot_q2_k_n<const T: usize>(
+                nb: usize,
+                w: *const u8,
+                a: [*const u8; T],
+            ) -> [f32; T] {
                 const BS: usize = size_of::<BlockQ2_K>();
                 const SC: usize = offset_of!(BlockQ2_K, scales);
                 const QS: usize = offset_of!(BlockQ2_K, qs);
@@ -424,46 +452,61 @@ macro_rules! kernels {
                 let m4 = _mm_set1_epi8(0x0F);
                 let shr = [halves16(0, 2), halves16(4, 6)];
                 let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); T];
+                let mut acc_m = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
-                        let y = a.add(i * Q8K_SIZE);
-                        let dy = f32_at(y);
-                        let d = dy * f16_at(x.add(D));
-                        let dmin = dy * f16_at(x.add(DMIN));
+                        let dx = f16_at(x.add(D));
+                        let dmx = f16_at(x.add(DMIN));
                         let raw = _mm_loadu_si128(x.add(SC).cast());
                         let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
                         let mn16 =
                             _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
-                        let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-                        let prod_m = _mm256_madd_epi16(bsums, mn16);
-                        acc_m = _mm256_fmadd_ps(
-                            _mm256_set1_ps(dmin),
-                            _mm256_cvtepi32_ps(prod_m),
-                            acc_m,
-                        );
                         let sc16z = _mm512_castsi256_si512(sc16);
-                        let mut sumi = _mm512_setzero_si512();
+                        let mut sumi = [_mm512_setzero_si512(); T];
                         for n in 0..2 {
                             let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                                 x.add(QS + 32 * n).cast(),
                             ));
                             for jj in 0..2 {
                                 let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
-                                let q8 =
-                                    _mm512_loadu_si512(y.add(Q8K_QS + 128 * n + 64 * jj).cast());
                                 let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
-                                sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(u, q8), s);
+                                for t in 0..T {
+                                    let q8 = _mm512_loadu_si512(
+                                        a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 64 * jj).cast(),
+                                    );
+                                    sumi[t] =
+                                        dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
+                                }
                             }
                         }
-                        acc =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                        for t in 0..T {
+                            let y = a[t].add(i * Q8K_SIZE);
+                            let dy = f32_at(y);
+                            let d = dy * dx;
+                            let dmin = dy * dmx;
+                            let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
+                            let prod_m = _mm256_madd_epi16(bsums, mn16);
+                            acc_m[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(dmin),
+                                _mm256_cvtepi32_ps(prod_m),
+                                acc_m[t],
+                            );
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(d),
+                                _mm256_cvtepi32_ps(fold(sumi[t])),
+                                acc[t],
+                            );
+                        }
                     }
                 }
-                hsum256(acc) - hsum256(acc_m)
+                let mut out = [0.0f32; T];
+                for t in 0..T {
+                    out[t] = hsum256(acc[t]) - hsum256(acc_m[t]);
+                }
+                out
             }
 
             /// 64 IQ4 codebook values from two 16-byte groups `lo_src` /
@@ -489,11 +532,18 @@ macro_rules! kernels {
                 )
             }
 
+            /// One IQ4_XS weight row against `T` Q8_K activation rows (see
+            /// [`dot_q4_k_n`]).
+            ///
             /// # Safety
-            /// As [`dot_q4_k_n`] with one activation row, with IQ4_XS weight blocks; activations in
+            /// As [`dot_q4_k_n`], with IQ4_XS weight blocks; activations in
             /// `-127..=127`.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_iq4_xs(nb: usize, w: *const u8, a: *const u8) -> f32 {
+            pub(super) unsafe fn dot_iq4_xs_n<const T: usize>(
+                nb: usize,
+                w: *const u8,
+                a: [*const u8; T],
+            ) -> [f32; T] {
                 const BS: usize = size_of::<BlockIQ4_XS>();
                 const SH: usize = offset_of!(BlockIQ4_XS, scales_h);
                 const SL: usize = offset_of!(BlockIQ4_XS, scales_l);
@@ -502,20 +552,19 @@ macro_rules! kernels {
                 let lut = _mm512_broadcast_i32x4(unsafe {
                     _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
                 });
-                let mut acc = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
-                        let y = a.add(i * Q8K_SIZE);
-                        let d = f32_at(y) * f16_at(x);
+                        let dx = f16_at(x);
                         let sh = x.add(SH).cast::<u16>().read_unaligned() as u32;
                         let sl = u32_at(x.add(SL));
                         let ls = |ib: u32| -> i16 {
                             ((((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) as i32 - 32)
                                 as i16
                         };
-                        let mut sumi = _mm512_setzero_si512();
+                        let mut sumi = [_mm512_setzero_si512(); T];
                         for ib in (0..8u32).step_by(2) {
                             let q = _mm512_castsi256_si512(_mm256_loadu_si256(
                                 x.add(QS + 16 * ib as usize).cast(),
@@ -523,16 +572,30 @@ macro_rules! kernels {
                             // 128-bit lanes [A, A, B, B] of the two 16-byte groups.
                             let ab = _mm512_shuffle_i64x2::<0x50>(q, q);
                             let v = iq4_values(ab, lut);
-                            let q8 = _mm512_loadu_si512(y.add(Q8K_QS + 32 * ib as usize).cast());
-                            let (av, sq8) = sign_split(v, q8);
                             let s = halves16(ls(ib), ls(ib + 1));
-                            sumi = dpwssd!($vnni, sumi, _mm512_maddubs_epi16(av, sq8), s);
+                            for t in 0..T {
+                                let q8 = _mm512_loadu_si512(
+                                    a[t].add(i * Q8K_SIZE + Q8K_QS + 32 * ib as usize).cast(),
+                                );
+                                let (av, sq8) = sign_split(v, q8);
+                                sumi[t] = dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(av, sq8), s);
+                            }
                         }
-                        acc =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold(sumi)), acc);
+                        for t in 0..T {
+                            let d = f32_at(a[t].add(i * Q8K_SIZE)) * dx;
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(d),
+                                _mm256_cvtepi32_ps(fold(sumi[t])),
+                                acc[t],
+                            );
+                        }
                     }
                 }
-                hsum256(acc)
+                let mut out = [0.0f32; T];
+                for t in 0..T {
+                    out[t] = hsum256(acc[t]);
+                }
+                out
             }
 
             /// # Safety
@@ -651,12 +714,12 @@ macro_rules! kernels {
                 };
             }
 
-            mat_fn!(mat_q2_k, dot_q2_k, QK_K);
-            mat_fn!(mat_q3_k, dot_q3_k, QK_K);
+            mat_multi!(mat_q2_k, dot_q2_k_n);
+            mat_multi!(mat_q3_k, dot_q3_k_n);
             mat_multi!(mat_q4_k, dot_q4_k_n);
             mat_multi!(mat_q5_k, dot_q5_k_n);
             mat_multi!(mat_q6_k, dot_q6_k_n);
-            mat_fn!(mat_iq4_xs, dot_iq4_xs, QK_K);
+            mat_multi!(mat_iq4_xs, dot_iq4_xs_n);
             mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
 
             pub(super) fn mat(ty: GgmlType) -> Option<MatFn> {
@@ -710,8 +773,8 @@ mod tests {
     }
 
     /// Both AVX-512 builds (VNNI where the CPU has it) against the scalar
-    /// reference on random blocks, 3 super-blocks (odd, exercises IQ4_NL's
-    /// single-block tail).
+    /// reference on random blocks: 3 super-blocks (25 blocks for IQ4_NL, odd,
+    /// so its single-block tail runs), 5 tokens (a 4-token group + 1).
     #[test]
     fn both_builds_match_scalar() {
         if !crate::dispatch::is_available(Isa::Avx512) {
@@ -733,7 +796,12 @@ mod tests {
             GgmlType::IQ4_XS,
             GgmlType::IQ4_NL,
         ] {
-            let n = 3 * QK_K;
+            // IQ4_NL: 25 blocks of 32, odd, to reach the single-block tail.
+            let n = if ty == GgmlType::IQ4_NL {
+                3 * QK_K + QK4_NL
+            } else {
+                3 * QK_K
+            };
             let wb = ty.bytes_for(n as u64).unwrap() as usize;
             let mut w: Vec<u8> = (0..wb).map(|_| next() as u8).collect();
             for blk in w.chunks_exact_mut(ty.type_size()) {
@@ -744,12 +812,16 @@ mod tests {
             }
             let scalar = ops(ty, Isa::Scalar).unwrap();
             let ab = scalar.act.bytes_for(n as u64).unwrap() as usize;
-            let x: Vec<f32> = (0..n)
+            // 5 tokens: one 4-token group plus a single one.
+            let nt = 5;
+            let x: Vec<f32> = (0..n * nt)
                 .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
-            let mut abuf = vec![0u32; ab.div_ceil(4)];
-            let a = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut abuf)[..ab];
-            (scalar.quantize_act)(&x, a);
+            let mut abuf = vec![0u32; (ab * nt).div_ceil(4)];
+            let a = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut abuf)[..ab * nt];
+            for (row, xt) in a.chunks_exact_mut(ab).zip(x.chunks_exact(n)) {
+                (scalar.quantize_act)(xt, row);
+            }
             let args = MatArgs {
                 n,
                 w: &w,
@@ -757,10 +829,10 @@ mod tests {
                 nr: 1,
                 a,
                 a_stride: ab,
-                nt: 1,
+                nt,
             };
-            assert!(args.is_valid(wb, ab, 1));
-            let mut want = [0.0f32];
+            assert!(args.is_valid(wb, ab, nt));
+            let mut want = vec![0.0f32; nt];
             // SAFETY: scalar path, arguments validated.
             unsafe { (scalar.mat)(&args, &mut want) };
             let mut builds = vec![plain::mat(ty).unwrap()];
@@ -768,17 +840,14 @@ mod tests {
                 builds.push(vnni::mat(ty).unwrap());
             }
             for f in builds {
-                let mut got = [0.0f32];
+                let mut got = vec![0.0f32; nt];
                 // SAFETY: the CPU has AVX-512 (checked above; VNNI checked
                 // before adding that build) and the arguments are valid.
                 unsafe { f(&args, &mut got) };
-                let tol = 1e-4 * want[0].abs().max(1.0);
-                assert!(
-                    (got[0] - want[0]).abs() <= tol,
-                    "{ty}: {} vs {}",
-                    got[0],
-                    want[0]
-                );
+                for (g, e) in got.iter().zip(&want) {
+                    let tol = 1e-4 * e.abs().max(1.0);
+                    assert!((g - e).abs() <= tol, "{ty}: {g} vs {e}");
+                }
             }
         }
     }
