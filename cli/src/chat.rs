@@ -50,6 +50,9 @@ pub struct Args {
     /// Never use the network to resolve -m.
     #[arg(long)]
     pub offline: bool,
+    /// Never end a reply with an end-of-generation token (they are masked out).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 /// One message of the conversation.
@@ -90,6 +93,8 @@ struct Chat<'a> {
     /// when unknown: the next turn then compares tokens instead).
     cached_text: Option<String>,
     max_reply: Option<usize>,
+    /// End-of-generation ids to mask out (`--ignore-eos`), else empty.
+    masked: Vec<u32>,
     drop_oldest: bool,
     verbose: bool,
     turn: usize,
@@ -225,7 +230,17 @@ impl<'a> Chat<'a> {
                 if self.max_reply.is_some_and(|m| reply_tokens.len() >= m) {
                     break;
                 }
-                let next = self.sampler.sample(self.ctx.last_logits());
+                let next = if self.masked.is_empty() {
+                    self.sampler.sample(self.ctx.last_logits())
+                } else {
+                    let mut l = self.ctx.last_logits().to_vec();
+                    for &id in &self.masked {
+                        if let Some(v) = l.get_mut(id as usize) {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
+                    self.sampler.sample(&l)
+                };
                 if self.tokenizer.is_eog(next) {
                     break;
                 }
@@ -326,6 +341,11 @@ pub fn run(args: Args) -> crate::CliResult {
         cached: Vec::new(),
         cached_text: None,
         max_reply: usize::try_from(args.n_predict).ok(),
+        masked: if args.ignore_eos {
+            tokenizer.eog_ids().collect()
+        } else {
+            Vec::new()
+        },
         drop_oldest: args.drop_oldest,
         verbose: args.verbose,
         turn: 0,

@@ -132,3 +132,64 @@ fn full_context_is_reported_and_drop_oldest_recovers() {
     assert!(stderr.contains("dropped the oldest exchange"), "{stderr}");
     assert!(t.iter().all(|x| x[4] <= 64));
 }
+
+/// Ctrl-C (SIGINT) while a reply streams stops that reply, not the program.
+#[cfg(unix)]
+#[test]
+fn sigint_stops_the_reply_and_the_chat_goes_on() {
+    use std::io::Read;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phi"))
+        .args(["chat", "-m"])
+        .arg(fixture("phi3-tiny-f32.gguf"))
+        // No end-of-turn token: the reply would run to the full context.
+        .args(["-t", "1", "--verbose", "--ignore-eos", "-c", "4096"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run phi chat");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let _ = tx.send(());
+        }
+        all
+    });
+    stdin.write_all(b"tell me a long story\n").unwrap();
+    stdin.flush().unwrap();
+    // The reply is streaming: interrupt it.
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("no reply text within a minute");
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    stdin.write_all(b"/exit\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = reader.join();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    let t = turns(&stderr);
+    assert_eq!(t.len(), 1, "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(t[0][3] > 0 && t[0][4] < 4096, "{stderr}");
+}
