@@ -546,3 +546,38 @@ fn llama_cpp_vocab_test_files() {
     }
     assert_eq!(total_fail, 0);
 }
+
+/// Long inputs (the whole corpus repeated, ~0.5 MB, and one 200 kB "word")
+/// tokenize in reasonable time and decode back to the input.
+#[test]
+fn long_inputs_roundtrip() {
+    let corpus = read_json("tokenizer/corpus.json");
+    let strings: Vec<&str> = corpus
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(strings.len(), 150);
+    let mut text = strings.join("\n").replace('\u{2581}', " ");
+    while text.len() < 500_000 {
+        text = format!("{text}\n{text}");
+    }
+    let word = "abcdefghij".repeat(20_000);
+    let t0 = std::time::Instant::now();
+    let phi3 = load("ggml-vocab-phi-3.gguf");
+    for input in [&text, &word] {
+        let ids = phi3.encode(input, false, false);
+        assert_eq!(&phi3.detokenize(&ids, false, false), input);
+    }
+    let gpt2 = load("ggml-vocab-gpt-2.gguf");
+    for input in [&text, &word] {
+        let ids = gpt2.encode(input, false, false);
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| gpt2.token_to_piece(id, true))
+            .collect();
+        assert_eq!(&String::from_utf8(bytes).unwrap(), input);
+    }
+    eprintln!("long inputs: {:?}", t0.elapsed());
+}
