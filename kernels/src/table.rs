@@ -227,6 +227,11 @@ pub fn ops(ty: GgmlType, isa: Isa) -> Option<TypeOps> {
     }
     #[cfg(target_arch = "x86_64")]
     {
+        // Q8_0/Q8_1 activations: the AVX2 quantizer (bit-identical to scalar).
+        let base = TypeOps {
+            quantize_act: crate::arch::x86_64::quantize_act(base.act).unwrap_or(base.quantize_act),
+            ..base
+        };
         if isa == Isa::Avx512 {
             if let Some(mat) = crate::arch::x86_64::avx512_mat(ty) {
                 return Some(TypeOps {

@@ -236,3 +236,32 @@ proptest! {
         check(TYPES[ti], rows, nb * 32, nt, seed);
     }
 }
+
+/// The activation quantizers used by the SIMD paths produce exactly the
+/// scalar path's bytes (ties included: values that scale to k + 0.5).
+#[test]
+fn activation_quantization_is_bit_identical() {
+    let mut inputs: Vec<Vec<f32>> = (0..20).map(|s| rand_vec(32 * 9, s, 10.0)).collect();
+    // Exact ties: amax 127 makes the multiplier 1, so 0.5, 1.5, -2.5 … are ties.
+    let mut ties: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
+    ties[0] = 127.0;
+    inputs.push(ties);
+    inputs.push(vec![0.0; 64]);
+    inputs.push(
+        (0..64)
+            .map(|i| if i % 2 == 0 { 1e-30 } else { -3e-38 })
+            .collect(),
+    );
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
+        for x in &inputs {
+            let want = phi_kernels::quantize_activations(ty, x).unwrap();
+            for isa in simd_isas() {
+                let ops = table::ops(ty, isa).unwrap();
+                let mut buf = vec![0u64; want.len().div_ceil(8)];
+                let got = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..want.len()];
+                (ops.quantize_act)(x, got);
+                assert_eq!(&want[..], &got[..], "{ty} activations on {isa}");
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod k_avx2;
 pub(crate) mod k_avx512;
+pub(crate) mod quant_act;
 pub(crate) mod vec;
 
 use crate::table::MatFn;
@@ -47,4 +48,14 @@ pub(crate) fn variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
         }
     }
     v
+}
+
+/// The x86 SIMD activation quantizer for activation type `act`, if any
+/// (bit-identical to the scalar one; falls back to it on CPUs without AVX2).
+pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::table::QuantizeActFn> {
+    match act {
+        GgmlType::Q8_0 => Some(quant_act::quantize_act_q8_0),
+        GgmlType::Q8_1 => Some(quant_act::quantize_act_q8_1),
+        _ => None,
+    }
 }
