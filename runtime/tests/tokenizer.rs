@@ -581,3 +581,189 @@ fn long_inputs_roundtrip() {
     }
     eprintln!("long inputs: {:?}", t0.elapsed());
 }
+
+/// Hostile GGUF metadata: wrong value types give typed errors.
+#[test]
+fn hostile_gguf_metadata() {
+    use phi_gguf::{GgufWriter, ValueType};
+    let strs = |v: &[&str]| {
+        phi_gguf::Value::Array(
+            ValueType::String,
+            v.iter()
+                .map(|s| phi_gguf::Value::String(s.to_string()))
+                .collect(),
+        )
+    };
+    let build = |kv: Vec<(&str, phi_gguf::Value)>| {
+        let mut w = GgufWriter::new();
+        for (k, v) in kv {
+            w.add_metadata(k, v).unwrap();
+        }
+        let g = Gguf::from_bytes(w.to_bytes().unwrap()).unwrap();
+        Tokenizer::from_gguf(&g)
+    };
+    let model = |m: &str| ("tokenizer.ggml.model", phi_gguf::Value::String(m.into()));
+    let tokens = || {
+        (
+            "tokenizer.ggml.tokens",
+            strs(&["<unk>", "<s>", "</s>", "a"]),
+        )
+    };
+
+    // No model key.
+    let e = build(vec![tokens()]).unwrap_err();
+    assert!(
+        matches!(&e, TokenizerError::MissingKey(k) if k == "tokenizer.ggml.model"),
+        "{e}"
+    );
+    // No tokens.
+    let e = build(vec![model("llama")]).unwrap_err();
+    assert!(
+        matches!(&e, TokenizerError::MissingKey(k) if k == "tokenizer.ggml.tokens"),
+        "{e}"
+    );
+    // Unknown model, named in the message.
+    let e = build(vec![model("rwkv"), tokens()]).unwrap_err();
+    assert!(e.to_string().contains("rwkv"), "{e}");
+    // Tokens that are not strings.
+    let e = build(vec![
+        model("llama"),
+        (
+            "tokenizer.ggml.tokens",
+            phi_gguf::Value::Array(ValueType::U32, vec![phi_gguf::Value::U32(1)]),
+        ),
+    ])
+    .unwrap_err();
+    assert!(matches!(e, TokenizerError::BadValue { .. }), "{e}");
+    // Scores of the wrong type / length.
+    let e = build(vec![
+        model("llama"),
+        tokens(),
+        ("tokenizer.ggml.scores", strs(&["x"; 4])),
+    ])
+    .unwrap_err();
+    assert!(matches!(e, TokenizerError::BadValue { .. }), "{e}");
+    let e = build(vec![
+        model("llama"),
+        tokens(),
+        (
+            "tokenizer.ggml.token_type",
+            phi_gguf::Value::Array(ValueType::I32, vec![phi_gguf::Value::I32(1); 3]),
+        ),
+    ])
+    .unwrap_err();
+    assert!(matches!(e, TokenizerError::LengthMismatch { .. }), "{e}");
+    // A model key that is not a string.
+    let e = build(vec![
+        ("tokenizer.ggml.model", phi_gguf::Value::U32(7)),
+        tokens(),
+    ])
+    .unwrap_err();
+    assert!(matches!(e, TokenizerError::Gguf(_)), "{e}");
+    // Negative / out-of-range special ids are ignored; the defaults stay.
+    let tok = build(vec![
+        model("llama"),
+        tokens(),
+        ("tokenizer.ggml.bos_token_id", phi_gguf::Value::I32(-1)),
+        (
+            "tokenizer.ggml.eos_token_id",
+            phi_gguf::Value::U32(4_000_000_000),
+        ),
+        ("tokenizer.ggml.unknown_token_id", phi_gguf::Value::U32(3)),
+    ])
+    .unwrap();
+    assert_eq!(
+        (tok.bos(), tok.eos(), tok.unk()),
+        (Some(1), Some(2), Some(3))
+    );
+    // A gpt2 model without merges.
+    let e = build(vec![model("gpt2"), tokens()]).unwrap_err();
+    assert!(
+        matches!(&e, TokenizerError::MissingKey(k) if k == "tokenizer.ggml.merges"),
+        "{e}"
+    );
+}
+
+mod hostile_specs {
+    use super::*;
+    use proptest::prelude::*;
+
+    static LOADED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Runs the property below (not a test by itself) and checks that it
+    /// exercised loaded tokenizers, not just load errors.
+    #[test]
+    fn most_arbitrary_vocabs_load() {
+        arbitrary_vocab_never_panics();
+        let loaded = LOADED.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("{loaded} of 300 arbitrary vocabularies loaded");
+        assert!(loaded > 100, "only {loaded} of 300 vocabularies loaded");
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-c▁ <>|/s]{0,4}",
+            Just("<0x41>".to_string()),
+            Just("<|end|>".to_string()),
+            Just("</s>".to_string()),
+            "\\PC{1,3}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(300)
+        })]
+
+        /// Arbitrary small vocabularies either load or give an error, and
+        /// then never panic or emit out-of-range ids.
+        fn arbitrary_vocab_never_panics(
+            bpe in any::<bool>(),
+            tokens in proptest::collection::vec(token(), 0..24),
+            types in proptest::collection::vec(-2i32..9, 24),
+            scores in proptest::collection::vec(-5.0f32..5.0, 24),
+            merges in proptest::collection::vec("[a-c ]{0,5}", 0..8),
+            ids in proptest::collection::vec(0u32..30, 4),
+            name in prop_oneof![Just("phi3"), Just("x")],
+            text in "[a-c▁ <>|/s\\n]{0,24}|\\PC{0,12}",
+            decode in proptest::collection::vec(0u32..40, 0..12),
+        ) {
+            // Mostly distinct tokens, so that most vocabularies load.
+            let mut seen = std::collections::HashSet::new();
+            let mut tokens: Vec<String> = tokens.into_iter().filter(|t| seen.insert(t.clone())).collect();
+            if tokens.len() > 1 && decode.len() % 5 == 0 {
+                tokens.push(tokens[0].clone()); // sometimes a duplicate
+            }
+            let n = tokens.len();
+            let spec = VocabSpec {
+                model: if bpe { "gpt2" } else { "llama" }.into(),
+                pre: bpe.then(|| "gpt-2".to_string()),
+                tokens,
+                scores: Some(scores[..n].to_vec()),
+                token_types: Some(types[..n].to_vec()),
+                merges: bpe.then_some(merges),
+                special_ids: phi::tokenizer::SpecialIds {
+                    bos: Some(ids[0]),
+                    eos: Some(ids[1]),
+                    unk: Some(ids[2]),
+                    eot: Some(ids[3]),
+                    ..Default::default()
+                },
+                model_name: Some(name.to_string()),
+                ..VocabSpec::default()
+            };
+            let loaded = Tokenizer::from_spec(spec);
+            if let Ok(tok) = loaded {
+                LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for (a, p) in [(false, false), (true, true), (true, false), (false, true)] {
+                    let out = tok.encode(&text, a, p);
+                    prop_assert!(out.iter().all(|&id| (id as usize) < tok.n_vocab()));
+                    let _ = tok.detokenize(&out, a, p);
+                }
+                let _ = tok.detokenize(&decode, true, true);
+                let _ = tok.detokenize(&decode, false, false);
+            }
+        }
+    }
+}
