@@ -252,8 +252,24 @@ fn activation_quantization_is_bit_identical() {
             .map(|i| if i % 2 == 0 { 1e-30 } else { -3e-38 })
             .collect(),
     );
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
-        for x in &inputs {
+    // F16: NaN/inf/subnormal/overflow cases too.
+    inputs.push(vec![
+        f32::INFINITY,
+        -1e9,
+        65519.0,
+        65520.0,
+        1e-8,
+        -6e-8,
+        3e-5,
+        f32::NAN,
+        0.1,
+        7.0,
+    ]);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::F16] {
+        for x in inputs
+            .iter()
+            .filter(|x| ty == GgmlType::F16 || x.len() % 32 == 0)
+        {
             let want = phi_kernels::quantize_activations(ty, x).unwrap();
             for isa in simd_isas() {
                 let ops = table::ops(ty, isa).unwrap();

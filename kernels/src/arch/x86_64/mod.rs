@@ -56,6 +56,7 @@ pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::table::QuantizeActFn>
     match act {
         GgmlType::Q8_0 => Some(quant_act::quantize_act_q8_0),
         GgmlType::Q8_1 => Some(quant_act::quantize_act_q8_1),
+        GgmlType::F16 => Some(quant_act::quantize_act_f16),
         _ => None,
     }
 }

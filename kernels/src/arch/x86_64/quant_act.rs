@@ -87,3 +87,38 @@ pub(crate) fn quantize_act_q8_1(x: &[f32], out: &mut [u8]) {
         crate::formats::q8_1::quantize_act_bytes(x, out)
     }
 }
+
+/// f32 → f16 activations with F16C `vcvtps2ph` (round to nearest even, as
+/// the scalar `half::f16::from_f32`).
+///
+/// # Safety
+/// CPU has AVX2 + FMA + F16C; `out.len() >= 2 * x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn to_f16(x: &[f32], out: &mut [u8]) {
+    assert!(out.len() >= 2 * x.len(), "activation buffer too small");
+    let n8 = x.len() / 8 * 8;
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    while i < n8 {
+        // SAFETY: i + 8 <= x.len() floats, and 16 bytes at 2i fit in `out`.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(xp.add(i)));
+            _mm_storeu_si128(op.add(2 * i) as *mut __m128i, h);
+        }
+        i += 8;
+    }
+    for j in n8..x.len() {
+        out[2 * j..2 * j + 2].copy_from_slice(&half::f16::from_f32(x[j]).to_bits().to_le_bytes());
+    }
+}
+
+/// Safe entry for F16 activations: F16C when available, else scalar.
+pub(crate) fn quantize_act_f16(x: &[f32], out: &mut [u8]) {
+    if crate::dispatch::is_available(crate::Isa::Avx2) {
+        // SAFETY: AVX2+FMA+F16C checked just above; the driver sizes `out`
+        // for 2 bytes per element (and the body asserts it).
+        unsafe { to_f16(x, out) }
+    } else {
+        crate::formats::float::quantize_act_f16_bytes(x, out)
+    }
+}
