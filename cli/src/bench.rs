@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(s.min, 1.0);
         assert_eq!(s.max, 10.0);
         assert_eq!(s.mean, 4.0);
-        assert!((s.stddev - (38.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!((s.stddev - (50.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert_eq!(stats(&[5.0, 1.0, 3.0]).median, 3.0);
     }
 

@@ -8,6 +8,7 @@
 
 use crate::logits::KvArg;
 use crate::run::SamplingArgs;
+use phi::tokenizer::chat::{phi3_prompt, ChatMessage};
 use phi::tokenizer::{TextStream, Tokenizer};
 use phi::{Context, ContextParams, Model, PhiError, Sampler};
 use std::io::{BufRead, IsTerminal, Write};
@@ -55,26 +56,6 @@ pub struct Args {
     pub ignore_eos: bool,
 }
 
-/// One message of the conversation.
-#[derive(Debug, Clone)]
-struct Message {
-    role: &'static str,
-    content: String,
-}
-
-/// Renders the conversation in Phi-3's chat format, ending with the
-/// assistant prefix when `add_generation_prompt`.
-fn render(messages: &[Message], add_generation_prompt: bool) -> String {
-    let mut s = String::new();
-    for m in messages {
-        s.push_str(&format!("<|{}|>\n{}<|end|>\n", m.role, m.content));
-    }
-    if add_generation_prompt {
-        s.push_str("<|assistant|>\n");
-    }
-    s
-}
-
 /// Set by Ctrl-C while a reply is being generated.
 static STOP: AtomicBool = AtomicBool::new(false);
 /// True while a reply is being generated (Ctrl-C then stops it, else exits).
@@ -86,7 +67,7 @@ struct Chat<'a> {
     ctx: Context,
     sampler: Sampler,
     system: Option<String>,
-    messages: Vec<Message>,
+    messages: Vec<ChatMessage>,
     /// Exactly the tokens in the KV cache (`ctx.n_past()` of them).
     cached: Vec<u32>,
     /// The text those tokens stand for in the rendered conversation (None
@@ -107,6 +88,28 @@ enum TurnEnd {
 }
 
 impl<'a> Chat<'a> {
+    /// The whole conversation as prompt text, ending with the assistant
+    /// prefix: the model's chat template, or Phi-3's format without one.
+    ///
+    /// Phi-3's own GGUF template drops system messages; llama.cpp formats
+    /// Phi-3 templates with its built-in Phi-3 format, which keeps them. So
+    /// does this: a template with `<|end|>` that loses the system prompt is
+    /// replaced by Phi-3's format.
+    fn render(&self) -> Result<String, Box<dyn std::error::Error>> {
+        let text = self.tokenizer.apply_chat_template(&self.messages, true)?;
+        let lost_system = self.messages.first().is_some_and(|m| {
+            m.role == "system" && !m.content.is_empty() && !text.contains(&m.content)
+        });
+        let phi3_like = self
+            .tokenizer
+            .chat_template()
+            .is_some_and(|t| t.contains("<|end|>") && t.contains("<|assistant|>"));
+        if lost_system && phi3_like {
+            return Ok(phi3_prompt(&self.messages, true));
+        }
+        Ok(text)
+    }
+
     fn reset(&mut self) {
         self.ctx.reset();
         self.cached.clear();
@@ -114,10 +117,7 @@ impl<'a> Chat<'a> {
         self.sampler.reset();
         self.messages.clear();
         if let Some(sys) = &self.system {
-            self.messages.push(Message {
-                role: "system",
-                content: sys.clone(),
-            });
+            self.messages.push(ChatMessage::new("system", sys.clone()));
         }
     }
 
@@ -177,12 +177,9 @@ impl<'a> Chat<'a> {
         out: &mut impl Write,
     ) -> Result<TurnEnd, Box<dyn std::error::Error>> {
         self.turn += 1;
-        self.messages.push(Message {
-            role: "user",
-            content: user.to_string(),
-        });
+        self.messages.push(ChatMessage::new("user", user));
         let n_ctx = self.ctx.n_ctx();
-        let mut text = render(&self.messages, true);
+        let mut text = self.render()?;
         let mut fresh = self.new_tokens(&text);
         // Room for the prompt and at least one generated token.
         while self.ctx.n_past() + fresh.len() + 1 > n_ctx {
@@ -194,7 +191,7 @@ impl<'a> Chat<'a> {
             self.ctx.reset();
             self.cached.clear();
             self.cached_text = None;
-            text = render(&self.messages, true);
+            text = self.render()?;
             fresh = self.encode_full(&text);
             if self.verbose {
                 eprintln!(
@@ -271,10 +268,7 @@ impl<'a> Chat<'a> {
         if let Some(t) = self.cached_text.as_mut() {
             t.push_str(&reply);
         }
-        self.messages.push(Message {
-            role: "assistant",
-            content: reply,
-        });
+        self.messages.push(ChatMessage::new("assistant", reply));
         if self.verbose {
             let gen_s = t1.elapsed().as_secs_f64().max(1e-9);
             eprintln!(
@@ -409,34 +403,19 @@ pub fn run(args: Args) -> crate::CliResult {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use phi::tokenizer::chat::{phi3_prompt, ChatMessage};
 
+    /// The delta scheme relies on a rendering that extends the cached text.
     #[test]
     fn rendering_extends_the_previous_turn() {
         let mut m = vec![
-            Message {
-                role: "system",
-                content: "Be brief.".into(),
-            },
-            Message {
-                role: "user",
-                content: "Hi".into(),
-            },
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi"),
         ];
-        let first = render(&m, true);
-        assert_eq!(
-            first,
-            "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
-        );
-        m.push(Message {
-            role: "assistant",
-            content: "Hello!".into(),
-        });
-        m.push(Message {
-            role: "user",
-            content: "Bye".into(),
-        });
-        let second = render(&m, true);
+        let first = phi3_prompt(&m, true);
+        m.push(ChatMessage::new("assistant", "Hello!"));
+        m.push(ChatMessage::new("user", "Bye"));
+        let second = phi3_prompt(&m, true);
         let cached = format!("{first}Hello!");
         assert!(second.starts_with(&cached));
         assert_eq!(

@@ -193,3 +193,29 @@ fn sigint_stops_the_reply_and_the_chat_goes_on() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(t[0][3] > 0 && t[0][4] < 4096, "{stderr}");
 }
+
+/// Without a system prompt the model's own chat template renders the turns
+/// (the fixture has Phi-3's GGUF template); turn 2 still adds only its part.
+#[test]
+fn the_gguf_chat_template_renders_the_turns() {
+    use phi::tokenizer::chat::ChatMessage;
+    let model_file = "phi3-tiny-q4_0.gguf";
+    let (_, stderr, ok) = chat(model_file, "first message\nsecond one\n", &["-n", "3"]);
+    assert!(ok, "{stderr}");
+    let t = turns(&stderr);
+    assert_eq!(t.len(), 2, "{stderr}");
+    let model = Model::load(fixture(model_file)).unwrap();
+    let tok = model.tokenizer();
+    assert!(tok.chat_template().is_some());
+    let mut msgs = vec![ChatMessage::new("user", "first message")];
+    let r1 = tok.apply_chat_template(&msgs, true).unwrap();
+    assert_eq!(t[0][0], tok.encode(&r1, true, true).len());
+    msgs.push(ChatMessage::new("assistant", "REPLY"));
+    msgs.push(ChatMessage::new("user", "second one"));
+    let r2 = tok.apply_chat_template(&msgs, true).unwrap();
+    let cached = format!("{r1}REPLY");
+    assert!(r2.starts_with(&cached), "{r2:?}");
+    let delta = tok.encode(&r2[cached.len()..], false, true);
+    assert_eq!(t[1][0], delta.len(), "{stderr}");
+    assert_eq!(t[1][1], t[0][4]);
+}
