@@ -7,9 +7,9 @@
 //! * `llama`: SentencePiece BPE with byte fallback (Phi-3, Llama 2). Spaces
 //!   become `▁`, a `▁` is prepended to every text fragment that starts the
 //!   input or follows a special token, and adjacent pieces are merged by
-//!   vocabulary score ([`spm`]).
+//!   vocabulary score (module `spm`).
 //! * `gpt2`: byte-level BPE with a merge table and the pre-tokenizer named by
-//!   `tokenizer.ggml.pre` ([`bpe`], [`pretok`]).
+//!   `tokenizer.ggml.pre` (modules `bpe`, `pretok`).
 //!
 //! Special tokens (CONTROL, USER_DEFINED and UNKNOWN types) are cut out of
 //! the text before tokenization, longest first, the way llama.cpp's
@@ -18,6 +18,28 @@
 //!
 //! The core ([`Tokenizer::from_spec`]) takes plain data ([`VocabSpec`]);
 //! [`Tokenizer::from_gguf`] reads that data from a GGUF file.
+//!
+//! Verified against llama.cpp 0c1e57098 (tests/tokenizer.rs): the Phi-3 and
+//! GPT-2 reference corpora in all four `add_special` × `parse_special`
+//! modes (ids, pieces, both detokenizations) and llama.cpp's own
+//! `ggml-vocab-*.gguf.inp/.out` strings for phi-3, llama-spm, gpt-2,
+//! llama-bpe, mpt, falcon, starcoder, refact, command-r and qwen2.
+//!
+//! Supported `tokenizer.ggml.pre` values: the default, and the llama3,
+//! gpt-2, starcoder/smollm/command-r, falcon and qwen2 families (see
+//! `pretok::PreConfig::from_name`). Not supported (typed error): the
+//! deepseek, tekken, gpt-4o/llama4, qwen35, chameleon, bloom-style
+//! pre-tokenizers and the bert/t5/rwkv/gemma4 tokenizer models.
+//!
+//! Deliberate differences from llama.cpp (which iterates a hash map or
+//! aborts where this code must be deterministic and must not panic):
+//! * when several end-of-turn texts exist, [`Tokenizer::eot`] is the first
+//!   of the list order (`<|eot_id|>`, `<|im_end|>`, `<|end|>`, ...), e.g.
+//!   `<|end|>` for Phi-3; the end-of-generation set is the same;
+//! * `scores`/`token_type` arrays longer than the vocabulary are an error
+//!   (llama.cpp ignores the excess);
+//! * a byte with no byte-fallback token becomes UNK instead of an abort;
+//!   special ids out of range are ignored instead of indexing out of bounds.
 
 mod bpe;
 pub mod chat;
