@@ -21,40 +21,13 @@ use core::arch::aarch64::*;
 use core::arch::asm;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Defines a tile function `$name` with `#[target_feature($feat)]` that
-/// fills `out[t * nr + r]` with `$row(n, weight row r, activation row t)`.
-macro_rules! tile_fn {
-    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:expr) => {
-        $(#[$doc])*
-        ///
-        /// # Safety
-        ///
-        /// The `MatFn` contract: the CPU has the enabled target features and
-        /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
-        #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn $name(args: &$crate::table::MatArgs<'_>, out: &mut [f32]) {
-            let (w, a) = (args.w.as_ptr(), args.a.as_ptr());
-            for t in 0..args.nt {
-                // SAFETY: is_valid ⇒ activation row t starts inside `args.a`.
-                let at = unsafe { a.add(t * args.a_stride) };
-                let o = &mut out[t * args.nr..(t + 1) * args.nr];
-                for (r, dst) in o.iter_mut().enumerate() {
-                    // SAFETY: is_valid ⇒ weight row r and activation row t
-                    // are whole rows inside their slices, and the CPU has
-                    // the features this function enables.
-                    *dst = unsafe { $row(args.n, w.add(r * args.w_stride), at) };
-                }
-            }
-        }
-    };
-}
-
 /// Token-tile width of [`tile_fn_t`]: each weight block is decoded once
 /// and multiplied with this many activation rows.
 pub(crate) const TILE_T: usize = 4;
 
-/// Like [`tile_fn`] for row kernels that take `T` activation rows at once,
-/// `$row::<T>(n, w, [a; T]) -> [f32; T]`: tokens go in groups of
+/// Defines a tile function `$name` with `#[target_feature($feat)]` that
+/// fills `out[t * nr + r]` from a row kernel that takes `T` activation rows
+/// at once, `$row::<D, T>(n, w, [a; T]) -> [f32; T]`: tokens go in groups of
 /// [`TILE_T`] (the weights are decoded once per group), the rest one by one.
 macro_rules! tile_fn_t {
     ($(#[$doc:meta])* $name:ident, $feat:literal, $row:ident :: <$d:ty>) => {

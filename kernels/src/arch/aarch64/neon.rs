@@ -178,17 +178,184 @@ unsafe fn row_bf16(n: usize, w: *const u8, a: *const u8) -> f32 {
     }
 }
 
-tile_fn!(
+/// A float row against `T` activation rows at once: the weights are loaded
+/// and widened once per 8 elements (`ld8(p, i)` = elements `i..i + 8` of the
+/// row at `p` as f32, `ld1(p, i)` = element `i`).
+///
+/// # Safety
+///
+/// NEON; `w` and every `a[t]` hold `n` elements.
+#[inline(always)]
+unsafe fn row_float_t<const T: usize>(
+    n: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    ld8: impl Fn(*const u8, usize) -> (float32x4_t, float32x4_t),
+    ld1: impl Fn(*const u8, usize) -> f32,
+) -> [f32; T] {
+    // SAFETY: `ld8` reads elements `i..i + 8` with `i + 8 <= n`, `ld1`
+    // element `i < n`, inside the caller's rows; register arithmetic
+    // otherwise.
+    unsafe {
+        let z = vdupq_n_f32(0.0);
+        let mut acc = [[z; 2]; T];
+        let mut i = 0;
+        while i + 8 <= n {
+            let (w0, w1) = ld8(w, i);
+            for (acc_t, &a_t) in acc.iter_mut().zip(&a) {
+                let (a0, a1) = ld8(a_t, i);
+                acc_t[0] = vfmaq_f32(acc_t[0], w0, a0);
+                acc_t[1] = vfmaq_f32(acc_t[1], w1, a1);
+            }
+            i += 8;
+        }
+        let mut out = acc.map(|v| vaddvq_f32(vaddq_f32(v[0], v[1])));
+        while i < n {
+            let wv = ld1(w, i);
+            for (o, &a_t) in out.iter_mut().zip(&a) {
+                *o += wv * ld1(a_t, i);
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
+/// Reads element `i` of a row of 16-bit values.
+///
+/// # Safety
+///
+/// `p + 2i .. p + 2i + 2` readable.
+#[inline(always)]
+unsafe fn rd16(p: *const u8, i: usize) -> u16 {
+    // SAFETY: forwarded contract; alignment 1.
+    u16::from_le_bytes(unsafe { core::ptr::read_unaligned(p.add(2 * i) as *const [u8; 2]) })
+}
+
+/// F32 rows × `T` activation rows.
+///
+/// # Safety
+///
+/// NEON; `w` and every `a[t]` hold `4n` readable bytes.
+#[inline(always)]
+unsafe fn row_f32_t<const T: usize>(n: usize, w: *const u8, a: [*const u8; T]) -> [f32; T] {
+    // SAFETY: forwarded contract (loads of 16 bytes at element offsets the
+    // caller's bounds allow).
+    unsafe {
+        row_float_t(
+            n,
+            w,
+            a,
+            |p, i| {
+                (
+                    vreinterpretq_f32_u8(vld1q_u8(p.add(4 * i))),
+                    vreinterpretq_f32_u8(vld1q_u8(p.add(4 * i + 16))),
+                )
+            },
+            |p, i| f32::from_le_bytes(core::ptr::read_unaligned(p.add(4 * i) as *const [u8; 4])),
+        )
+    }
+}
+
+/// F16 rows × `T` activation rows.
+///
+/// # Safety
+///
+/// NEON; `w` and every `a[t]` hold `2n` readable bytes.
+#[inline(always)]
+unsafe fn row_f16_t<const T: usize>(n: usize, w: *const u8, a: [*const u8; T]) -> [f32; T] {
+    // SAFETY: forwarded contract.
+    unsafe {
+        row_float_t(
+            n,
+            w,
+            a,
+            |p, i| cvt_f16x8(vreinterpretq_u16_u8(vld1q_u8(p.add(2 * i)))),
+            |p, i| super::f16_to_f32(rd16(p, i)),
+        )
+    }
+}
+
+/// BF16 rows × `T` activation rows.
+///
+/// # Safety
+///
+/// NEON; `w` and every `a[t]` hold `2n` readable bytes.
+#[inline(always)]
+unsafe fn row_bf16_t<const T: usize>(n: usize, w: *const u8, a: [*const u8; T]) -> [f32; T] {
+    // SAFETY: forwarded contract.
+    unsafe {
+        row_float_t(
+            n,
+            w,
+            a,
+            |p, i| {
+                let h = vreinterpretq_u16_u8(vld1q_u8(p.add(2 * i)));
+                (
+                    vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h))),
+                    vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h)),
+                )
+            },
+            |p, i| f32::from_bits((rd16(p, i) as u32) << 16),
+        )
+    }
+}
+
+/// Defines a float tile: tokens in groups of [`TILE_T`](super::TILE_T)
+/// through `$row_t`, the remaining ones through the single-row `$row1`
+/// (four accumulators, better for gemv).
+macro_rules! tile_fn_float {
+    ($(#[$doc:meta])* $name:ident, $row1:ident, $row_t:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The `MatFn` contract: the CPU has NEON and
+        /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
+        #[target_feature(enable = "neon")]
+        pub(crate) unsafe fn $name(args: &$crate::table::MatArgs<'_>, out: &mut [f32]) {
+            use super::TILE_T;
+            let (w, a, nr) = (args.w.as_ptr(), args.a.as_ptr(), args.nr);
+            let mut t = 0;
+            while t + TILE_T <= args.nt {
+                // SAFETY: is_valid ⇒ activation rows t..t + TILE_T (< nt)
+                // start inside `args.a`.
+                let ap: [*const u8; TILE_T] =
+                    core::array::from_fn(|k| unsafe { a.add((t + k) * args.a_stride) });
+                for r in 0..nr {
+                    // SAFETY: is_valid ⇒ weight row r and these activation
+                    // rows are whole rows inside their slices.
+                    let s = unsafe { $row_t::<TILE_T>(args.n, w.add(r * args.w_stride), ap) };
+                    for (k, v) in s.into_iter().enumerate() {
+                        out[(t + k) * nr + r] = v;
+                    }
+                }
+                t += TILE_T;
+            }
+            while t < args.nt {
+                // SAFETY: as above, for the single row t < nt.
+                let at = unsafe { a.add(t * args.a_stride) };
+                for r in 0..nr {
+                    // SAFETY: as above.
+                    out[t * nr + r] = unsafe { $row1(args.n, w.add(r * args.w_stride), at) };
+                }
+                t += 1;
+            }
+        }
+    };
+}
+
+tile_fn_float!(
     /// F32 weights × F32 activations.
-    mat_f32, "neon", row_f32
+    mat_f32, row_f32, row_f32_t
 );
-tile_fn!(
+tile_fn_float!(
     /// F16 weights × F16 activations.
-    mat_f16, "neon", row_f16
+    mat_f16, row_f16, row_f16_t
 );
-tile_fn!(
+tile_fn_float!(
     /// BF16 weights × BF16 activations.
-    mat_bf16, "neon", row_bf16
+    mat_bf16, row_bf16, row_bf16_t
 );
 
 // ------------------------------------------------------- 32-element blocks
