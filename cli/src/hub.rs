@@ -480,6 +480,13 @@ fn download(remote: &Remote, blob: &Path, what: &str) -> Result<(), String> {
         match download_once(remote, &partial, &bar) {
             Ok(()) => {
                 bar.finish_and_clear();
+                if let Err(e) = verify_sha256(&partial, &remote.etag) {
+                    // A corrupt file (e.g. resumed onto bytes of another
+                    // version) is thrown away: the next try starts over.
+                    let _ = fs::remove_file(&partial);
+                    last_err = e;
+                    continue;
+                }
                 fs::rename(&partial, blob)
                     .map_err(|e| format!("cannot move the download to {}: {e}", blob.display()))?;
                 eprintln!(
@@ -500,6 +507,33 @@ fn download(remote: &Remote, blob: &Path, what: &str) -> Result<(), String> {
     Err(format!(
         "cannot download {what}: {last_err} (the partial download is kept and resumes on the next try)"
     ))
+}
+
+/// LFS files' etags are their sha256: check it when the etag looks like one.
+fn verify_sha256(path: &Path, etag: &str) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    if etag.len() != 64 || !etag.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let mut f = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if got != etag.to_ascii_lowercase() {
+        return Err(format!(
+            "the downloaded file's sha256 is {got}, the Hub says {etag}"
+        ));
+    }
+    Ok(())
 }
 
 /// One attempt; the error says whether trying again may help.

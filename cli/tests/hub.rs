@@ -29,6 +29,8 @@ struct State {
     /// Download responses still to cut off after `cut_after` bytes.
     cuts_left: AtomicUsize,
     cut_after: AtomicUsize,
+    /// Serve every download with one byte changed.
+    corrupt: std::sync::atomic::AtomicBool,
 }
 
 struct Hub {
@@ -51,13 +53,18 @@ fn repo_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// A fake etag per file (the Hub sends the sha256 of LFS files).
+/// The Hub's etag of an LFS file: its sha256 (of our fixture bytes).
 fn etag(name: &str) -> String {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in name.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-    format!("{h:016x}{h:016x}{h:016x}{h:016x}")
+    use sha2::{Digest, Sha256};
+    let data = repo_files()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| d)
+        .unwrap_or_default();
+    Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn start_hub() -> Hub {
@@ -197,6 +204,11 @@ fn serve(mut conn: TcpStream, st: &State, files: &[(&str, Vec<u8>)]) -> std::io:
             // Promise the whole body, send part of it, hang up.
             let n = st.cut_after.load(Ordering::SeqCst).min(body.len());
             return send(&mut conn, status, &h, &body[..n]);
+        }
+        if st.corrupt.load(Ordering::SeqCst) && !body.is_empty() {
+            let mut bad = body.to_vec();
+            bad[body.len() / 2] ^= 0x40;
+            return send(&mut conn, status, &h, &bad);
         }
         return send(&mut conn, status, &h, body);
     }
@@ -440,4 +452,36 @@ fn bare_phi_prints_a_quick_start() {
     let s = text(&out.stdout);
     assert!(s.contains("hf:microsoft/Phi-3-mini-4k-instruct-gguf/Phi-3-mini-4k-instruct-q4.gguf"));
     assert!(s.contains("phi chat"));
+}
+
+#[test]
+fn a_corrupt_download_is_discarded_by_its_sha256() {
+    let hub = start_hub();
+    let home = temp_home("corrupt");
+    hub.state.corrupt.store(true, Ordering::SeqCst);
+    let r = "hf:test/tiny/tiny-q8_0.gguf";
+    let out = phi(&home, &hub.url, &["pull", r], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("sha256"), "{err}");
+    let blobs = home.join("hub/models--test--tiny/blobs");
+    let left: Vec<_> = std::fs::read_dir(&blobs).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Every try started over (no Range on a discarded file).
+    assert!(hub
+        .state
+        .ranges
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.is_empty()));
+
+    hub.state.corrupt.store(false, Ordering::SeqCst);
+    let out = phi(&home, &hub.url, &["pull", r], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = PathBuf::from(text(&out.stdout).trim());
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        std::fs::read(fixture("phi3-tiny-q8_0.gguf")).unwrap()
+    );
 }
