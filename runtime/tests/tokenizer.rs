@@ -496,8 +496,11 @@ fn phi3_chat_template_from_the_gguf() {
 }
 
 /// llama.cpp's other test vocabularies (models/ggml-vocab-*.gguf with their
-/// .inp/.out files in a llama.cpp source tree; not shipped here). Run with
-/// `PHI_LLAMA_CPP_MODELS=/path/to/llama.cpp/models cargo test -- --ignored`.
+/// .inp/.out files in a llama.cpp source tree; not shipped here, ~80 MB).
+/// The reference sdist has them: `tar xzf llama_cpp_python-0.3.36.tar.gz
+/// --wildcards '*/vendor/llama.cpp/models/ggml-vocab*'`, then run with
+/// `PHI_LLAMA_CPP_MODELS=<that>/vendor/llama.cpp/models cargo test -p phi
+/// --test tokenizer -- --ignored`.
 #[test]
 #[ignore = "needs PHI_LLAMA_CPP_MODELS (a llama.cpp models/ directory)"]
 fn llama_cpp_vocab_test_files() {

@@ -9,14 +9,18 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// A candidate merge: highest score first, then leftmost.
+/// "No symbol" in the linked list.
+const NONE: u32 = u32::MAX;
+
+/// A candidate merge: highest score first, then leftmost. Kept to 16 bytes:
+/// the queue holds about two entries per character of the fragment.
 #[derive(Debug)]
 struct Bigram {
     score: f32,
-    left: usize,
-    right: usize,
+    left: u32,
+    right: u32,
     /// Byte length of the merged text when queued (stale entries differ).
-    size: usize,
+    size: u32,
 }
 
 impl Ord for Bigram {
@@ -45,77 +49,92 @@ impl PartialEq for Bigram {
 
 impl Eq for Bigram {}
 
+/// A run of the text: byte offset and length, neighbours (or [`NONE`]).
 #[derive(Debug, Clone, Copy)]
 struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
+    start: u32,
+    len: u32,
+    prev: u32,
+    next: u32,
+}
+
+impl Symbol {
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
+    }
 }
 
 /// Tokenizes `text` (spaces already escaped to `▁`). `lookup` maps a piece
 /// to its id and score; `byte_token` maps a byte to its fallback id.
+///
+/// Fragments of 4 GiB or more (impossible to hold as symbols anyway) are
+/// emitted as byte-fallback tokens.
 pub(crate) fn tokenize(
     text: &str,
     lookup: impl Fn(&str) -> Option<(u32, f32)>,
     byte_token: impl Fn(u8) -> Option<u32>,
     out: &mut Vec<u32>,
 ) {
-    let n = text.chars().count();
+    if text.len() >= NONE as usize {
+        out.extend(text.bytes().filter_map(&byte_token));
+        return;
+    }
+    // Offsets and counts below fit in u32: text.len() < u32::MAX.
+    let n = text.chars().count() as u32;
     let mut symbols: Vec<Symbol> = text
         .char_indices()
-        .enumerate()
-        .map(|(i, (start, c))| Symbol {
-            start,
-            len: c.len_utf8(),
-            prev: i.checked_sub(1),
-            next: (i + 1 < n).then_some(i + 1),
+        .zip(0u32..)
+        .map(|((start, c), i)| Symbol {
+            start: start as u32,
+            len: c.len_utf8() as u32,
+            prev: if i == 0 { NONE } else { i - 1 },
+            next: if i + 1 < n { i + 1 } else { NONE },
         })
         .collect();
     if symbols.is_empty() {
         return;
     }
 
-    let mut queue = BinaryHeap::new();
-    let push =
-        |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], l: Option<usize>, r: Option<usize>| {
-            let (Some(l), Some(r)) = (l, r) else { return };
-            let (ls, rs) = (&symbols[l], &symbols[r]);
-            let size = ls.len + rs.len;
-            // Adjacent symbols: the merged text is contiguous.
-            if let Some((_, score)) = lookup(&text[ls.start..ls.start + size]) {
-                queue.push(Bigram {
-                    score,
-                    left: l,
-                    right: r,
-                    size,
-                });
-            }
-        };
-    for i in 1..symbols.len() {
-        push(&mut queue, &symbols, Some(i - 1), Some(i));
-    }
+    let candidate = |symbols: &[Symbol], l: u32, r: u32| -> Option<Bigram> {
+        if l == NONE || r == NONE {
+            return None;
+        }
+        let (ls, rs) = (&symbols[l as usize], &symbols[r as usize]);
+        let size = ls.len + rs.len;
+        // Adjacent symbols: the merged text is contiguous.
+        let start = ls.start as usize;
+        lookup(&text[start..start + size as usize]).map(|(_, score)| Bigram {
+            score,
+            left: l,
+            right: r,
+            size,
+        })
+    };
+    let initial: Vec<Bigram> = (1..n)
+        .filter_map(|i| candidate(&symbols, i - 1, i))
+        .collect();
+    let mut queue = BinaryHeap::from(initial);
     while let Some(b) = queue.pop() {
-        let (l, r) = (symbols[b.left], symbols[b.right]);
+        let (l, r) = (symbols[b.left as usize], symbols[b.right as usize]);
         if l.len == 0 || r.len == 0 || l.len + r.len != b.size {
             continue;
         }
-        symbols[b.left].len += r.len;
-        symbols[b.right].len = 0;
-        symbols[b.left].next = r.next;
-        if let Some(n) = r.next {
-            symbols[n].prev = Some(b.left);
+        let left = &mut symbols[b.left as usize];
+        left.len += r.len;
+        left.next = r.next;
+        let (prev, next) = (left.prev, left.next);
+        symbols[b.right as usize].len = 0;
+        if next != NONE {
+            symbols[next as usize].prev = b.left;
         }
-        let prev = symbols[b.left].prev;
-        let next = symbols[b.left].next;
-        push(&mut queue, &symbols, prev, Some(b.left));
-        push(&mut queue, &symbols, Some(b.left), next);
+        queue.extend(candidate(&symbols, prev, b.left));
+        queue.extend(candidate(&symbols, b.left, next));
     }
 
-    let mut i = Some(0);
-    while let Some(idx) = i {
-        let s = symbols[idx];
-        let piece = &text[s.start..s.start + s.len];
+    let mut i = 0;
+    while i != NONE {
+        let s = symbols[i as usize];
+        let piece = &text[s.range()];
         match lookup(piece) {
             Some((id, _)) => out.push(id),
             None => out.extend(piece.bytes().filter_map(&byte_token)),
