@@ -1,0 +1,85 @@
+//! `phi run --temp 0 --raw` prints llama.cpp's greedy continuation
+//! (tests/fixtures/run_greedy.json, made with llama.cpp 0c1e57098).
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn greedy_text_matches_llama_cpp() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let oracle: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("run_greedy.json")).unwrap())
+            .unwrap();
+    let mut checked = 0;
+    for (model, case) in oracle["cases"].as_object().unwrap() {
+        let prefix = case["confident_prefix"].as_u64().unwrap();
+        let hex = case["prefix_text_hex"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let want = String::from_utf8_lossy(&bytes);
+        // A prefix may end inside a multi-byte character; compare what is complete.
+        let want = want.trim_end_matches('\u{FFFD}');
+        let out = Command::new(env!("CARGO_BIN_EXE_phi"))
+            .args([
+                "run",
+                "--raw",
+                "--temp",
+                "0",
+                "-n",
+                "24",
+                "--kv-type",
+                "f32",
+                "--no-swa",
+            ])
+            .args(["-t", "2", "-m"])
+            .arg(fixtures.join("models").join(model))
+            .arg("-p")
+            .arg(case["prompt"].as_str().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            got.starts_with(want),
+            "{model}: llama.cpp's first {prefix} greedy tokens give {want:?}, phi run printed {got:?}"
+        );
+        // Timings go to stderr, never into the text.
+        assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
+
+#[test]
+fn bad_input_is_one_clear_error() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_phi"))
+            .arg("run")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let model = fixtures.join("phi3-tiny-q8_0.gguf");
+    let m = model.to_str().unwrap();
+    // Prompt longer than the context.
+    let long = "the model ".repeat(200);
+    let out = run(&["-m", m, "-c", "64", "-p", &long, "--raw"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("context") && err.contains("-c"), "{err}");
+    // Out-of-range sampling flag.
+    let out = run(&["-m", m, "-p", "hi", "--top-p", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Not a model.
+    let out = run(&["-m", "/etc/hostname", "-p", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
