@@ -512,3 +512,65 @@ fn dequantizers_match_gguf_py_on_random_blocks() {
         assert_eq!(h, want, "{name}: dequantization differs from gguf-py's");
     }
 }
+
+#[test]
+fn iq4_quantizers_on_fixture_weights() {
+    use phi_kernels::formats::iq4::*;
+    let f32m = MiniGguf::open("phi3-tiny-f32.gguf");
+    let (mut e_nl, mut e_xs, mut e_q4k, mut norm) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for name in f32m.names() {
+        let (ty, n, _) = f32m.tensor(&name);
+        if ty != 0 || n % QK_K != 0 || !name.ends_with(".weight") || name.contains("norm") {
+            continue;
+        }
+        let src = f32m.f32_tensor(&name);
+        let mut nl = vec![BlockIQ4_NL::default(); n / QK4_NL];
+        quantize_row_iq4_nl(&src, &mut nl);
+        let mut y_nl = vec![0.0f32; n];
+        dequantize_row_iq4_nl(&nl, &mut y_nl);
+        let mut xs = vec![BlockIQ4_XS::zeroed(); n / QK_K];
+        quantize_row_iq4_xs(&src, &mut xs);
+        let mut y_xs = vec![0.0f32; n];
+        dequantize_row_iq4_xs(&xs, &mut y_xs);
+        let y_q4k = roundtrip(12, &src);
+        let r = rms(&src);
+        let (a, b, c) = (
+            rms_diff(&y_nl, &src) / r,
+            rms_diff(&y_xs, &src) / r,
+            rms_diff(&y_q4k, &src) / r,
+        );
+        println!("{name}: rel RMS error IQ4_NL {a:.4}, IQ4_XS {b:.4}, Q4_K {c:.4}");
+        // 4.25–4.5 bits per weight: comparable to Q4_K (4.5 bpw).
+        assert!(a < 0.09 && b < 0.09, "{name}: IQ4_NL {a}, IQ4_XS {b}");
+        e_nl += a * a * n as f64;
+        e_xs += b * b * n as f64;
+        e_q4k += c * c * n as f64;
+        norm += n as f64;
+    }
+    assert!(norm > 0.0);
+    println!(
+        "overall rel RMS: IQ4_NL {:.4}, IQ4_XS {:.4}, Q4_K {:.4}",
+        (e_nl / norm).sqrt(),
+        (e_xs / norm).sqrt(),
+        (e_q4k / norm).sqrt()
+    );
+    // Degenerate inputs stay finite and zeros stay zero.
+    for c in [
+        vec![0.0f32; QK_K],
+        vec![3.0; QK_K],
+        (0..QK_K).map(|i| if i == 5 { -7.0 } else { 0.0 }).collect(),
+    ] {
+        let mut nl = vec![BlockIQ4_NL::default(); QK_K / QK4_NL];
+        quantize_row_iq4_nl(&c, &mut nl);
+        let mut xs = [BlockIQ4_XS::zeroed()];
+        quantize_row_iq4_xs(&c, &mut xs);
+        let (mut a, mut b) = (vec![0.0f32; QK_K], vec![0.0f32; QK_K]);
+        dequantize_row_iq4_nl(&nl, &mut a);
+        dequantize_row_iq4_xs(&xs, &mut b);
+        let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+        for y in [&a, &b] {
+            assert!(y.iter().all(|v| v.is_finite()));
+            assert!(rms_diff(y, &c) <= 0.1 * scale + 1e-12, "{c:?} -> {y:?}");
+        }
+    }
+}

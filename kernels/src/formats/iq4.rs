@@ -186,3 +186,130 @@ pub(crate) fn vec_dot_iq4_xs_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     sum
 }
+
+// ---------------------------------------------------------------------------
+// Weight quantizers (this crate's own search; not bit-identical to ggml).
+// ---------------------------------------------------------------------------
+
+/// Index of the codebook value nearest to `v` (the lower one on ties).
+#[inline]
+fn nearest_code(v: f32) -> u8 {
+    let mut best = 0u8;
+    let mut best_err = f32::INFINITY;
+    for (k, &c) in KVALUES_IQ4NL.iter().enumerate() {
+        let e = (v - c as f32).abs();
+        if e < best_err {
+            best_err = e;
+            best = k as u8;
+        }
+    }
+    best
+}
+
+/// Best scale `s` for `x ≈ s · K[idx]` over 32 values: trial inverse scales
+/// around "largest magnitude ↦ -127" and "↦ 113", each followed by the
+/// closed-form least-squares scale for its codebook assignment.
+fn fit_iq4(x: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let mut best = 0.0f32;
+    let mut best_score = -1.0f32;
+    for target in [KVALUES_IQ4NL[0] as f32, KVALUES_IQ4NL[15] as f32] {
+        for k in -7..=7 {
+            let id = (target + k as f32) / max;
+            let (mut sxk, mut skk) = (0.0f32, 0.0f32);
+            for &v in x {
+                let c = KVALUES_IQ4NL[nearest_code(id * v) as usize] as f32;
+                sxk += v * c;
+                skk += c * c;
+            }
+            if skk > 0.0 {
+                let score = sxk * sxk / skk;
+                if score > best_score {
+                    best_score = score;
+                    best = sxk / skk;
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Packs 32 values under scale `s` (codebook index per value) into 16 bytes:
+/// value `j` in the low nibble of byte `j`, value `j+16` in the high nibble.
+fn pack_iq4(x: &[f32], s: f32, qs: &mut [u8]) {
+    let id = if s != 0.0 { 1.0 / s } else { 0.0 };
+    for j in 0..16 {
+        let lo = nearest_code(x[j] * id);
+        let hi = nearest_code(x[j + 16] * id);
+        qs[j] = lo | (hi << 4);
+    }
+}
+
+/// Quantizes `x` (`x.len() == 32 * y.len()`) to IQ4_NL.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn quantize_row_iq4_nl(x: &[f32], y: &mut [BlockIQ4_NL]) {
+    assert_eq!(Some(x.len()), y.len().checked_mul(QK4_NL));
+    for (src, b) in x.chunks_exact(QK4_NL).zip(y.iter_mut()) {
+        let d = f16::from_f32(fit_iq4(src));
+        b.d = d;
+        pack_iq4(src, d.to_f32(), &mut b.qs);
+    }
+}
+
+/// Quantizes `x` (`x.len() == 256 * y.len()`) to IQ4_XS: a least-squares
+/// scale per sub-block of 32, quantized to 6 bits (-32..=31) against one f16
+/// super-scale, then the codebook indices under the stored scales.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn quantize_row_iq4_xs(x: &[f32], y: &mut [BlockIQ4_XS]) {
+    assert_eq!(Some(x.len()), y.len().checked_mul(QK_K));
+    for (src, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut sc = [0.0f32; 8];
+        let mut smax = 0.0f32;
+        for (j, s) in sc.iter_mut().enumerate() {
+            *s = fit_iq4(&src[32 * j..32 * j + 32]);
+            if s.abs() > smax.abs() {
+                smax = *s;
+            }
+        }
+        *b = BlockIQ4_XS::zeroed();
+        if smax == 0.0 {
+            // All zero: scale 0; indices irrelevant.
+            b.scales_l = [0; QK_K / 64];
+            b.scales_h = 0xAAAA;
+            continue;
+        }
+        // The largest scale maps to -32 (the long end of the 6-bit range).
+        let d = f16::from_f32(-smax / 32.0);
+        let df = d.to_f32();
+        for (j, &s) in sc.iter().enumerate() {
+            let ls = if df != 0.0 {
+                super::k_quants::nearest_int(s / df).clamp(-32, 31)
+            } else {
+                0
+            };
+            let u = (ls + 32) as u8;
+            b.scales_l[j / 2] |= (u & 0xF) << (4 * (j % 2));
+            b.scales_h |= ((u >> 4) as u16) << (2 * j);
+            pack_iq4(
+                &src[32 * j..32 * j + 32],
+                df * ls as f32,
+                &mut b.qs[16 * j..16 * j + 16],
+            );
+        }
+        b.d = d;
+    }
+}
