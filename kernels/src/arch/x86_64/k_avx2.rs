@@ -32,15 +32,18 @@ pub(crate) const Q8K_SIZE: usize = size_of::<BlockQ8_K>();
 pub(crate) const Q8K_QS: usize = offset_of!(BlockQ8_K, qs);
 pub(crate) const Q8K_BSUMS: usize = offset_of!(BlockQ8_K, bsums);
 
-/// Reads an f16 at `p` (any alignment) as f32.
+/// Reads an f16 at `p` (any alignment) as f32 with F16C's `vcvtph2ps`
+/// (exact, like every f16 → f32 conversion).
 ///
 /// # Safety
-/// `p..p+2` must be readable.
-#[inline(always)]
+/// F16C must be available; `p..p+2` must be readable.
+#[inline]
+#[target_feature(enable = "f16c")]
 pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees 2 readable bytes; read_unaligned has no
     // alignment requirement.
-    half::f16::from_bits(unsafe { p.cast::<u16>().read_unaligned() }).to_f32()
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// Reads an f32 at `p` (any alignment).
