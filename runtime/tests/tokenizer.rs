@@ -773,3 +773,11 @@ mod hostile_specs {
         }
     }
 }
+
+#[test]
+fn debug_output_is_a_summary() {
+    let tok = load("ggml-vocab-phi-3.gguf");
+    let s = format!("{tok:?}");
+    assert!(s.contains("n_vocab: 32064"), "{s}");
+    assert!(s.len() < 400, "{} bytes", s.len());
+}

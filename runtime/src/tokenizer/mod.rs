@@ -219,7 +219,7 @@ enum Fragment {
 }
 
 /// A tokenizer: vocabulary, merge rules and llama.cpp's special-token logic.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Tokenizer {
     kind: TokenizerKind,
     tokens: Vec<TokenData>,
@@ -237,6 +237,23 @@ pub struct Tokenizer {
     merges: bpe::Merges,
     chat_template: Option<String>,
     model_name: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    /// A summary (the vocabulary itself is too large to print).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.kind)
+            .field("n_vocab", &self.tokens.len())
+            .field("n_merges", &self.merges.len())
+            .field("bos", &self.ids.bos)
+            .field("eos", &self.ids.eos)
+            .field("eot", &self.ids.eot)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("eog", &self.eog)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Accessor of one field of [`SpecialIds`].
