@@ -781,3 +781,54 @@ fn debug_output_is_a_summary() {
     assert!(s.contains("n_vocab: 32064"), "{s}");
     assert!(s.len() < 400, "{} bytes", s.len());
 }
+
+/// Byte-level BPE splits characters across tokens: the text stream holds
+/// the partial bytes back and never shows a replacement character.
+#[test]
+fn gpt2_text_stream_assembles_split_characters() {
+    use phi::tokenizer::TextStream;
+    let tok = load("ggml-vocab-gpt-2.gguf");
+    let text = "🦙 llamas héllo 日本語 🎉🎉";
+    let ids = tok.encode(text, false, false);
+    let mut stream = TextStream::new(&tok, false);
+    let mut out = String::new();
+    let mut split_seen = false;
+    for &id in &ids {
+        let chunk = stream.push(id);
+        assert!(!chunk.contains('\u{FFFD}'), "{chunk:?}");
+        split_seen |= chunk.is_empty();
+        out.push_str(&chunk);
+    }
+    out.push_str(&stream.finish());
+    assert_eq!(out, text);
+    assert!(split_seen, "some token should end inside a character");
+    // Control tokens render only with `special`.
+    let mut plain = TextStream::new(&tok, false);
+    assert_eq!(plain.push(50256), "");
+    let mut special = TextStream::new(&tok, true);
+    assert_eq!(special.push(50256), "<|endoftext|>");
+}
+
+#[test]
+fn spm_without_space_prefix() {
+    let mut spec = spm_spec(&["<unk>", "<s>", "</s>", "▁", "a", "b", "ab", "▁ab"]);
+    spec.scores = Some(vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+    let with = Tokenizer::from_spec(spec.clone()).unwrap();
+    assert_eq!(with.encode("ab", false, false), [7]);
+    assert_eq!(with.detokenize(&[7], false, false), "ab");
+    spec.add_space_prefix = Some(false);
+    let without = Tokenizer::from_spec(spec).unwrap();
+    assert_eq!(without.encode("ab", false, false), [6]);
+    assert_eq!(without.encode(" ab", false, false), [7]);
+    // No leading-space removal either.
+    assert_eq!(without.detokenize(&[7], false, false), " ab");
+    // add_eos from the metadata.
+    let mut spec = spm_spec(&["<unk>", "<s>", "</s>", "▁a"]);
+    spec.add_eos = Some(true);
+    spec.add_bos = Some(false);
+    let tok = Tokenizer::from_spec(spec).unwrap();
+    assert_eq!(tok.encode("a", true, false), [3, 2]);
+    // No byte tokens at all: unknown bytes become <unk>.
+    assert_eq!(tok.encode("b", false, false), [0, 0, 0, 0]);
+    assert_eq!(tok.detokenize(&[3, 2], true, false), "a");
+}
