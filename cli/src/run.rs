@@ -1,7 +1,8 @@
 //! `phi run`: generate text from a prompt, streaming it to stdout.
 
 use crate::logits::KvArg;
-use phi::tokenizer::{TextStream, Tokenizer};
+use phi::tokenizer::chat::ChatMessage;
+use phi::tokenizer::TextStream;
 use phi::{generate, Context, ContextParams, Model, Sampler, SamplerParams};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -117,7 +118,7 @@ pub fn run(args: Args) -> crate::CliResult {
     let t0 = Instant::now();
     let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
     let model = Arc::new(Model::load(crate::hub::resolve(reference, false)?)?);
-    let tokenizer = Tokenizer::from_gguf(model.gguf())?;
+    let tokenizer = model.tokenizer();
     let params = ContextParams {
         n_ctx: args.ctx_size,
         n_threads: args.threads,
@@ -130,7 +131,12 @@ pub fn run(args: Args) -> crate::CliResult {
 
     let use_chat = !args.raw && (args.chat || tokenizer.chat_template().is_some());
     let tokens = if use_chat {
-        let text = phi3_chat_prompt(args.system.as_deref(), &prompt);
+        let mut messages = Vec::new();
+        if let Some(sys) = &args.system {
+            messages.push(ChatMessage::new("system", sys.as_str()));
+        }
+        messages.push(ChatMessage::new("user", prompt.as_str()));
+        let text = tokenizer.apply_chat_template(&messages, true)?;
         tokenizer.encode(&text, true, true)
     } else {
         tokenizer.encode(&prompt, true, false)
@@ -153,7 +159,7 @@ pub fn run(args: Args) -> crate::CliResult {
         args.n_predict as usize
     };
     let mut sampler = Sampler::new(sampler_params);
-    let mut stream = TextStream::new(&tokenizer, false);
+    let mut stream = TextStream::new(tokenizer, false);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
@@ -191,14 +197,4 @@ pub fn run(args: Args) -> crate::CliResult {
         phi_kernels::dispatch::active(),
     );
     Ok(())
-}
-
-/// Phi-3's chat format (used until template rendering lands).
-fn phi3_chat_prompt(system: Option<&str>, user: &str) -> String {
-    let mut s = String::new();
-    if let Some(sys) = system {
-        s.push_str(&format!("<|system|>\n{sys}<|end|>\n"));
-    }
-    s.push_str(&format!("<|user|>\n{user}<|end|>\n<|assistant|>\n"));
-    s
 }
