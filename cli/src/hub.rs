@@ -10,8 +10,9 @@
 //! `huggingface_hub` library does (`models--OWNER--REPO/{blobs,snapshots,refs}`),
 //! so other tools share them: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 //! `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
-//! `HF_ENDPOINT` replaces `https://huggingface.co`, `HF_TOKEN` is sent as a
-//! bearer token, and `--offline` or `HF_HUB_OFFLINE=1` never touch the network.
+//! `HF_ENDPOINT` replaces `https://huggingface.co`, the token (`HF_TOKEN`, else
+//! the file `HF_TOKEN_PATH` or `$HF_HOME/token`) is sent as a bearer token,
+//! and `--offline` or `HF_HUB_OFFLINE=1` never touch the network.
 //! Downloads land in `blobs/ETAG.incomplete` first and resume from there.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -95,14 +96,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = env_nonempty("HF_HUB_CACHE") {
         return PathBuf::from(d);
     }
-    if let Some(h) = env_nonempty("HF_HOME") {
-        return PathBuf::from(h).join("hub");
-    }
-    let base = env_nonempty("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env_nonempty("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("huggingface").join("hub")
+    hf_home().join("hub")
 }
 
 /// Whether the network is off limits (`HF_HUB_OFFLINE` set to 1/true/yes/on).
@@ -224,8 +218,34 @@ fn agent(redirects: u32) -> ureq::Agent {
         .into()
 }
 
+/// `$HF_HOME` (default `~/.cache/huggingface`, or under `$XDG_CACHE_HOME`).
+fn hf_home() -> PathBuf {
+    if let Some(h) = env_nonempty("HF_HOME") {
+        return PathBuf::from(h);
+    }
+    env_nonempty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env_nonempty("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("huggingface")
+}
+
+/// The access token as huggingface_hub finds it: `$HF_TOKEN`, else the file
+/// `$HF_TOKEN_PATH`, else `$HF_HOME/token` (written by `huggingface-cli login`).
+fn token() -> Option<String> {
+    if let Some(t) = env_nonempty("HF_TOKEN") {
+        return Some(t);
+    }
+    let path = env_nonempty("HF_TOKEN_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hf_home().join("token"));
+    let t = fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty() && !t.contains(char::is_whitespace)).then(|| t.to_string())
+}
+
 fn with_auth<B>(req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-    match env_nonempty("HF_TOKEN") {
+    match token() {
         Some(t) => req.header("Authorization", format!("Bearer {t}")),
         None => req,
     }

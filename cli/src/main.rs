@@ -46,18 +46,19 @@ fn quick_start() -> String {
     format!(
         "phi.rs — run Phi-3 and Llama GGUF models on the CPU.
 
-Quick start (downloads Phi-3-mini, 2.2 GB, into the Hugging Face cache):
-  phi chat                                   # chat with {model}
-  phi run -p \"Why is the sky blue?\"         # one answer, streamed
-  phi run -m hf:OWNER/REPO/FILE.gguf -p ...  # another model from the Hub
-  phi run -m PATH/TO/MODEL.gguf -p ...       # a file you already have
+Quick start (the first run downloads Phi-3-mini q4, 2.2 GB, into the Hugging Face cache):
+  phi chat                                      chat; Ctrl-C stops a reply, Ctrl-D quits
+  phi run -p \"Why is the sky blue?\"             one answer, streamed
+  phi run -m PATH/TO/MODEL.gguf -p \"...\"        a GGUF file you already have
+  phi run -m hf:OWNER/REPO/FILE.gguf -p \"...\"   another model from the Hub
+The default model is {model}
 
 More:
-  phi bench -m MODEL          speed (prompt processing and generation, tokens/s)
-  phi perplexity -m MODEL -f TEXT
-  phi pull REF | phi list     download / show cached models
-  phi inspect FILE            what is inside a GGUF file
-  phi --help                  every command and flag
+  phi bench -m MODEL                            speed: prompt processing and generation, tokens/s
+  phi perplexity -m MODEL -f TEXT               perplexity of a text
+  phi pull REF, phi list                        download a model, list downloaded ones
+  phi inspect FILE                              what is inside a GGUF file
+  phi help COMMAND                              every command's flags
 ",
         model = hub::DEFAULT_MODEL
     )

@@ -234,7 +234,9 @@ fn phi(home: &Path, endpoint: &str, args: &[&str], extra_env: &[(&str, &str)]) -
         .env("HF_ENDPOINT", endpoint)
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN");
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_TOKEN_PATH")
+        .env_remove("XDG_CACHE_HOME");
     for (k, v) in extra_env {
         c.env(k, v);
     }
@@ -282,6 +284,10 @@ fn interrupted_download_resumes_into_the_hf_cache_layout() {
         .iter()
         .all(|a| a == "Bearer secret"));
 
+    // Without HF_TOKEN, the token file under HF_HOME (huggingface-cli login) is used.
+    std::fs::write(home.join("token"), "from-file\n").unwrap();
+    hub.state.auth.lock().unwrap().clear();
+
     // The connection is fine again: the next run resumes and finishes.
     hub.state.cuts_left.store(0, Ordering::SeqCst);
     let out = phi(&home, &hub.url, &["pull", r], &[]);
@@ -289,6 +295,10 @@ fn interrupted_download_resumes_into_the_hf_cache_layout() {
     assert_eq!(
         hub.state.ranges.lock().unwrap().last().unwrap(),
         &format!("bytes={}-", 4 * chunk)
+    );
+    assert_eq!(
+        *hub.state.auth.lock().unwrap(),
+        vec!["Bearer from-file".to_string()]
     );
     let path = PathBuf::from(text(&out.stdout).trim());
     assert_eq!(
