@@ -91,14 +91,16 @@ pub fn default_threads() -> usize {
 
 enum KvStore {
     F32(Vec<f32>),
-    F16(Vec<f16>),
+    /// f16 bits: a `Vec<u16>` of zeros comes from calloc, so an untouched
+    /// cache costs no resident memory (a `Vec<f16>` would be written eagerly).
+    F16(Vec<u16>),
 }
 
 impl KvStore {
     fn new(ty: KvType, n: usize) -> KvStore {
         match ty {
             KvType::F32 => KvStore::F32(vec![0.0; n]),
-            KvType::F16 => KvStore::F16(vec![f16::ZERO; n]),
+            KvType::F16 => KvStore::F16(vec![0u16; n]),
         }
     }
     fn write(&mut self, at: usize, src: &[f32]) {
@@ -106,7 +108,7 @@ impl KvStore {
             KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
             KvStore::F16(v) => {
                 for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(*s);
+                    *d = f16::from_f32(*s).to_bits();
                 }
             }
         }
@@ -114,13 +116,13 @@ impl KvStore {
     fn dot(&self, at: usize, q: &[f32]) -> f32 {
         match self {
             KvStore::F32(v) => kvec::dot_f32(&v[at..at + q.len()], q),
-            KvStore::F16(v) => kvec::dot_f16_f32(&v[at..at + q.len()], q),
+            KvStore::F16(v) => kvec::dot_f16_f32(bytemuck::cast_slice(&v[at..at + q.len()]), q),
         }
     }
     fn axpy(&self, at: usize, alpha: f32, y: &mut [f32]) {
         match self {
             KvStore::F32(v) => kvec::axpy_f32(y, alpha, &v[at..at + y.len()]),
-            KvStore::F16(v) => kvec::axpy_f16(y, alpha, &v[at..at + y.len()]),
+            KvStore::F16(v) => kvec::axpy_f16(y, alpha, bytemuck::cast_slice(&v[at..at + y.len()])),
         }
     }
 }
