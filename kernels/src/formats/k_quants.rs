@@ -698,9 +698,9 @@ fn fit_scale_sym(x: &[f32], w: &[f32], nmin: i32, nmax: i32, steps: i32) -> f32 
 
 /// Quantizes a scale-like non-negative value set to `bits`-bit integers with
 /// one f16 factor. Returns (factor as stored, integers).
-fn quantize_super_unsigned(v: &[f32; 8], nmax: i32) -> (f16, [u8; 8]) {
+fn quantize_super_unsigned<const N: usize>(v: &[f32; N], nmax: i32) -> (f16, [u8; N]) {
     let vmax = v.iter().copied().fold(0.0f32, f32::max);
-    let mut out = [0u8; 8];
+    let mut out = [0u8; N];
     if vmax <= 0.0 {
         return (f16::ZERO, out);
     }
@@ -851,6 +851,109 @@ fn fill_q6_k(b: &mut BlockQ6_K, q: &[i8; QK_K]) {
             b.ql[li] |= (u & 0xF) << 4;
         }
         b.qh[32 * n + l] |= (u >> 4) << (2 * quarter);
+    }
+}
+
+/// Element `i` (0..256) of a Q2_K / Q3_K block lives in byte
+/// `32·(i/128) + i%32` of `qs`, bits `2·((i%128)/32)`.
+#[inline]
+fn low2_position(i: usize) -> (usize, usize) {
+    let n = i / 128;
+    let j = (i % 128) / 32;
+    (32 * n + i % 32, 2 * j)
+}
+
+/// Quantizes `x` (`x.len() == 256 * y.len()`) to Q2_K: per sub-block of 16
+/// a least-squares scale and min for 2-bit values, both quantized to 4 bits
+/// against f16 super-scales, then the values re-rounded under them.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn quantize_row_q2_k(x: &[f32], y: &mut [BlockQ2_K]) {
+    check_len(y.len(), QK_K, x.len());
+    let w = [1.0f32; 16];
+    for (src, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut sc = [0.0f32; 16];
+        let mut mn = [0.0f32; 16];
+        for j in 0..16 {
+            let (s, m) = fit_scale_min(&src[16 * j..16 * j + 16], &w, 3, 15);
+            sc[j] = s;
+            mn[j] = m;
+        }
+        let (d, ls) = quantize_super_unsigned(&sc, 15);
+        let (dmin, lm) = quantize_super_unsigned(&mn, 15);
+        let (df, dminf) = (d.to_f32(), dmin.to_f32());
+        *b = BlockQ2_K::zeroed();
+        for j in 0..16 {
+            b.scales[j] = ls[j] | (lm[j] << 4);
+            let s = df * ls[j] as f32;
+            let m = dminf * lm[j] as f32;
+            for l in 0..16 {
+                let i = 16 * j + l;
+                let q = if s > 0.0 {
+                    nearest_int((src[i] + m) / s).clamp(0, 3) as u8
+                } else {
+                    0
+                };
+                let (byte, shift) = low2_position(i);
+                b.qs[byte] |= q << shift;
+            }
+        }
+        b.d = d;
+        b.dmin = dmin;
+    }
+}
+
+/// Quantizes `x` (`x.len() == 256 * y.len()`) to Q3_K: per sub-block of 16
+/// a least-squares scale for values in -4..=3, scales quantized to 6 bits
+/// (-32..=31) against one f16 super-scale, then the values re-rounded.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn quantize_row_q3_k(x: &[f32], y: &mut [BlockQ3_K]) {
+    check_len(y.len(), QK_K, x.len());
+    let w = [1.0f32; 16];
+    for (src, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut sc = [0.0f32; 16];
+        let mut smax = 0.0f32;
+        for (j, s) in sc.iter_mut().enumerate() {
+            *s = fit_scale_sym(&src[16 * j..16 * j + 16], &w, 4, 3, 9);
+            if s.abs() > smax.abs() {
+                smax = *s;
+            }
+        }
+        *b = BlockQ3_K::zeroed();
+        // The largest-magnitude scale maps to -32.
+        let d = if smax != 0.0 {
+            f16::from_f32(-smax / 32.0)
+        } else {
+            f16::ZERO
+        };
+        let df = d.to_f32();
+        let mut ls = [0i8; 16];
+        for (l, &s) in ls.iter_mut().zip(&sc) {
+            *l = if df != 0.0 {
+                nearest_int(s / df).clamp(-32, 31) as i8
+            } else {
+                0
+            };
+        }
+        b.scales = pack_scales_q3_k(&ls);
+        for i in 0..QK_K {
+            let s = df * ls[i / 16] as f32;
+            let q = if s != 0.0 {
+                nearest_int(src[i] / s).clamp(-4, 3)
+            } else {
+                0
+            };
+            let u = (q + 4) as u8;
+            let (byte, shift) = low2_position(i);
+            b.qs[byte] |= (u & 3) << shift;
+            if u & 4 != 0 {
+                b.hmask[i % 32] |= 1 << (4 * (i / 128) + (i % 128) / 32);
+            }
+        }
+        b.d = d;
     }
 }
 
