@@ -219,3 +219,22 @@ fn the_gguf_chat_template_renders_the_turns() {
     assert_eq!(t[1][0], delta.len(), "{stderr}");
     assert_eq!(t[1][1], t[0][4]);
 }
+
+/// A reply that fills the context is cut with a note; the next turn is
+/// refused with the /reset hint, and /reset makes room again.
+#[test]
+fn a_reply_that_fills_the_context_is_cut() {
+    let (_, stderr, ok) = chat(
+        "phi3-tiny-q8_0.gguf",
+        "hello\nmore\n/reset\nhello\n",
+        &["-c", "48", "--ignore-eos", "-n", "-1"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("the reply was cut"), "{stderr}");
+    let t = turns(&stderr);
+    // Turns 1 and 3 ran (to a full cache); turn 2 did not fit.
+    assert_eq!(t.len(), 2, "{stderr}");
+    assert!(t.iter().all(|x| x[4] == 48), "{stderr}");
+    assert_eq!(t[0], t[1]);
+    assert!(stderr.contains("type /reset"), "{stderr}");
+}
