@@ -200,11 +200,17 @@ impl<'a> Chat<'a> {
                 );
             }
         }
+        if fresh.is_empty() {
+            // Nothing new to evaluate (only possible through the token
+            // comparison): evaluate the last cached token again so that the
+            // logits belong to the end of the prompt.
+            let last = self.cached.pop().ok_or("the chat prompt is empty")?;
+            self.ctx.truncate(self.cached.len());
+            fresh.push(last);
+        }
         let before = self.ctx.n_past();
         let t0 = Instant::now();
-        if !fresh.is_empty() {
-            self.ctx.eval(&fresh, false)?;
-        }
+        self.ctx.eval(&fresh, false)?;
         let prompt_time = t0.elapsed();
         for &t in &fresh {
             self.sampler.accept(t);
