@@ -316,8 +316,11 @@ fn head(r: &HfRef, file: &str) -> Result<Remote, String> {
         let commit = header(&resp, "x-repo-commit");
         let location = header(&resp, "location");
         let is_redirect = (300..400).contains(&status);
-        if is_redirect && commit.is_none() {
-            // A renamed repository: follow (relative) redirects for the metadata.
+        // Relative redirects (renamed repositories, the Hub's resolve cache)
+        // are followed for the metadata, as huggingface_hub does; an absolute
+        // one points at the bytes (the CDN) and this response has the headers.
+        let relative = location.as_deref().is_some_and(|l| !l.contains("://"));
+        if is_redirect && (relative || commit.is_none()) {
             let loc = location.ok_or_else(|| format!("{what}: redirect without a location"))?;
             url = join_url(&url, &loc);
             continue;

@@ -73,19 +73,25 @@ fn start_hub() -> Hub {
     let state = Arc::new(State::default());
     let st = Arc::clone(&state);
     let files = Arc::new(repo_files());
+    let base = url.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let (st, files) = (Arc::clone(&st), Arc::clone(&files));
+            let (st, files, base) = (Arc::clone(&st), Arc::clone(&files), base.clone());
             std::thread::spawn(move || {
-                let _ = serve(conn, &st, &files);
+                let _ = serve(conn, &st, &files, &base);
             });
         }
     });
     Hub { url, state }
 }
 
-fn serve(mut conn: TcpStream, st: &State, files: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
+fn serve(
+    mut conn: TcpStream,
+    st: &State,
+    files: &[(&str, Vec<u8>)],
+    base: &str,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -136,6 +142,24 @@ fn serve(mut conn: TcpStream, st: &State, files: &[(&str, Vec<u8>)]) -> std::io:
     }
     if let Some(name) = path.strip_prefix("/test/tiny/resolve/main/") {
         st.auth.lock().unwrap().push(auth);
+        if find(name).is_none() {
+            return send(
+                &mut conn,
+                "404 Not Found",
+                &["Content-Length: 0".into()],
+                b"",
+            );
+        }
+        // The Hub first sends a relative redirect into its resolve cache.
+        let h = [
+            format!("Location: /api/resolve-cache/models/test/tiny/{COMMIT}/{name}"),
+            format!("X-Repo-Commit: {COMMIT}"),
+            "Content-Length: 0".into(),
+        ];
+        return send(&mut conn, "307 Temporary Redirect", &h, b"");
+    }
+    let cache_prefix = format!("/api/resolve-cache/models/test/tiny/{COMMIT}/");
+    if let Some(name) = path.strip_prefix(cache_prefix.as_str()) {
         let Some((_, data)) = find(name) else {
             return send(
                 &mut conn,
@@ -147,7 +171,7 @@ fn serve(mut conn: TcpStream, st: &State, files: &[(&str, Vec<u8>)]) -> std::io:
         // What the Hub answers for an LFS file: a redirect to the CDN with the
         // commit, the file's etag and size in X- headers.
         let h = [
-            format!("Location: /cdn/{name}"),
+            format!("Location: {base}/cdn/{name}"),
             format!("X-Repo-Commit: {COMMIT}"),
             format!("X-Linked-Etag: \"{}\"", etag(name)),
             format!("X-Linked-Size: {}", data.len()),
