@@ -203,8 +203,25 @@ pub(crate) mod wide {
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         let mut accm = [[_mm_setzero_ps(); T]; R];
         let pairs = nb / 2;
+        // gemv streams weights from memory: rows of a few KiB read side by side
+        // defeat the hardware prefetcher, so prefetch the next R rows (which
+        // follow this tile when rows are contiguous, as in every matrix the
+        // driver passes) spread evenly over this tile's steps.
+        let tile_bytes = R * nb * ws;
+        let pf_lines = if T == 1 {
+            tile_bytes.div_ceil(64).div_ceil(pairs.max(1))
+        } else {
+            0
+        };
+        let pf_base = w[0].wrapping_add(tile_bytes);
         for bp in 0..pairs {
             let b = 2 * bp;
+            for k in 0..pf_lines {
+                // A prefetch is only a hint: it never faults, even past the end.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    pf_base.wrapping_add((bp * pf_lines + k) * 64) as *const i8
+                );
+            }
             let mut wv = [_mm512_setzero_si512(); R];
             let mut dw = [_mm512_setzero_ps(); R];
             let mut mw = [_mm_setzero_ps(); R];
