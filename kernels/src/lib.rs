@@ -120,6 +120,61 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// Quantizes one row `x` into `out` as `ty` with the reference weight
+/// quantizers (bit-identical to ggml's for the 32-element types): the basis of
+/// synthetic models and of a `phi quantize` tool. `x.len()` must be a whole
+/// number of blocks and `out` exactly the row's size.
+pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
+    use formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0};
+    fn blocks<B: bytemuck::Pod>(x: &[f32], out: &mut [u8], q: fn(&[f32], &mut [B])) {
+        match bytemuck::try_cast_slice_mut::<u8, B>(out) {
+            Ok(b) => q(x, b),
+            Err(_) => {
+                // `out` is not aligned for B: quantize into an aligned copy.
+                let mut b = vec![B::zeroed(); out.len() / std::mem::size_of::<B>()];
+                q(x, &mut b);
+                out.copy_from_slice(bytemuck::cast_slice(&b));
+            }
+        }
+    }
+    let need = ty.bytes_for(x.len() as u64);
+    if need != Some(out.len() as u64) {
+        return Err(KernelError::Shape(format!(
+            "{} values as {ty} need {need:?} bytes, the output has {}",
+            x.len(),
+            out.len()
+        )));
+    }
+    use GgmlType as T;
+    match ty {
+        T::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
+        T::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        T::BF16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&float::f32_to_bf16(*v).to_le_bytes());
+            }
+        }
+        T::Q4_0 => blocks(x, out, q4_0::quantize_row_q4_0),
+        T::Q4_1 => blocks(x, out, q4_1::quantize_row_q4_1),
+        T::Q5_0 => blocks(x, out, q5_0::quantize_row_q5_0),
+        T::Q5_1 => blocks(x, out, q5_1::quantize_row_q5_1),
+        T::Q8_0 => blocks(x, out, q8_0::quantize_row_q8_0),
+        T::Q2_K => blocks(x, out, k_quants::quantize_row_q2_k),
+        T::Q3_K => blocks(x, out, k_quants::quantize_row_q3_k),
+        T::Q4_K => blocks(x, out, k_quants::quantize_row_q4_k),
+        T::Q5_K => blocks(x, out, k_quants::quantize_row_q5_k),
+        T::Q6_K => blocks(x, out, k_quants::quantize_row_q6_k),
+        T::IQ4_NL => blocks(x, out, iq4::quantize_row_iq4_nl),
+        T::IQ4_XS => blocks(x, out, iq4::quantize_row_iq4_xs),
+        other => return Err(KernelError::Unsupported(other)),
+    }
+    Ok(())
+}
+
 /// Dequantizes one row (`dst.len()` elements) of `ty` blocks from the start
 /// of `src` (extra bytes after the row are ignored; any alignment).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
