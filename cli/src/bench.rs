@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     pub synthetic: Option<String>,
     /// Weight type of the synthetic model (f32, f16, bf16, q4_0, q4_1, q5_0,
-    /// q5_1, q8_0, q4_k, q5_k, q6_k).
+    /// q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k).
     #[arg(long = "type", default_value = "q4_0", requires = "synthetic")]
     pub weight_type: String,
     /// Prompt lengths to test (comma-separated; 0 skips prompt processing).
@@ -442,7 +442,8 @@ mod tests {
     #[test]
     fn type_names() {
         assert_eq!(parse_type("q4_k").unwrap(), GgmlType::Q4_K);
-        assert!(parse_type("q2_k").is_err());
+        assert_eq!(parse_type("q3_k").unwrap(), GgmlType::Q3_K);
+        assert!(parse_type("iq4_xs").is_err());
         assert!(synthetic_spec("huge", GgmlType::F32).is_err());
     }
 }

@@ -131,7 +131,7 @@ fn markdown_table_by_default() {
 
 #[test]
 fn synthetic_quantized_models() {
-    for ty in ["q4_0", "q8_0", "q4_k", "f16"] {
+    for ty in ["q4_0", "q8_0", "q4_k", "q2_k", "f16"] {
         let out = phi(&[
             "bench",
             "--synthetic",
@@ -158,7 +158,7 @@ fn synthetic_quantized_models() {
 
 #[test]
 fn bad_arguments_are_errors() {
-    let out = phi(&["bench", "--synthetic", "tiny", "--type", "q2_k"]);
+    let out = phi(&["bench", "--synthetic", "tiny", "--type", "iq4_xs"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("q4_0"));
     let out = phi(&["bench", "--synthetic", "enormous"]);

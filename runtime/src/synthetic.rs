@@ -31,7 +31,7 @@ pub struct SyntheticSpec {
     /// No `output.weight`: the output projection reuses `token_embd`.
     pub tied_embeddings: bool,
     /// Type of the 2-D weights (norms stay F32): F32, F16, BF16, Q4_0, Q4_1,
-    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K (see [`weight_types`]). Each
+    /// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K (see [`weight_types`]). Each
     /// row is generated in f32 and quantized on its own, so no f32 copy of a
     /// whole model is ever held.
     pub weight_type: GgmlType,
@@ -96,6 +96,8 @@ pub fn weight_types() -> &'static [GgmlType] {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
@@ -126,6 +128,8 @@ fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) {
         GgmlType::Q5_0 => blocks(x, out, formats::q5_0::quantize_row_q5_0),
         GgmlType::Q5_1 => blocks(x, out, formats::q5_1::quantize_row_q5_1),
         GgmlType::Q8_0 => blocks(x, out, formats::q8_0::quantize_row_q8_0),
+        GgmlType::Q2_K => blocks(x, out, k_quants::quantize_row_q2_k),
+        GgmlType::Q3_K => blocks(x, out, k_quants::quantize_row_q3_k),
         GgmlType::Q4_K => blocks(x, out, k_quants::quantize_row_q4_k),
         GgmlType::Q5_K => blocks(x, out, k_quants::quantize_row_q5_k),
         GgmlType::Q6_K => blocks(x, out, k_quants::quantize_row_q6_k),
@@ -413,16 +417,20 @@ mod tests {
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             d / spread
         };
-        let (q8, q6k, q4k, q4) = (
+        let (q8, q6k, q4k, q4, q2k) = (
             err(GgmlType::Q8_0),
             err(GgmlType::Q6_K),
             err(GgmlType::Q4_K),
             err(GgmlType::Q4_0),
+            err(GgmlType::Q2_K),
         );
         assert!(q8 < 0.02, "Q8_0 {q8}");
         assert!(q6k < 0.05, "Q6_K {q6k}");
         assert!(q4k < 0.25 && q4 < 0.25, "Q4_K {q4k}, Q4_0 {q4}");
-        assert!(q8 < q4 && q6k < q4k, "finer formats must be closer");
+        assert!(
+            q8 < q4 && q6k < q4k && q4k < q2k,
+            "finer formats must be closer"
+        );
         assert!(q4 > 0.0);
     }
 
@@ -435,7 +443,7 @@ mod tests {
         let e = build(&spec).unwrap_err().to_string();
         assert!(e.contains("block size 256"), "{e}");
         let spec = SyntheticSpec {
-            weight_type: GgmlType::Q2_K,
+            weight_type: GgmlType::IQ4_XS, // no quantizer
             ..SyntheticSpec::tiny_phi3()
         };
         assert!(build(&spec).is_err());
