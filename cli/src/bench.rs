@@ -53,6 +53,13 @@ pub struct Args {
     /// Never use the network to resolve -m.
     #[arg(long)]
     pub offline: bool,
+    /// Benchmark the kernels instead of a model: gemv GB/s and gemm GOP/s per
+    /// weight type and ISA path, beside the measured memory read bandwidth.
+    #[arg(long, conflicts_with_all = ["model", "synthetic"])]
+    pub kernels: bool,
+    /// With --kernels: only these weight types (comma-separated, e.g. q4_0,q4_k).
+    #[arg(long, value_delimiter = ',', requires = "kernels")]
+    pub types: Vec<String>,
 }
 
 /// What the benchmark says about the model.
@@ -312,6 +319,9 @@ pub fn run(args: Args) -> crate::CliResult {
     if args.repetitions == 0 {
         return Err("-r must be at least 1".into());
     }
+    if args.kernels {
+        return run_kernels(&args);
+    }
     let (model, info) = match (&args.synthetic, &args.model) {
         (Some(shape), _) => {
             if !args.json {
@@ -446,4 +456,30 @@ mod tests {
         assert!(parse_type("iq4_xs").is_err());
         assert!(synthetic_spec("huge", GgmlType::F32).is_err());
     }
+}
+
+/// `phi bench --kernels`.
+fn run_kernels(args: &Args) -> crate::CliResult {
+    let threads = if args.threads.is_empty() {
+        vec![phi::context::default_threads()]
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        return Err("thread counts must be at least 1".into());
+    }
+    let types = if args.types.is_empty() {
+        crate::bench_kernels::TYPES.to_vec()
+    } else {
+        args.types
+            .iter()
+            .map(|s| {
+                GgmlType::from_name(s)
+                    .filter(|t| crate::bench_kernels::TYPES.contains(t))
+                    .ok_or_else(|| format!("--types: `{s}` is not a weight type the kernels run"))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    crate::bench_kernels::run(&threads, &types, args.repetitions, args.json)?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_kernels;
 mod chat;
 mod hub;
 mod inspect;

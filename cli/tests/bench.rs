@@ -167,3 +167,45 @@ fn bad_arguments_are_errors() {
     let out = phi(&["bench", "-m", "/nonexistent/model.gguf", "-r", "1"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn kernel_table_reports_every_path_against_memory_bandwidth() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phi"))
+        .args([
+            "bench",
+            "--kernels",
+            "--types",
+            "q4_0",
+            "-t",
+            "1",
+            "-r",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["test"], "memread");
+    assert!(lines[0]["gb_s"].as_f64().unwrap() > 0.1);
+    let kernels: Vec<_> = lines.iter().filter(|l| l["test"] == "kernel").collect();
+    assert!(kernels.iter().any(|l| l["isa"] == "scalar"));
+    for k in kernels {
+        assert_eq!(k["type"], "Q4_0");
+        assert!(k["gemv_gb_s"].as_f64().unwrap() > 0.0);
+        assert!(k["gemm_gop_s"].as_f64().unwrap() > 0.0);
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_phi"))
+        .args(["bench", "--kernels", "--types", "q9_9"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+}
