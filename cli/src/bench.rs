@@ -434,30 +434,6 @@ pub fn run(args: Args) -> crate::CliResult {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_of_runs() {
-        let s = stats(&[3.0, 1.0, 2.0, 10.0]);
-        assert_eq!(s.median, 2.5);
-        assert_eq!(s.min, 1.0);
-        assert_eq!(s.max, 10.0);
-        assert_eq!(s.mean, 4.0);
-        assert!((s.stddev - (50.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert_eq!(stats(&[5.0, 1.0, 3.0]).median, 3.0);
-    }
-
-    #[test]
-    fn type_names() {
-        assert_eq!(parse_type("q4_k").unwrap(), GgmlType::Q4_K);
-        assert_eq!(parse_type("q3_k").unwrap(), GgmlType::Q3_K);
-        assert!(parse_type("iq4_xs").is_err());
-        assert!(synthetic_spec("huge", GgmlType::F32).is_err());
-    }
-}
-
 /// `phi bench --kernels`.
 fn run_kernels(args: &Args) -> crate::CliResult {
     let threads = if args.threads.is_empty() {
@@ -482,4 +458,28 @@ fn run_kernels(args: &Args) -> crate::CliResult {
     };
     crate::bench_kernels::run(&threads, &types, args.repetitions, args.json)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_runs() {
+        let s = stats(&[3.0, 1.0, 2.0, 10.0]);
+        assert_eq!(s.median, 2.5);
+        assert_eq!(s.min, 1.0);
+        assert_eq!(s.max, 10.0);
+        assert_eq!(s.mean, 4.0);
+        assert!((s.stddev - (50.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(stats(&[5.0, 1.0, 3.0]).median, 3.0);
+    }
+
+    #[test]
+    fn type_names() {
+        assert_eq!(parse_type("q4_k").unwrap(), GgmlType::Q4_K);
+        assert_eq!(parse_type("q3_k").unwrap(), GgmlType::Q3_K);
+        assert!(parse_type("iq4_xs").is_err());
+        assert!(synthetic_spec("huge", GgmlType::F32).is_err());
+    }
 }
