@@ -4,9 +4,7 @@
 
 use crate::config::Arch;
 use crate::error::{PhiError, Result};
-use half::f16;
 use phi_gguf::{GgmlType, GgufWriter, Value, ValueType};
-use phi_kernels::formats::{self, k_quants};
 use rayon::prelude::*;
 use std::io::Write;
 
@@ -104,43 +102,6 @@ pub fn weight_types() -> &'static [GgmlType] {
     ]
 }
 
-/// Quantizes one row `x` into `out` (exactly the row's byte size) as `ty`.
-fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) {
-    fn blocks<B: bytemuck::Pod>(x: &[f32], out: &mut [u8], q: fn(&[f32], &mut [B])) {
-        let n = out.len() / std::mem::size_of::<B>();
-        let mut b = vec![B::zeroed(); n];
-        q(x, &mut b);
-        out.copy_from_slice(bytemuck::cast_slice(&b));
-    }
-    match ty {
-        GgmlType::F16 => {
-            for (o, v) in out.chunks_exact_mut(2).zip(x) {
-                o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, v) in out.chunks_exact_mut(2).zip(x) {
-                o.copy_from_slice(&formats::float::f32_to_bf16(*v).to_le_bytes());
-            }
-        }
-        GgmlType::Q4_0 => blocks(x, out, formats::q4_0::quantize_row_q4_0),
-        GgmlType::Q4_1 => blocks(x, out, formats::q4_1::quantize_row_q4_1),
-        GgmlType::Q5_0 => blocks(x, out, formats::q5_0::quantize_row_q5_0),
-        GgmlType::Q5_1 => blocks(x, out, formats::q5_1::quantize_row_q5_1),
-        GgmlType::Q8_0 => blocks(x, out, formats::q8_0::quantize_row_q8_0),
-        GgmlType::Q2_K => blocks(x, out, k_quants::quantize_row_q2_k),
-        GgmlType::Q3_K => blocks(x, out, k_quants::quantize_row_q3_k),
-        GgmlType::Q4_K => blocks(x, out, k_quants::quantize_row_q4_k),
-        GgmlType::Q5_K => blocks(x, out, k_quants::quantize_row_q5_k),
-        GgmlType::Q6_K => blocks(x, out, k_quants::quantize_row_q6_k),
-        _ => {
-            for (o, v) in out.chunks_exact_mut(4).zip(x) {
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-}
-
 /// `rows` random rows of `cols` values, uniform in ±`scale`, as `ty`. Row `r`
 /// comes from its own generator seeded by (`seed`, `r`), so rows are made
 /// in parallel and the result does not depend on the thread count.
@@ -160,16 +121,18 @@ fn random_matrix(ty: GgmlType, cols: usize, rows: usize, scale: f32, seed: u64) 
         .ok_or_else(bad)?;
     let total = row_bytes.checked_mul(rows).ok_or_else(bad)?;
     let mut data = vec![0u8; total];
-    data.par_chunks_mut(row_bytes).enumerate().for_each_init(
-        || vec![0f32; cols],
-        |x, (r, out)| {
-            let mut rng = Rng(seed ^ (r as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            for v in x.iter_mut() {
-                *v = rng.uniform() * scale;
-            }
-            quantize_row(ty, x, out);
-        },
-    );
+    data.par_chunks_mut(row_bytes)
+        .enumerate()
+        .try_for_each_init(
+            || vec![0f32; cols],
+            |x, (r, out)| {
+                let mut rng = Rng(seed ^ (r as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                for v in x.iter_mut() {
+                    *v = rng.uniform() * scale;
+                }
+                phi_kernels::quantize_row(ty, x, out)
+            },
+        )?;
     Ok(data)
 }
 
