@@ -152,6 +152,20 @@ struct Buffers {
 
 /// One sequence's state: KV cache and position. Used by one thread at a time;
 /// many contexts may share one [`Model`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use phi::{Context, ContextParams, KvType, Model};
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/phi3-tiny-q8_0.gguf");
+/// let model = Arc::new(Model::load(path)?);
+/// let params = ContextParams { n_ctx: 128, kv_type: KvType::F32, ..Default::default() };
+/// let mut ctx = Context::new(model, &params)?;
+/// ctx.eval(&[1, 391, 464], true)?; // one batched pass, logits for every position
+/// assert_eq!(ctx.logits().len(), 3 * ctx.model().config.n_vocab);
+/// ctx.eval(&[269], false)?; // then one token through the KV cache
+/// assert_eq!(ctx.n_past(), 4);
+/// # Ok::<(), phi::PhiError>(())
+/// ```
 pub struct Context {
     model: Arc<Model>,
     n_ctx: usize,

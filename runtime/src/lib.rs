@@ -3,6 +3,31 @@
 //! Data flows one way: [`phi_gguf`] parses the file, [`phi_kernels`] does the
 //! matrix work, and this crate assembles the decoder, its KV cache, the
 //! tokenizer, sampling and generation.
+//!
+//! ```
+//! use std::ops::ControlFlow;
+//! use std::sync::Arc;
+//! use phi::{generate, Context, ContextParams, Model, Sampler, SamplerParams};
+//!
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/phi3-tiny-q4_0.gguf");
+//! // The model is mapped, not copied; share it between contexts and threads.
+//! let model = Arc::new(Model::load(path)?);
+//! let tok = model.tokenizer();
+//! let prompt = tok.encode("Once upon a time", true, false);
+//!
+//! // A context holds one sequence's KV cache; use it from one thread at a time.
+//! let mut ctx = Context::new(Arc::clone(&model), &ContextParams::default())?;
+//! let mut sampler = Sampler::new(SamplerParams::greedy());
+//! let mut text = phi::tokenizer::TextStream::new(tok, false);
+//! let mut out = String::new();
+//! let stats = generate(&mut ctx, &mut sampler, &prompt, 16, |t| tok.is_eog(t), |t| {
+//!     out.push_str(&text.push(t)); // valid UTF-8 pieces, streamed
+//!     ControlFlow::Continue(())
+//! })?;
+//! out.push_str(&text.finish());
+//! assert!(stats.generated_tokens > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod config;
 pub mod context;
@@ -20,3 +45,4 @@ pub use error::{PhiError, Result};
 pub use generate::{generate, GenerationStats, StopReason};
 pub use model::Model;
 pub use sampler::{Sampler, SamplerParams};
+pub use tokenizer::Tokenizer;
