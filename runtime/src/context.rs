@@ -82,11 +82,14 @@ fn available_memory() -> Option<usize> {
     kib.checked_mul(1024)
 }
 
-/// The number of worker threads used when none is asked for.
+/// The number of worker threads used when none is asked for: one per
+/// physical core (a second hyper-thread per core only adds contention for
+/// the same memory bandwidth and SIMD units), within the process's CPU quota.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
+    let allowed = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1)
+        .unwrap_or(1);
+    num_cpus::get_physical().clamp(1, allowed)
 }
 
 enum KvStore {
