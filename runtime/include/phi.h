@@ -80,6 +80,14 @@ typedef struct phi_sampling_params {
 // NUL-terminated). Return false to stop generation.
 typedef bool (*phi_token_callback)(const char *piece, size_t len, void *user_data);
 
+// A chat message for `phi_chat_apply_template`.
+typedef struct phi_chat_message {
+  // "system", "user" or "assistant" (UTF-8, NUL-terminated).
+  const char *role;
+  // The message text (UTF-8, NUL-terminated).
+  const char *content;
+} phi_chat_message;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -196,6 +204,24 @@ enum phi_status phi_generate(struct phi_context *ctx,
                              phi_token_callback callback,
                              void *user_data,
                              size_t *n_generated);
+
+// Renders `messages` with the model's chat template (or Phi-3's format when
+// the model has none) into `buf` (NUL-terminated; `*out_len` gets the length
+// without the NUL, also when the buffer is too small). With
+// `add_assistant`, the text ends with the prompt for the assistant's reply.
+// Tokenize the result with `parse_special` = true.
+//
+// # Safety
+// `model` is a live handle; `messages` has `n` readable messages whose
+// strings are NUL-terminated; `buf` has `cap` writable bytes; `out_len` is
+// null or writable.
+enum phi_status phi_chat_apply_template(const struct phi_model *model,
+                                        const struct phi_chat_message *messages,
+                                        size_t n,
+                                        bool add_assistant,
+                                        char *buf,
+                                        size_t cap,
+                                        size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

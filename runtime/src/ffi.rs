@@ -12,6 +12,7 @@ use crate::error::PhiError;
 use crate::generate::generate;
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerParams};
+use crate::tokenizer::chat::ChatMessage;
 use crate::tokenizer::TextStream;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -614,5 +615,48 @@ pub unsafe extern "C" fn phi_generate(
             unsafe { *n_generated = stats.generated_tokens };
         }
         Ok(())
+    })
+}
+
+/// Renders `messages` with the model's chat template (or Phi-3's format when
+/// the model has none) into `buf` (NUL-terminated; `*out_len` gets the length
+/// without the NUL, also when the buffer is too small). With
+/// `add_assistant`, the text ends with the prompt for the assistant's reply.
+/// Tokenize the result with `parse_special` = true.
+///
+/// # Safety
+/// `model` is a live handle; `messages` has `n` readable messages whose
+/// strings are NUL-terminated; `buf` has `cap` writable bytes; `out_len` is
+/// null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn phi_chat_apply_template(
+    model: *const phi_model,
+    messages: *const phi_chat_message,
+    n: usize,
+    add_assistant: bool,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> phi_status {
+    guard(|| {
+        // SAFETY: per the contract.
+        let model = unsafe { handle(model, "model") }?;
+        // SAFETY: per the contract.
+        let msgs = unsafe { slice_arg(messages, n, "messages") }?;
+        let mut chat = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            // SAFETY: the strings of each message are NUL-terminated per the contract.
+            let role = unsafe { str_arg(m.role, "message role") }?;
+            // SAFETY: as above.
+            let content = unsafe { str_arg(m.content, "message content") }?;
+            chat.push(ChatMessage::new(role, content));
+        }
+        let text = model
+            .model
+            .tokenizer()
+            .apply_chat_template(&chat, add_assistant)
+            .map_err(|e| (PHI_ERR_INVALID_ARGUMENT, e.to_string()))?;
+        // SAFETY: per the contract.
+        unsafe { write_out(text.as_bytes(), buf, cap, out_len) }
     })
 }

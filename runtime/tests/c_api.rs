@@ -295,3 +295,91 @@ fn freeing_handles_releases_their_memory() {
         after - before
     );
 }
+
+#[test]
+fn chat_template_renders_through_the_c_api() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = load(&fixture("phi3-tiny-q8_0.gguf"));
+    let (sys, user) = (
+        CString::new("system").unwrap(),
+        CString::new("user").unwrap(),
+    );
+    let (be_brief, hello) = (
+        CString::new("Be brief.").unwrap(),
+        CString::new("Hello!").unwrap(),
+    );
+    let msgs = [
+        phi_chat_message {
+            role: sys.as_ptr(),
+            content: be_brief.as_ptr(),
+        },
+        phi_chat_message {
+            role: user.as_ptr(),
+            content: hello.as_ptr(),
+        },
+    ];
+    let mut len = 0usize;
+    // SAFETY: live model, readable messages, no buffer: reports the length.
+    let st = unsafe {
+        phi_chat_apply_template(
+            model,
+            msgs.as_ptr(),
+            2,
+            true,
+            std::ptr::null_mut(),
+            0,
+            &mut len,
+        )
+    };
+    assert_eq!(st, phi_status::PHI_ERR_BUFFER_TOO_SMALL);
+    let mut buf = vec![0u8; len + 1];
+    // SAFETY: buf has len + 1 writable bytes.
+    let st = unsafe {
+        phi_chat_apply_template(
+            model,
+            msgs.as_ptr(),
+            2,
+            true,
+            buf.as_mut_ptr() as *mut c_char,
+            buf.len(),
+            &mut len,
+        )
+    };
+    assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+    let text = std::str::from_utf8(&buf[..len]).unwrap();
+    let rust = Model::load(fixture("phi3-tiny-q8_0.gguf")).unwrap();
+    let want = rust
+        .tokenizer()
+        .apply_chat_template(
+            &[
+                phi::tokenizer::chat::ChatMessage::new("system", "Be brief."),
+                phi::tokenizer::chat::ChatMessage::new("user", "Hello!"),
+            ],
+            true,
+        )
+        .unwrap();
+    assert_eq!(text, want);
+    assert!(
+        text.contains("Hello!") && text.contains("<|assistant|>"),
+        "{text}"
+    );
+    let bad = [phi_chat_message {
+        role: std::ptr::null(),
+        content: hello.as_ptr(),
+    }];
+    // SAFETY: a null role must be rejected, not read.
+    let st = unsafe {
+        phi_chat_apply_template(
+            model,
+            bad.as_ptr(),
+            1,
+            true,
+            buf.as_mut_ptr() as *mut c_char,
+            buf.len(),
+            &mut len,
+        )
+    };
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
+    // SAFETY: live handle, freed once.
+    unsafe { phi_model_free(model) };
+}
