@@ -10,6 +10,7 @@ pub use phi_gguf::GgmlType;
 pub mod dispatch;
 pub mod formats;
 mod matmul;
+pub mod packed;
 pub mod table;
 pub mod vec;
 

@@ -11,7 +11,7 @@ const ROW_ALIGN: usize = 64;
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u8; 64]);
+pub(crate) struct Line([u8; 64]);
 
 // SAFETY: `Line` is a plain byte array with no padding (size 64 = its field).
 unsafe impl bytemuck::Zeroable for Line {}
@@ -22,12 +22,12 @@ unsafe impl bytemuck::Pod for Line {}
 /// that the hot path never allocates after warm-up.
 #[derive(Default)]
 pub struct Scratch {
-    act: Vec<Line>,
-    out: Vec<f32>,
+    pub(crate) act: Vec<Line>,
+    pub(crate) out: Vec<f32>,
 }
 
 /// A 64-byte aligned byte buffer of exactly `n` bytes, grown as needed.
-fn aligned_bytes(v: &mut Vec<Line>, n: usize) -> &mut [u8] {
+pub(crate) fn aligned_bytes(v: &mut Vec<Line>, n: usize) -> &mut [u8] {
     let lines = n.div_ceil(64);
     if v.len() < lines {
         v.resize(lines, Line([0; 64]));

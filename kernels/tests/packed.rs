@@ -1,0 +1,275 @@
+//! Repacked Q4_0 / Q8_0 matmul (`phi_kernels::packed`) against the scalar
+//! reference `matmul_with_isa(Isa::Scalar, ...)`.
+//!
+//! Both compute, per (row, token), Σ_b isum_b · (d_w,b · d_a,b) with the same
+//! Q8_0 activations and exact integer block dots; they differ only in the
+//! order of the f32 additions and in the packed path's fused multiply-add.
+//! Bound used: |Δ| ≤ (nb + 2) · f32::EPSILON · Σ_c |w_c · a_c| (dequantized
+//! weights × dequantized activations, which bounds Σ_b |isum_b · d_w · d_a|),
+//! plus 1e-30 for exact zeros.
+
+use phi_kernels::packed::{self, matmul_packed, PackedWeights};
+use phi_kernels::{
+    dequantize_row, matmul, matmul_with_isa, quantize_activations, GgmlType, Isa, Scratch, Weights,
+};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Random blocks of `ty` with every quant byte value possible (Q8_0: −128
+/// included) and scales in [2⁻⁸, 2⁻⁴) of either sign.
+fn random_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let bsz = ty.type_size();
+    let n = rows * cols / 32;
+    let mut v = vec![0u8; n * bsz];
+    for blk in v.chunks_exact_mut(bsz) {
+        let d = (1.0 + rng.f32().abs()) * 2f32.powi(-(4 + rng.below(5) as i32));
+        let d = if rng.below(2) == 0 { d } else { -d };
+        blk[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        for b in &mut blk[2..] {
+            *b = rng.next() as u8;
+        }
+    }
+    v
+}
+
+fn random_x(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let scale = 10f32.powi(rng.below(4) as i32 - 2);
+    (0..n)
+        .map(|_| {
+            // Some exact zeros and some outliers, as real activations have.
+            match rng.below(16) {
+                0 => 0.0,
+                1 => rng.f32() * scale * 30.0,
+                _ => rng.f32() * scale,
+            }
+        })
+        .collect()
+}
+
+/// Σ_c |w_c · a_c| per (token, row), from dequantized weights and activations.
+fn abs_terms(w: &Weights<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
+    let (rows, cols) = (w.rows, w.cols);
+    let mut wd = vec![0f32; rows * cols];
+    for r in 0..rows {
+        let rb = w.row_bytes();
+        dequantize_row(w.ty, &w.data[r * rb..], &mut wd[r * cols..][..cols]).unwrap();
+    }
+    let mut out = vec![0f32; n_tokens * rows];
+    for t in 0..n_tokens {
+        let qa = quantize_activations(w.ty, &x[t * cols..][..cols]).unwrap();
+        let mut ad = vec![0f32; cols];
+        dequantize_row(GgmlType::Q8_0, &qa, &mut ad).unwrap();
+        for r in 0..rows {
+            out[t * rows + r] = wd[r * cols..][..cols]
+                .iter()
+                .zip(&ad)
+                .map(|(a, b)| (a * b).abs())
+                .sum();
+        }
+    }
+    out
+}
+
+fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: usize) {
+    let data = random_weights(rng, ty, rows, cols);
+    let w = Weights::new(ty, rows, cols, &data).unwrap();
+    let x = random_x(rng, cols * n_tokens);
+    let p = PackedWeights::pack(&w).unwrap().expect("packable shape");
+    assert_eq!((p.ty(), p.rows(), p.cols()), (ty, rows, cols));
+    assert_eq!(
+        p.data().as_ptr() as usize % 64,
+        0,
+        "packed data is 64-byte aligned"
+    );
+    let mut s = Scratch::default();
+    let mut yref = vec![0f32; rows * n_tokens];
+    matmul_with_isa(Isa::Scalar, &w, &x, n_tokens, &mut yref, &mut s).unwrap();
+    let mut y = vec![f32::NAN; rows * n_tokens];
+    matmul_packed(&p, &x, n_tokens, &mut y, &mut s).unwrap();
+    let terms = abs_terms(&w, &x, n_tokens);
+    let nb = cols / 32;
+    for i in 0..y.len() {
+        let bound = (nb + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
+        assert!(
+            (y[i] - yref[i]).abs() <= bound,
+            "{ty} {rows}x{cols} n_tokens={n_tokens} token {} row {}: packed {} scalar {} bound {bound}",
+            i / rows,
+            i % rows,
+            y[i],
+            yref[i]
+        );
+    }
+}
+
+fn skip() -> bool {
+    if !packed::available() {
+        eprintln!("no AVX-512 VNNI: packed path not available, test skipped");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn packed_matches_scalar_on_odd_shapes() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // Fixed edge cases first: 1 block, 1 group, 1 and 9 tokens (tile of 8 + 1).
+    for &(rows, cols, nt) in &[(16, 32, 1), (16, 32, 9), (32, 64, 8), (48, 4096, 3)] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            check_case(&mut rng, ty, rows, cols, nt);
+        }
+    }
+    for _ in 0..40 {
+        let ty = if rng.below(2) == 0 {
+            GgmlType::Q4_0
+        } else {
+            GgmlType::Q8_0
+        };
+        let cols = 32 * (1 + rng.below(128)); // 32..=4096
+        let rows = 16 * (1 + rng.below(12));
+        let nt = 1 + rng.below(9); // 1..=9
+        check_case(&mut rng, ty, rows, cols, nt);
+    }
+}
+
+#[test]
+fn packed_matches_simd_matmul_large() {
+    if skip() {
+        return;
+    }
+    // Many row chunks across the pool, gemv and gemm.
+    let mut rng = Rng(42);
+    for nt in [1, 17] {
+        check_case(&mut rng, GgmlType::Q4_0, 512, 3072, nt);
+    }
+    let data = random_weights(&mut rng, GgmlType::Q4_0, 256, 1024);
+    let w = Weights::new(GgmlType::Q4_0, 256, 1024, &data).unwrap();
+    let p = PackedWeights::pack(&w).unwrap().unwrap();
+    let x = random_x(&mut rng, 1024 * 5);
+    let (mut a, mut b) = (vec![0f32; 256 * 5], vec![0f32; 256 * 5]);
+    let mut s = Scratch::default();
+    matmul(&w, &x, 5, &mut a, &mut s).unwrap();
+    matmul_packed(&p, &x, 5, &mut b, &mut s).unwrap();
+    let terms = abs_terms(&w, &x, 5);
+    for i in 0..a.len() {
+        assert!((a[i] - b[i]).abs() <= 2.0 * 34.0 * f32::EPSILON * terms[i] + 1e-30);
+    }
+}
+
+#[test]
+fn pack_returns_none_without_a_packed_path() {
+    let mut rng = Rng(7);
+    let cases = [
+        (GgmlType::Q4_1, 16, 64),
+        (GgmlType::Q5_0, 32, 32),
+        (GgmlType::Q4_0, 8, 64),  // rows not a multiple of 16
+        (GgmlType::Q8_0, 24, 64), // rows not a multiple of 16
+        (GgmlType::Q4_0, 0, 64),  // empty
+    ];
+    for (ty, rows, cols) in cases {
+        let data = random_weights(&mut rng, ty, rows, cols);
+        let w = Weights::new(ty, rows, cols, &data).unwrap();
+        assert!(
+            PackedWeights::pack(&w).unwrap().is_none(),
+            "{ty} {rows}x{cols}"
+        );
+    }
+    let f = vec![0u8; 16 * 32 * 4];
+    let w = Weights::new(GgmlType::F32, 16, 32, &f).unwrap();
+    assert!(PackedWeights::pack(&w).unwrap().is_none());
+    // Supported type and shape: Some exactly when the CPU has the path.
+    let data = random_weights(&mut rng, GgmlType::Q4_0, 16, 64);
+    let w = Weights::new(GgmlType::Q4_0, 16, 64, &data).unwrap();
+    assert_eq!(
+        PackedWeights::pack(&w).unwrap().is_some(),
+        packed::available()
+    );
+    // Inconsistent weights are an error, not None.
+    let bad = Weights {
+        ty: GgmlType::Q4_0,
+        rows: 16,
+        cols: 64,
+        data: &data[..data.len() - 1],
+    };
+    assert!(PackedWeights::pack(&bad).is_err());
+}
+
+#[test]
+fn shape_errors_and_empty_calls() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(3);
+    let data = random_weights(&mut rng, GgmlType::Q8_0, 32, 64);
+    let w = Weights::new(GgmlType::Q8_0, 32, 64, &data).unwrap();
+    let p = PackedWeights::pack(&w).unwrap().unwrap();
+    let mut s = Scratch::default();
+    let x = vec![0.5f32; 64 * 2];
+    let mut y = vec![0f32; 32 * 2];
+    assert!(matmul_packed(&p, &x[..63], 1, &mut y[..32], &mut s).is_err());
+    assert!(matmul_packed(&p, &x, 2, &mut y[..33], &mut s).is_err());
+    assert!(matmul_packed(&p, &x, usize::MAX, &mut y, &mut s).is_err());
+    matmul_packed(&p, &[], 0, &mut [], &mut s).unwrap();
+    matmul_packed(&p, &x, 2, &mut y, &mut s).unwrap();
+}
+
+#[test]
+fn results_independent_of_thread_count_and_scratch_reuse() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(11);
+    let (rows, cols) = (320, 2048);
+    let data = random_weights(&mut rng, GgmlType::Q4_0, rows, cols);
+    let w = Weights::new(GgmlType::Q4_0, rows, cols, &data).unwrap();
+    let p = PackedWeights::pack(&w).unwrap().unwrap();
+    for nt in [1, 3, 12] {
+        let x = random_x(&mut rng, cols * nt);
+        let mut first: Option<Vec<f32>> = None;
+        let mut s = Scratch::default();
+        for threads in [1, 2, 3, 5, 8] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut y = vec![f32::NAN; rows * nt];
+            // Scratch reused across calls of other shapes and of `matmul`.
+            let mut junk = vec![0f32; rows * 2];
+            pool.install(|| {
+                matmul(
+                    &w,
+                    &x[..cols * 2.min(nt)],
+                    2.min(nt),
+                    &mut junk[..rows * 2.min(nt)],
+                    &mut s,
+                )
+                .unwrap();
+                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap()
+            });
+            match &first {
+                None => first = Some(y),
+                Some(f) => assert!(
+                    f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{threads} threads, {nt} tokens differ from 1 thread"
+                ),
+            }
+        }
+    }
+}
