@@ -39,6 +39,8 @@ pub struct Args {
 pub enum KvArg {
     F32,
     F16,
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 impl From<KvArg> for KvType {
@@ -46,6 +48,7 @@ impl From<KvArg> for KvType {
         match k {
             KvArg::F32 => KvType::F32,
             KvArg::F16 => KvType::F16,
+            KvArg::Q8_0 => KvType::Q8_0,
         }
     }
 }

@@ -83,6 +83,61 @@ pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
     scalar::axpy_f16(y, alpha, x)
 }
 
+/// Bytes of one Q8_0 block (f16 scale + 32 × i8).
+const Q8_0_BLOCK: usize = 34;
+
+/// `Σ dequant(k)·b` for `k` holding `b.len() / 32` Q8_0 blocks (a quantized
+/// KV-cache row). Scalar: attention reads are small next to the matmuls.
+///
+/// Panics if `b.len()` is not a multiple of 32 or `k` is shorter than the blocks.
+pub fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
+    assert!(b.len() % 32 == 0 && k.len() >= b.len() / 32 * Q8_0_BLOCK);
+    let mut total = 0f32;
+    for (blk, x) in k.chunks_exact(Q8_0_BLOCK).zip(b.chunks_exact(32)) {
+        let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        let s: f32 = blk[2..]
+            .iter()
+            .zip(x)
+            .map(|(&q, &v)| q as i8 as f32 * v)
+            .sum();
+        total += d * s;
+    }
+    total
+}
+
+/// `y += alpha · dequant(k)` for `k` holding `y.len() / 32` Q8_0 blocks.
+///
+/// Panics if `y.len()` is not a multiple of 32 or `k` is shorter than the blocks.
+pub fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
+    assert!(y.len() % 32 == 0 && k.len() >= y.len() / 32 * Q8_0_BLOCK);
+    for (blk, o) in k.chunks_exact(Q8_0_BLOCK).zip(y.chunks_exact_mut(32)) {
+        let a = alpha * half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        for (v, &q) in o.iter_mut().zip(&blk[2..]) {
+            *v += a * (q as i8 as f32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod q8_0_tests {
+    #[test]
+    fn q8_0_row_ops_match_dequantized_f32() {
+        let x: Vec<f32> = (0..96).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..96).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut k = vec![0u8; 3 * super::Q8_0_BLOCK];
+        crate::quantize_row(crate::GgmlType::Q8_0, &x, &mut k).unwrap();
+        let mut deq = vec![0f32; 96];
+        crate::dequantize_row(crate::GgmlType::Q8_0, &k, &mut deq).unwrap();
+        let want: f32 = deq.iter().zip(&b).map(|(p, q)| p * q).sum();
+        assert!((super::dot_q8_0_f32(&k, &b) - want).abs() < 1e-4);
+        let mut y = b.clone();
+        super::axpy_q8_0(&mut y, 0.5, &k);
+        for ((o, d), b) in y.iter().zip(&deq).zip(&b) {
+            assert!((o - (b + 0.5 * d)).abs() < 1e-6);
+        }
+    }
+}
+
 /// Scalar references.
 pub mod scalar {
     use half::f16;

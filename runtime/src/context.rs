@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::{PhiError, Result};
 use crate::model::{GateUp, Mat, Model, Qkv};
 use half::f16;
+use phi_gguf::GgmlType;
 use phi_kernels::{matmul, vec as kvec, Scratch};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ pub enum KvType {
     F32,
     #[default]
     F16,
+    /// ggml's Q8_0 blocks (needs a head size that is a multiple of 32).
+    Q8_0,
 }
 
 /// How a context is set up.
@@ -49,14 +52,12 @@ impl Default for ContextParams {
 
 /// Bytes a context needs for its KV cache and activation buffers, or None on overflow.
 pub fn memory_needed(c: &Config, n_ctx: usize, n_batch: usize, kv: KvType) -> Option<usize> {
-    let kv_elem = match kv {
-        KvType::F32 => 4,
-        KvType::F16 => 2,
+    let kv_elems = n_ctx.checked_mul(c.kv_dim())?.checked_mul(2 * c.n_layer)?;
+    let kv_bytes = match kv {
+        KvType::F32 => kv_elems.checked_mul(4)?,
+        KvType::F16 => kv_elems.checked_mul(2)?,
+        KvType::Q8_0 => q8_0_offset(kv_elems.checked_add(31)?),
     };
-    let kv_bytes = n_ctx
-        .checked_mul(c.kv_dim())?
-        .checked_mul(2 * c.n_layer)?
-        .checked_mul(kv_elem)?;
     // Per batch token: x, xn, proj (n_embd each), q, attn, attn_heads (q_dim each),
     // k, v (kv_dim each), the fused projection output and gate/up (n_ff each).
     let per_token = 3 * c.n_embd
@@ -97,6 +98,13 @@ enum KvStore {
     /// f16 bits: a `Vec<u16>` of zeros comes from calloc, so an untouched
     /// cache costs no resident memory (a `Vec<f16>` would be written eagerly).
     F16(Vec<u16>),
+    /// Q8_0 blocks of 32 values; `n` elements take `n / 32 * 34` bytes.
+    Q8_0(Vec<u8>),
+}
+
+/// Byte offset of element `at` in a Q8_0 store (`at` is a multiple of 32).
+fn q8_0_offset(at: usize) -> usize {
+    at / 32 * 34
 }
 
 impl KvStore {
@@ -104,6 +112,7 @@ impl KvStore {
         match ty {
             KvType::F32 => KvStore::F32(vec![0.0; n]),
             KvType::F16 => KvStore::F16(vec![0u16; n]),
+            KvType::Q8_0 => KvStore::Q8_0(vec![0u8; q8_0_offset(n)]),
         }
     }
     fn write(&mut self, at: usize, src: &[f32]) {
@@ -114,18 +123,26 @@ impl KvStore {
                     *d = f16::from_f32(*s).to_bits();
                 }
             }
+            KvStore::Q8_0(v) => {
+                let (a, b) = (q8_0_offset(at), q8_0_offset(at + src.len()));
+                // Lengths are whole blocks: Context::new checked the head size.
+                phi_kernels::quantize_row(GgmlType::Q8_0, src, &mut v[a..b])
+                    .expect("KV rows are whole Q8_0 blocks");
+            }
         }
     }
     fn dot(&self, at: usize, q: &[f32]) -> f32 {
         match self {
             KvStore::F32(v) => kvec::dot_f32(&v[at..at + q.len()], q),
             KvStore::F16(v) => kvec::dot_f16_f32(bytemuck::cast_slice(&v[at..at + q.len()]), q),
+            KvStore::Q8_0(v) => kvec::dot_q8_0_f32(&v[q8_0_offset(at)..], q),
         }
     }
     fn axpy(&self, at: usize, alpha: f32, y: &mut [f32]) {
         match self {
             KvStore::F32(v) => kvec::axpy_f32(y, alpha, &v[at..at + y.len()]),
             KvStore::F16(v) => kvec::axpy_f16(y, alpha, bytemuck::cast_slice(&v[at..at + y.len()])),
+            KvStore::Q8_0(v) => kvec::axpy_q8_0(y, alpha, &v[q8_0_offset(at)..]),
         }
     }
 }
@@ -194,6 +211,12 @@ impl Context {
         } else {
             params.n_ctx
         };
+        if params.kv_type == KvType::Q8_0 && c.head_dim % 32 != 0 {
+            return Err(PhiError::InvalidArgument(format!(
+                "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {})",
+                c.head_dim
+            )));
+        }
         if params.n_batch == 0 {
             return Err(PhiError::InvalidArgument(
                 "the batch size must be at least 1".into(),

@@ -260,3 +260,44 @@ fn contexts_beyond_the_memory_limit_are_refused() {
     };
     assert!(Context::new(model, &p).is_err());
 }
+
+#[test]
+fn quantized_kv_caches_stay_close_to_f32() {
+    let model = load(&SyntheticSpec::tiny_phi3());
+    let toks = prompt(40, model.config.n_vocab);
+    let run = |kv_type| {
+        let p = ContextParams {
+            n_ctx: 64,
+            n_threads: 2,
+            kv_type,
+            ..ContextParams::default()
+        };
+        let mut c = Context::new(Arc::clone(&model), &p).unwrap();
+        c.eval(&toks[..30], false).unwrap();
+        for &t in &toks[30..] {
+            c.eval(&[t], false).unwrap();
+        }
+        c.last_logits().to_vec()
+    };
+    let exact = run(KvType::F32);
+    let spread = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (kv, tol) in [(KvType::F16, 0.01), (KvType::Q8_0, 0.05)] {
+        let d = max_diff(&exact, &run(kv));
+        assert!(
+            d > 0.0 && d < tol * spread,
+            "{kv:?}: differs from f32 by {d} (spread {spread})"
+        );
+    }
+    // A head size that is not a multiple of 32 cannot hold Q8_0 rows.
+    let odd = load(&SyntheticSpec {
+        n_head: 8,
+        n_rot: 16,
+        ..SyntheticSpec::tiny_phi3()
+    }); // head 16
+    let p = ContextParams {
+        kv_type: KvType::Q8_0,
+        ..ContextParams::default()
+    };
+    let err = Context::new(odd, &p).err().expect("should refuse");
+    assert!(err.to_string().contains("multiple of 32"), "{err}");
+}
