@@ -91,7 +91,7 @@ const Q8_0_BLOCK: usize = 34;
 ///
 /// Panics if `b.len()` is not a multiple of 32 or `k` is shorter than the blocks.
 pub fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
-    assert!(b.len() % 32 == 0 && k.len() >= b.len() / 32 * Q8_0_BLOCK);
+    assert!(b.len().is_multiple_of(32) && k.len() >= b.len() / 32 * Q8_0_BLOCK);
     let mut total = 0f32;
     for (blk, x) in k.chunks_exact(Q8_0_BLOCK).zip(b.chunks_exact(32)) {
         let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
@@ -109,7 +109,7 @@ pub fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
 ///
 /// Panics if `y.len()` is not a multiple of 32 or `k` is shorter than the blocks.
 pub fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
-    assert!(y.len() % 32 == 0 && k.len() >= y.len() / 32 * Q8_0_BLOCK);
+    assert!(y.len().is_multiple_of(32) && k.len() >= y.len() / 32 * Q8_0_BLOCK);
     for (blk, o) in k.chunks_exact(Q8_0_BLOCK).zip(y.chunks_exact_mut(32)) {
         let a = alpha * half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
         for (v, &q) in o.iter_mut().zip(&blk[2..]) {
