@@ -1,0 +1,69 @@
+//! `matmul` vs `matmul_packed` on a 3072 → 9216 Q4_0 / Q8_0 matrix
+//! (Phi-3-mini's gate/up projection), 1 thread, 1 / 16 / 64 tokens.
+//!
+//! `CARGO_TARGET_DIR=... cargo run --release -p phi-kernels --example packed_speed`
+//! (optional args: threads, then reps).
+
+use phi_kernels::packed::{matmul_packed, PackedWeights};
+use phi_kernels::{matmul, quantize_row, GgmlType, Scratch, Weights};
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let reps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let (rows, cols) = (9216usize, 3072usize);
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+    let x: Vec<f32> = (0..64 * cols).map(|_| rnd()).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    println!("{rows}x{cols}, {threads} thread(s), best of {reps}");
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let row_bytes = cols / 32 * ty.type_size();
+        let mut data = vec![0u8; rows * row_bytes];
+        for (r, o) in data.chunks_exact_mut(row_bytes).enumerate() {
+            quantize_row(ty, &wf[r * cols..][..cols], o).expect("quantize");
+        }
+        let w = Weights::new(ty, rows, cols, &data).expect("weights");
+        let t0 = Instant::now();
+        let Some(p) = PackedWeights::pack(&w).expect("pack") else {
+            println!("{ty}: no packed path on this CPU");
+            continue;
+        };
+        println!("{ty}: pack {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        let mut s = Scratch::default();
+        for nt in [1usize, 16, 64] {
+            let xs = &x[..nt * cols];
+            let mut y = vec![0f32; nt * rows];
+            let mut best = |f: &mut (dyn FnMut(&mut [f32], &mut Scratch) + Send)| {
+                let mut b = f64::INFINITY;
+                for _ in 0..reps + 1 {
+                    let t = Instant::now();
+                    pool.install(|| f(&mut y, &mut s));
+                    b = b.min(t.elapsed().as_secs_f64());
+                }
+                b
+            };
+            let base = best(&mut |y, s| matmul(&w, xs, nt, y, s).expect("matmul"));
+            let packed = best(&mut |y, s| matmul_packed(&p, xs, nt, y, s).expect("packed"));
+            let gop = |t: f64| 2.0 * (rows * cols * nt) as f64 / t / 1e9;
+            println!(
+                "{ty} tokens {nt:>2}: matmul {:8.2} ms ({:6.1} GOP/s)  packed {:8.2} ms ({:6.1} GOP/s)  x{:.2}",
+                base * 1e3,
+                gop(base),
+                packed * 1e3,
+                gop(packed),
+                base / packed
+            );
+        }
+    }
+}
