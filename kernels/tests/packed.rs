@@ -131,12 +131,18 @@ fn packed_matches_scalar_on_odd_shapes() {
     }
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     // Fixed edge cases first: 1 block, 1 group, 1 and 9 tokens (tile of 8 + 1).
-    for &(rows, cols, nt) in &[(16, 32, 1), (16, 32, 9), (32, 64, 8), (48, 4096, 3)] {
+    for &(rows, cols, nt) in &[
+        (16, 32, 1),
+        (16, 32, 9),
+        (32, 64, 8),
+        (16, 96, 16),
+        (48, 4096, 3),
+    ] {
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
             check_case(&mut rng, ty, rows, cols, nt);
         }
     }
-    for _ in 0..40 {
+    for _ in 0..60 {
         let ty = if rng.below(2) == 0 {
             GgmlType::Q4_0
         } else {
@@ -144,7 +150,12 @@ fn packed_matches_scalar_on_odd_shapes() {
         };
         let cols = 32 * (1 + rng.below(128)); // 32..=4096
         let rows = 16 * (1 + rng.below(12));
-        let nt = 1 + rng.below(9); // 1..=9
+        // 1..=9 mostly; sometimes up to 20 (full 16-token tiles + remainders).
+        let nt = if rng.below(4) == 0 {
+            1 + rng.below(20)
+        } else {
+            1 + rng.below(9)
+        };
         check_case(&mut rng, ty, rows, cols, nt);
     }
 }

@@ -101,10 +101,10 @@ pub(crate) unsafe fn group_tile<const Q8: bool, const T: usize>(tile: &Tile) {
     }
 }
 
-/// [`group_tile`] for `nt` tokens (1..=8) chosen at run time.
+/// [`group_tile`] for `nt` tokens (1..=16) chosen at run time.
 ///
 /// # Safety
-/// As [`group_tile`] with `T = nt`; `1 <= nt <= 8`.
+/// As [`group_tile`] with `T = nt`; `1 <= nt <= 16`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn group_tile_n<const Q8: bool>(tile: &Tile, nt: usize) {
     // SAFETY: forwarded contract; each arm passes T = nt.
@@ -118,6 +118,14 @@ pub(crate) unsafe fn group_tile_n<const Q8: bool>(tile: &Tile, nt: usize) {
             6 => group_tile::<Q8, 6>(tile),
             7 => group_tile::<Q8, 7>(tile),
             8 => group_tile::<Q8, 8>(tile),
+            9 => group_tile::<Q8, 9>(tile),
+            10 => group_tile::<Q8, 10>(tile),
+            11 => group_tile::<Q8, 11>(tile),
+            12 => group_tile::<Q8, 12>(tile),
+            13 => group_tile::<Q8, 13>(tile),
+            14 => group_tile::<Q8, 14>(tile),
+            15 => group_tile::<Q8, 15>(tile),
+            16 => group_tile::<Q8, 16>(tile),
             _ => debug_assert!(false, "group_tile_n: nt = {nt}"),
         }
     }
