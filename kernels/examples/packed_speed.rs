@@ -34,6 +34,36 @@ fn main() {
             quantize_row(ty, &wf[r * cols..][..cols], o).expect("quantize");
         }
         let w = Weights::new(ty, rows, cols, &data).expect("weights");
+        // gemv on 8 stacked copies (≥ 128 MiB, beyond the caches): memory-bound.
+        {
+            let big: Vec<u8> = data.repeat(8);
+            let wb = Weights::new(ty, rows * 8, cols, &big).expect("weights");
+            if let Some(pb) = PackedWeights::pack(&wb).expect("pack") {
+                let mut s = Scratch::default();
+                let mut y = vec![0f32; rows * 8];
+                let xs = &x[..cols];
+                let (mut tb, mut tp) = (f64::INFINITY, f64::INFINITY);
+                for _ in 0..reps + 1 {
+                    let t = Instant::now();
+                    pool.install(|| matmul(&wb, xs, 1, &mut y, &mut s).expect("matmul"));
+                    tb = tb.min(t.elapsed().as_secs_f64());
+                    let t = Instant::now();
+                    pool.install(|| matmul_packed(&pb, xs, 1, &mut y, &mut s).expect("packed"));
+                    tp = tp.min(t.elapsed().as_secs_f64());
+                }
+                let gbs = |t: f64| big.len() as f64 / t / 1e9;
+                println!(
+                    "{ty} gemv {}x{cols} ({} MiB): matmul {:.2} ms ({:.1} GB/s)  packed {:.2} ms ({:.1} GB/s)  x{:.2}",
+                    rows * 8,
+                    big.len() >> 20,
+                    tb * 1e3,
+                    gbs(tb),
+                    tp * 1e3,
+                    gbs(tp),
+                    tb / tp
+                );
+            }
+        }
         let t0 = Instant::now();
         let Some(p) = PackedWeights::pack(&w).expect("pack") else {
             println!("{ty}: no packed path on this CPU");

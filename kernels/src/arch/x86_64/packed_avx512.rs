@@ -17,6 +17,8 @@ use core::arch::x86_64::*;
 pub(crate) const Q4_0_BLOCK: usize = 256;
 /// Packed bytes of one block of one 16-row group: Q8_0 (8 vectors of 64).
 pub(crate) const Q8_0_BLOCK: usize = 512;
+/// gemv prefetch distance in bytes of packed quants.
+const PF_DIST: usize = 4096;
 /// Bytes of one Q8_0 activation block (f16 scale + 32 × i8).
 const A_BLOCK: usize = 34;
 
@@ -57,6 +59,14 @@ pub(crate) unsafe fn group_tile<const Q8: bool, const T: usize>(tile: &Tile) {
         // (caller); unaligned loads need no alignment.
         let (wv, dw) = unsafe {
             let p = tile.qs.add(b * qb);
+            if T == 1 {
+                // gemv streams the weights from memory: prefetch ahead (a
+                // hint, never faults even past the end of the buffer).
+                let ahead = p.wrapping_add(PF_DIST);
+                for l in 0..qb / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+                }
+            }
             let mut wv = [_mm512_setzero_si512(); 8];
             if Q8 {
                 for (j, v) in wv.iter_mut().enumerate() {
