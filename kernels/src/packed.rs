@@ -276,6 +276,8 @@ pub fn matmul_packed(
                         }
                     }
                 }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (data, a, g, gi, q8, nb, a_stride, side_off);
                 t0 += nt;
             }
         }

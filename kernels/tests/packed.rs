@@ -284,3 +284,31 @@ fn results_independent_of_thread_count_and_scratch_reuse() {
         }
     }
 }
+
+#[test]
+fn batch_invariant_gemm_rows_equal_gemv() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(5);
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let (rows, cols, nt) = (64, 512, 21);
+        let data = random_weights(&mut rng, ty, rows, cols);
+        let w = Weights::new(ty, rows, cols, &data).unwrap();
+        let p = PackedWeights::pack(&w).unwrap().unwrap();
+        let x = random_x(&mut rng, cols * nt);
+        let mut s = Scratch::default();
+        let mut all = vec![0f32; rows * nt];
+        matmul_packed(&p, &x, nt, &mut all, &mut s).unwrap();
+        for t in 0..nt {
+            let mut one = vec![0f32; rows];
+            matmul_packed(&p, &x[t * cols..][..cols], 1, &mut one, &mut s).unwrap();
+            assert!(
+                one.iter()
+                    .zip(&all[t * rows..][..rows])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty}: token {t} of a batch differs from its gemv"
+            );
+        }
+    }
+}
