@@ -437,4 +437,30 @@ impl Gguf {
     pub fn bytes(&self) -> &[u8] {
         self.storage.bytes()
     }
+
+    /// Lets the OS drop the pages of `bytes()[range]` from this process's
+    /// resident memory, e.g. after a tensor was repacked into another buffer,
+    /// so its weights are not resident twice. The bytes stay readable: a
+    /// later read faults them back in from the file. Only whole pages inside
+    /// the range are released; out-of-range parts are ignored; in-memory
+    /// files are left as they are.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        let Storage::Mapped(map) = &self.storage else {
+            return;
+        };
+        const PAGE: usize = 4096;
+        let end = range.end.min(map.len()) / PAGE * PAGE;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        if start >= end {
+            return;
+        }
+        // SAFETY: the mapping is read-only and backed by the file, and we never
+        // write through it, so MADV_DONTNEED discards no data: every later read
+        // of these pages (including through slices handed out earlier) gets the
+        // file's bytes again. The range lies inside the mapping. Failure only
+        // means the pages stay resident.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+    }
 }

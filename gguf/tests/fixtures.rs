@@ -283,3 +283,15 @@ fn vocab_fixtures() {
     assert_eq!(g.get_str("tokenizer.ggml.pre").unwrap(), "gpt-2");
     assert!(g.get_array("tokenizer.ggml.merges").unwrap().len() > 40000);
 }
+
+#[test]
+fn released_ranges_stay_readable() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/models/phi3-tiny-q8_0.gguf");
+    let g = phi_gguf::Gguf::open(&path).unwrap();
+    let before = g.bytes().to_vec();
+    g.release(0..g.bytes().len());
+    g.release(100..50); // empty and reversed ranges are ignored
+    g.release(0..usize::MAX);
+    assert_eq!(g.bytes(), &before[..]);
+}

@@ -6,7 +6,7 @@ use crate::error::{PhiError, Result};
 use crate::model::{GateUp, Mat, Model, Qkv};
 use half::f16;
 use phi_gguf::GgmlType;
-use phi_kernels::{matmul, vec as kvec, Scratch};
+use phi_kernels::{vec as kvec, Scratch};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -560,8 +560,7 @@ impl Model {
 }
 
 fn mm(model: &Model, m: &Mat, x: &[f32], n: usize, y: &mut [f32], s: &mut Scratch) -> Result<()> {
-    matmul(&model.weights(m), x, n, y, s)?;
-    Ok(())
+    model.matmul(m, x, n, y, s)
 }
 
 /// RMSNorm as ggml computes it: mean of squares in f64, scale in f32, then × weight.

@@ -43,6 +43,6 @@ pub use config::{Arch, Config};
 pub use context::{Context, ContextParams, KvType};
 pub use error::{PhiError, Result};
 pub use generate::{generate, GenerationStats, StopReason};
-pub use model::Model;
+pub use model::{Model, ModelOptions};
 pub use sampler::{Sampler, SamplerParams};
 pub use tokenizer::Tokenizer;

@@ -5,7 +5,8 @@ use crate::config::{Arch, Config};
 use crate::error::{PhiError, Result};
 use crate::tokenizer::Tokenizer;
 use phi_gguf::{GgmlType, Gguf};
-use phi_kernels::Weights;
+use phi_kernels::packed::{matmul_packed, PackedWeights};
+use phi_kernels::{Scratch, Weights};
 use std::path::Path;
 
 /// A weight matrix inside the file: `rows` rows of `cols` elements.
@@ -17,6 +18,8 @@ pub struct Mat {
     /// Byte range in the file.
     offset: usize,
     len: usize,
+    /// Index into `Model::packed` when the weights were repacked at load.
+    packed: Option<usize>,
 }
 
 /// The attention input projections: Phi-3 fuses q|k|v, Llama keeps them apart.
@@ -46,6 +49,8 @@ pub struct Layer {
 /// A loaded model: read-only, shareable between contexts and threads.
 pub struct Model {
     gguf: Gguf,
+    /// Weights repacked at load into the kernels' interleaved layout.
+    packed: Vec<PackedWeights>,
     pub config: Config,
     tokenizer: Tokenizer,
     pub tok_embd: Mat,
@@ -58,14 +63,37 @@ pub struct Model {
     pub rope_factors_short: Option<Vec<f32>>,
 }
 
+/// How a model is loaded.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Repack the weights the kernels have a faster interleaved layout for
+    /// (Q4_0 / Q8_0 on AVX-512 VNNI) and release their mapped pages, so the
+    /// weights are still resident only once. `false` keeps every weight in the
+    /// mapping (zero-copy). Default: true, unless `PHI_REPACK=0`.
+    pub repack: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            repack: std::env::var("PHI_REPACK").map_or(true, |v| v != "0"),
+        }
+    }
+}
+
 impl Model {
     /// Maps the file at `path` and assembles the decoder.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         Model::from_gguf(Gguf::open(path)?)
     }
 
-    /// Assembles the decoder from a parsed file.
+    /// Assembles the decoder from a parsed file with the default options.
     pub fn from_gguf(gguf: Gguf) -> Result<Model> {
+        Model::from_gguf_with(gguf, &ModelOptions::default())
+    }
+
+    /// Assembles the decoder from a parsed file.
+    pub fn from_gguf_with(gguf: Gguf, options: &ModelOptions) -> Result<Model> {
         let config = Config::from_gguf(&gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         if tokenizer.n_vocab() > config.n_vocab {
@@ -129,8 +157,9 @@ impl Model {
         };
         let rope_factors_long = factors("rope_factors_long.weight")?;
         let rope_factors_short = factors("rope_factors_short.weight")?;
-        Ok(Model {
+        let mut model = Model {
             gguf,
+            packed: Vec::new(),
             config,
             tokenizer,
             tok_embd,
@@ -139,7 +168,63 @@ impl Model {
             layers,
             rope_factors_long,
             rope_factors_short,
-        })
+        };
+        if options.repack && phi_kernels::packed::available() {
+            model.repack()?;
+        }
+        Ok(model)
+    }
+
+    /// Repacks every projection matrix the kernels have a packed layout for,
+    /// then releases its pages of the mapping.
+    fn repack(&mut self) -> Result<()> {
+        let tied = self.output.offset == self.tok_embd.offset;
+        let mut mats: Vec<&mut Mat> = Vec::new();
+        for l in &mut self.layers {
+            match &mut l.qkv {
+                Qkv::Fused(m) => mats.push(m),
+                Qkv::Split { q, k, v } => mats.extend([q, k, v]),
+            }
+            match &mut l.gate_up {
+                GateUp::Fused(m) => mats.push(m),
+                GateUp::Split { gate, up } => mats.extend([gate, up]),
+            }
+            mats.extend([&mut l.attn_out, &mut l.down]);
+        }
+        if !tied {
+            mats.push(&mut self.output);
+        }
+        for m in mats {
+            let bytes = &self.gguf.bytes()[m.offset..m.offset + m.len];
+            let w = Weights::new(m.ty, m.rows, m.cols, bytes)?;
+            if let Some(p) = PackedWeights::pack(&w)? {
+                m.packed = Some(self.packed.len());
+                self.packed.push(p);
+                self.gguf.release(m.offset..m.offset + m.len);
+            }
+        }
+        Ok(())
+    }
+
+    /// `y = W·x` for `n` tokens, on the packed copy of `m` when there is one.
+    pub fn matmul(
+        &self,
+        m: &Mat,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<()> {
+        match m.packed {
+            Some(i) => matmul_packed(&self.packed[i], x, n, y, s)?,
+            None => phi_kernels::matmul(&self.weights(m), x, n, y, s)?,
+        }
+        Ok(())
+    }
+
+    /// How many matrices were repacked at load.
+    pub fn n_packed(&self) -> usize {
+        self.packed.len()
     }
 
     /// The tokenizer built from the file's `tokenizer.ggml.*` keys.
@@ -224,6 +309,7 @@ fn mat(g: &Gguf, name: &str, cols: u64, rows: u64) -> Result<Mat> {
         cols: w.cols,
         offset,
         len: t.data.len(),
+        packed: None,
     })
 }
 
