@@ -2,6 +2,7 @@
 //! path at Phi-3-mini shapes, beside the machine's measured memory-read
 //! bandwidth (the ceiling for gemv on matrices larger than the caches).
 
+use phi_kernels::packed::{matmul_packed, PackedWeights};
 use phi_kernels::{dispatch, matmul_with_isa, quantize_row, GgmlType, Isa, Scratch, Weights};
 use rayon::prelude::*;
 use serde_json::json;
@@ -109,40 +110,116 @@ pub struct KernelResult {
     pub gemm_gop_s: f64,
 }
 
-/// gemv GB/s and gemm GOP/s of `ty` on `isa`, on the current rayon pool.
-pub fn measure(ty: GgmlType, isa: Isa, reps: usize) -> Result<KernelResult, String> {
+/// A path of the table: an ISA through `matmul`, or the repacked layout
+/// (`matmul_packed`, AVX-512 VNNI) that the runtime uses for Q4_0 / Q8_0.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Path {
+    Isa(Isa),
+    Packed,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Isa(i) => i.name(),
+            Path::Packed => "avx512-packed",
+        }
+    }
+}
+
+/// Every path this CPU can run.
+pub fn available_paths() -> Vec<Path> {
+    let mut p: Vec<Path> = available_isas().into_iter().map(Path::Isa).collect();
+    if phi_kernels::packed::available() {
+        p.push(Path::Packed);
+    }
+    p
+}
+
+/// `y = W·x` on `path`; `packed` is `w` repacked when the path needs it.
+fn mm(
+    path: Path,
+    w: &Weights<'_>,
+    packed: Option<&PackedWeights>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    s: &mut Scratch,
+) -> Result<(), String> {
+    match (path, packed) {
+        (Path::Isa(isa), _) => matmul_with_isa(isa, w, x, n, y, s),
+        (Path::Packed, Some(p)) => matmul_packed(p, x, n, y, s),
+        (Path::Packed, None) => return Err("no packed layout".into()),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// gemv GB/s and gemm GOP/s of `ty` on `path`, on the current rayon pool;
+/// None when the path has no kernel for `ty`.
+pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelResult>, String> {
     let row_bytes = ty.bytes_for(COLS as u64).unwrap_or(1) as usize;
-    let gemv_rows = (GEMV_BYTES / row_bytes).max(GEMM_ROWS);
+    // A multiple of 16 rows, so the packed layout's row groups fit.
+    let gemv_rows = (GEMV_BYTES / row_bytes / 16 * 16).max(GEMM_ROWS);
     let big = matrix(ty, gemv_rows)?;
     let w = Weights::new(ty, gemv_rows, COLS, &big).map_err(|e| e.to_string())?;
+    let pack = |w: &Weights<'_>| -> Result<Option<PackedWeights>, String> {
+        match path {
+            Path::Packed => PackedWeights::pack(w).map_err(|e| e.to_string()),
+            Path::Isa(_) => Ok(None),
+        }
+    };
+    let packed = pack(&w)?;
+    if path == Path::Packed && packed.is_none() {
+        return Ok(None);
+    }
+    // The packed path reads its own copy; the mapped copy is not touched.
+    let gemv_bytes = big.len();
     let x: Vec<f32> = (0..COLS * GEMM_TOKENS)
         .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
         .collect();
     let mut y = vec![0f32; gemv_rows];
     let mut scratch = Scratch::default();
     let gemv = time(reps, || {
-        matmul_with_isa(isa, &w, &x[..COLS], 1, &mut y, &mut scratch).map_err(|e| e.to_string())
+        mm(
+            path,
+            &w,
+            packed.as_ref(),
+            &x[..COLS],
+            1,
+            &mut y,
+            &mut scratch,
+        )
     })?;
-    let gemv_gb_s = big.len() as f64 / gemv / 1e9;
+    let gemv_gb_s = gemv_bytes as f64 / gemv / 1e9;
+    drop(packed);
     drop(big);
 
     let small = matrix(ty, GEMM_ROWS)?;
     let w = Weights::new(ty, GEMM_ROWS, COLS, &small).map_err(|e| e.to_string())?;
+    let packed = pack(&w)?;
     let mut y = vec![0f32; GEMM_ROWS * GEMM_TOKENS];
     let gemm = time(reps, || {
-        matmul_with_isa(isa, &w, &x, GEMM_TOKENS, &mut y, &mut scratch).map_err(|e| e.to_string())
+        mm(
+            path,
+            &w,
+            packed.as_ref(),
+            &x,
+            GEMM_TOKENS,
+            &mut y,
+            &mut scratch,
+        )
     })?;
     let gemm_gop_s = 2.0 * (GEMM_ROWS * COLS * GEMM_TOKENS) as f64 / gemm / 1e9;
-    Ok(KernelResult {
+    Ok(Some(KernelResult {
         gemv_gb_s,
         gemm_gop_s,
-    })
+    }))
 }
 
 /// Runs the whole table for each thread count and prints it (markdown, or
 /// JSON Lines with `json`).
 pub fn run(threads: &[usize], types: &[GgmlType], reps: usize, json: bool) -> Result<(), String> {
-    let isas = available_isas();
+    let paths = available_paths();
     for &t in threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
@@ -160,20 +237,23 @@ pub fn run(threads: &[usize], types: &[GgmlType], reps: usize, json: bool) -> Re
                      gemm: GOP/s, {COLS}→{GEMM_ROWS} × {GEMM_TOKENS} tokens)\n",
                     GEMV_BYTES >> 20
                 );
-                let head: Vec<String> = isas
+                let head: Vec<String> = paths
                     .iter()
-                    .map(|i| format!("{} gemv | {} gemm", i.name(), i.name()))
+                    .map(|p| format!("{} gemv | {} gemm", p.name(), p.name()))
                     .collect();
                 println!("| type | {} |", head.join(" | "));
-                println!("|---|{}", "---:|---:|".repeat(isas.len()));
+                println!("|---|{}", "---:|---:|".repeat(paths.len()));
             }
             for &ty in types {
                 let mut cells = Vec::new();
-                for &isa in &isas {
-                    let r = measure(ty, isa, reps)?;
+                for &path in &paths {
+                    let Some(r) = measure(ty, path, reps)? else {
+                        cells.push("– | –".to_string());
+                        continue;
+                    };
                     if json {
                         let line = json!({
-                            "test": "kernel", "type": ty.name(), "isa": isa.name(),
+                            "test": "kernel", "type": ty.name(), "isa": path.name(),
                             "threads": t, "gemv_gb_s": r.gemv_gb_s,
                             "gemv_fraction_of_bandwidth": r.gemv_gb_s / bw,
                             "gemm_gop_s": r.gemm_gop_s, "gemm_tokens": GEMM_TOKENS,
