@@ -23,22 +23,46 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt.
+    #[command(after_help = r#"Examples:
+  phi run -p "Why is the sky blue?"
+  phi run -m model.gguf -f prompt.txt -n 128 --temp 0 --raw"#)]
     Run(run::Args),
     /// Chat with the model interactively (multi-turn, kept in the KV cache).
+    #[command(after_help = r#"Examples:
+  phi chat -s "You are a concise assistant."
+  printf 'hi\nwho are you?\n' | phi chat -m model.gguf"#)]
     Chat(chat::Args),
     /// Run token ids through the model and dump the logits (debugging view).
+    #[command(after_help = r#"Examples:
+  phi logits -m model.gguf --tokens 1,15043,3186 --out logits.bin --greedy 8"#)]
     Logits(logits::Args),
     /// Print the token ids of a text as a JSON array.
+    #[command(after_help = r#"Examples:
+  phi tokenize -m model.gguf "Hello world"
+  phi tokenize -m model.gguf --parse-special "<|user|>Hi<|end|>""#)]
     Tokenize(tokenize::Args),
     /// Show a GGUF file's header, hyper-parameters, tokenizer and tensors.
+    #[command(after_help = r#"Examples:
+  phi inspect model.gguf
+  phi inspect model.gguf --json | jq '.tensors[0]'"#)]
     Inspect(inspect::Args),
     /// Measure prompt-processing and generation speed (like llama-bench).
+    #[command(after_help = r#"Examples:
+  phi bench -m model.gguf -p 128 -n 32 -t 1,2 -r 3
+  phi bench --synthetic phi3-mini --type q4_0 --json
+  phi bench --kernels --types q4_0,q4_k"#)]
     Bench(bench::Args),
     /// Perplexity of a text file over windows of -c tokens (like llama-perplexity).
+    #[command(after_help = r#"Examples:
+  phi perplexity -m model.gguf -f wiki.test.raw -c 512"#)]
     Perplexity(perplexity::Args),
     /// Download a model into the Hugging Face cache (hf:OWNER/REPO/FILE.gguf).
+    #[command(after_help = r#"Examples:
+  phi pull hf:microsoft/Phi-3-mini-4k-instruct-gguf/Phi-3-mini-4k-instruct-q4.gguf"#)]
     Pull(pull::Args),
     /// List the GGUF models in the Hugging Face cache.
+    #[command(after_help = r#"Examples:
+  phi list"#)]
     List(list::Args),
 }
 

@@ -47,6 +47,12 @@ pub struct Args {
     /// Ignore the model's sliding attention window, as llama.cpp does.
     #[arg(long)]
     pub no_swa: bool,
+    /// Print nothing but the generated text (no timings on stderr).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also print per-layer timings on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Sampling flags shared by `run` and `chat`; defaults are llama.cpp's.
@@ -127,6 +133,7 @@ pub fn run(args: Args) -> crate::CliResult {
         ..ContextParams::default()
     };
     let mut ctx = Context::new(Arc::clone(&model), &params)?;
+    ctx.set_layer_timing(args.verbose);
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let use_chat = !args.raw && (args.chat || tokenizer.chat_template().is_some());
@@ -187,14 +194,26 @@ pub fn run(args: Args) -> crate::CliResult {
             return Err(e.into());
         }
     }
-    eprintln!(
-        "load: {load_ms:.0} ms | prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | {} threads, {:?}",
-        stats.prompt_tokens,
-        stats.prompt_tokens_per_s(),
-        stats.generated_tokens,
-        stats.generation_tokens_per_s(),
-        ctx.n_threads(),
-        phi_kernels::dispatch::active(),
-    );
+    if !args.quiet {
+        eprintln!(
+            "load: {load_ms:.0} ms | prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | {} threads, {:?}",
+            stats.prompt_tokens,
+            stats.prompt_tokens_per_s(),
+            stats.generated_tokens,
+            stats.generation_tokens_per_s(),
+            ctx.n_threads(),
+            phi_kernels::dispatch::active(),
+        );
+    }
+    if args.verbose {
+        let total: f64 = ctx.layer_times().iter().map(|t| t.as_secs_f64()).sum();
+        for (i, t) in ctx.layer_times().iter().enumerate() {
+            eprintln!(
+                "layer {i:3}: {:8.2} ms ({:4.1}%)",
+                t.as_secs_f64() * 1e3,
+                100.0 * t.as_secs_f64() / total.max(1e-12)
+            );
+        }
+    }
     Ok(())
 }

@@ -83,3 +83,53 @@ fn bad_input_is_one_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+#[test]
+fn quiet_verbose_and_help_examples() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/phi3-tiny-q8_0.gguf");
+    let run = |extra: &str| {
+        Command::new(env!("CARGO_BIN_EXE_phi"))
+            .args([
+                "run", "--raw", "--temp", "0", "-n", "4", "-p", "hi", extra, "-m",
+            ])
+            .arg(&model)
+            .output()
+            .unwrap()
+    };
+    let quiet = run("-q");
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let verbose = run("-v");
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        err.contains("layer   0:") && err.contains("layer   1:"),
+        "{err}"
+    );
+    assert_eq!(quiet.stdout, verbose.stdout);
+    for sub in [
+        "run",
+        "chat",
+        "bench",
+        "perplexity",
+        "tokenize",
+        "inspect",
+        "logits",
+        "pull",
+        "list",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_phi"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && help.contains("Examples:"),
+            "{sub}: {help}"
+        );
+    }
+}

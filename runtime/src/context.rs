@@ -200,6 +200,8 @@ pub struct Context {
     pool: Arc<rayon::ThreadPool>,
     logits: Vec<f32>,
     n_threads: usize,
+    /// Time spent in each layer since timing was switched on.
+    layer_times: Option<Vec<std::time::Duration>>,
 }
 
 impl Context {
@@ -317,6 +319,7 @@ impl Context {
             pool,
             logits: Vec::new(),
             n_threads,
+            layer_times: None,
         })
     }
 
@@ -334,6 +337,16 @@ impl Context {
     pub fn n_threads(&self) -> usize {
         self.n_threads
     }
+    /// Starts (or stops) accumulating the time each layer takes.
+    pub fn set_layer_timing(&mut self, on: bool) {
+        self.layer_times = on.then(|| vec![Default::default(); self.model.config.n_layer]);
+    }
+
+    /// Time spent in each layer since [`set_layer_timing`](Self::set_layer_timing).
+    pub fn layer_times(&self) -> &[std::time::Duration] {
+        self.layer_times.as_deref().unwrap_or(&[])
+    }
+
     /// Forgets the sequence (the cache is overwritten from position 0).
     pub fn reset(&mut self) {
         self.n_past = 0;
@@ -409,6 +422,7 @@ impl Context {
         let pos0 = self.n_past;
         let buf = &mut self.buf;
         let scratch = &mut self.scratch;
+        let mut layer_times = self.layer_times.as_mut();
 
         // Token embeddings.
         let row_bytes = model.tok_embd_row_bytes();
@@ -430,6 +444,7 @@ impl Context {
         }
 
         for (li, layer) in model.layers.iter().enumerate() {
+            let t_layer = layer_times.is_some().then(std::time::Instant::now);
             rms_norm(
                 &buf.x[..b * e],
                 &layer.attn_norm,
@@ -533,6 +548,9 @@ impl Context {
                 scratch,
             )?;
             add_assign(&mut buf.x[..b * e], &buf.proj[..b * e]);
+            if let (Some(times), Some(t0)) = (layer_times.as_deref_mut(), t_layer) {
+                times[li] += t0.elapsed();
+            }
         }
 
         self.n_past += b;
