@@ -10,7 +10,7 @@ use crate::logits::KvArg;
 use crate::run::SamplingArgs;
 use phi::tokenizer::chat::{phi3_prompt, ChatMessage};
 use phi::tokenizer::{TextStream, Tokenizer};
-use phi::{Context, ContextParams, Model, PhiError, Sampler};
+use phi::{Context, ContextParams, PhiError, Sampler};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -311,7 +311,7 @@ pub fn run(args: Args) -> crate::CliResult {
     let sampler_params = args.sampling.params()?;
     let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
     let path = crate::hub::resolve(reference, args.offline)?;
-    let model = Arc::new(Model::load(&path)?);
+    let model = Arc::new(crate::load::load_model(path.as_ref())?);
     let params = ContextParams {
         n_ctx: args.ctx_size,
         n_threads: args.threads,

@@ -6,6 +6,7 @@ mod chat;
 mod hub;
 mod inspect;
 mod list;
+mod load;
 mod logits;
 mod perplexity;
 mod pull;

@@ -10,7 +10,7 @@
 
 use crate::logits::KvArg;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use phi::{Context, ContextParams, Model};
+use phi::{Context, ContextParams};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> crate::CliResult {
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
     let path = crate::hub::resolve(reference, args.offline)?;
-    let model = Arc::new(Model::load(&path)?);
+    let model = Arc::new(crate::load::load_model(path.as_ref())?);
     let tok = model.tokenizer();
     let add_bos = tok.add_bos();
     let tokens = tok.encode(&text, true, false);

@@ -3,7 +3,7 @@
 use crate::logits::KvArg;
 use phi::tokenizer::chat::ChatMessage;
 use phi::tokenizer::TextStream;
-use phi::{generate, Context, ContextParams, Model, Sampler, SamplerParams};
+use phi::{generate, Context, ContextParams, Sampler, SamplerParams};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -123,7 +123,9 @@ pub fn run(args: Args) -> crate::CliResult {
     let sampler_params = args.sampling.params()?;
     let t0 = Instant::now();
     let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
-    let model = Arc::new(Model::load(crate::hub::resolve(reference, false)?)?);
+    let model = Arc::new(crate::load::load_model(
+        crate::hub::resolve(reference, false)?.as_ref(),
+    )?);
     let tokenizer = model.tokenizer();
     let params = ContextParams {
         n_ctx: args.ctx_size,

@@ -1,0 +1,25 @@
+//! Loading a model with a progress spinner on stderr (drawn only when stderr
+//! is a terminal, so scripts and tests see nothing).
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use phi::Model;
+use std::path::Path;
+use std::time::Duration;
+
+/// `Model::load` with a spinner naming the file while it maps, validates and
+/// repacks the weights.
+pub fn load_model(path: &Path) -> phi::Result<Model> {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} loading {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    bar.set_message(name);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let model = Model::load(path);
+    bar.finish_and_clear();
+    model
+}
