@@ -1,16 +1,14 @@
-//! The C API: the example program built against libphi.a and phi.h, error
-//! handling at the boundary, concurrent contexts, and no leaked handles.
+//! The C API: error handling at the boundary, concurrent contexts, chat
+//! templates, and no leaked handles (the C example program is tested in
+//! cli/tests/c_example.rs against `phi run`).
 
 use phi::ffi::*;
-use phi::tokenizer::TextStream;
-use phi::{generate, Context, ContextParams, Model, Sampler, SamplerParams};
+use phi::Model;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_char, CStr, CString};
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Counts live heap bytes, so a test can see that freeing handles releases everything.
 struct Counting;
@@ -40,103 +38,6 @@ fn root() -> PathBuf {
 
 fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/models").join(name)
-}
-
-/// The greedy text through the Rust API, as `phi run --temp 0 --raw` prints it.
-fn rust_greedy(model: &Path, prompt: &str, n: usize) -> String {
-    let model = Arc::new(Model::load(model).unwrap());
-    let tok = model.tokenizer();
-    let ids = tok.encode(prompt, true, false);
-    let mut ctx = Context::new(Arc::clone(&model), &ContextParams::default()).unwrap();
-    let mut sampler = Sampler::new(SamplerParams::greedy());
-    let mut stream = TextStream::new(tok, false);
-    let mut text = String::new();
-    generate(
-        &mut ctx,
-        &mut sampler,
-        &ids,
-        n,
-        |t| tok.is_eog(t),
-        |t| {
-            text.push_str(&stream.push(t));
-            ControlFlow::Continue(())
-        },
-    )
-    .unwrap();
-    text.push_str(&stream.finish());
-    text.push('\n');
-    text
-}
-
-#[test]
-fn c_example_matches_the_rust_api() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // The test binary lives in target/<profile>/deps; libphi.a in target/<profile>.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let lib = profile_dir.join("libphi.a");
-    // `cargo test` builds the rlib only; build the staticlib the way a user would.
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build
-        .args(["build", "-p", "phi", "--lib"])
-        .current_dir(root());
-    if release {
-        build.arg("--release");
-    }
-    if let Some(target_dir) = profile_dir.parent() {
-        build.arg("--target-dir").arg(target_dir);
-    }
-    let status = build.status().expect("cannot run cargo");
-    assert!(
-        status.success() && lib.exists(),
-        "{} was not built",
-        lib.display()
-    );
-    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bin = out_dir.join("generate");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(&cc)
-        .arg(root().join("examples/c/generate.c"))
-        .arg("-I")
-        .arg(root().join("runtime/include"))
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&bin)
-        .status()
-        .expect("no C compiler");
-    assert!(status.success(), "compiling examples/c/generate.c failed");
-
-    for (model, prompt) in [
-        ("phi3-tiny-q8_0.gguf", "Hello world"),
-        ("phi3-tiny-q4_0.gguf", "the model"),
-        ("llama-tiny-q8_0.gguf", "Once upon a time"),
-    ] {
-        let out = Command::new(&bin)
-            .arg(fixture(model))
-            .arg(prompt)
-            .arg("24")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let c_text = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(c_text, rust_greedy(&fixture(model), prompt, 24), "{model}");
-        assert!(c_text.len() > 1, "{model}: nothing generated");
-    }
-
-    // A bad model path: exit 1 and a message naming the problem.
-    let out = Command::new(&bin)
-        .arg("/nonexistent.gguf")
-        .arg("hi")
-        .arg("4")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent"));
 }
 
 fn last_error() -> String {
