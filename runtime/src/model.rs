@@ -115,7 +115,10 @@ impl Model {
         } else {
             tok_embd
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Not `with_capacity(n_layer)`: the count comes from the file, and a lying
+        // one must fail on the first missing tensor, not allocate first (found by
+        // fuzzing).
+        let mut layers = Vec::new();
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             let has = |s: &str| gguf.tensor(&n(s)).is_ok();

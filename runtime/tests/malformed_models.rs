@@ -8,6 +8,25 @@ use phi::synthetic::{build, SyntheticSpec};
 use phi::{Arch, Model, PhiError};
 use phi_gguf::{GgmlType, Gguf, GgufWriter, Value};
 
+/// Tracks the largest single allocation, so a test can show that lying
+/// sizes are refused before anything huge is allocated.
+struct Tracking;
+static LARGEST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+// SAFETY: forwards to the system allocator unchanged; only records sizes.
+unsafe impl std::alloc::GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LARGEST.fetch_max(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: p came from System.alloc with layout l.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static ALLOC: Tracking = Tracking;
+
 enum Change<'a> {
     Drop(&'a str),
     Reshape(&'a str, Vec<u64>),
@@ -175,4 +194,30 @@ fn non_finite_norms_and_vocab_mismatch() {
         &[],
     );
     assert!(e.to_string().contains("300"), "{e}");
+}
+
+#[test]
+fn a_huge_layer_count_fails_on_the_first_missing_layer_without_allocating() {
+    // Regression (fuzz/model_load): block_count = 2^24 used to pre-allocate
+    // 16 M layer structs (~7 GB) before noticing blk.1 is missing.
+    let good = Gguf::from_bytes(
+        build(&SyntheticSpec {
+            n_layer: 1,
+            ..SyntheticSpec::tiny_phi3()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let e = expect_err(
+        &good,
+        Change::Meta("phi3.block_count", Value::U32(1 << 24)),
+        &["blk.1."],
+    );
+    assert!(matches!(e, PhiError::MissingTensor { .. }), "{e}");
+    // No test in this file needs more than a few MiB in one piece.
+    let largest = LARGEST.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest < 64 << 20,
+        "largest single allocation: {largest} bytes"
+    );
 }
