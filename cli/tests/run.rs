@@ -133,3 +133,35 @@ fn quiet_verbose_and_help_examples() {
         );
     }
 }
+
+#[test]
+fn max_memory_refuses_a_context_that_does_not_fit() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/phi3-tiny-q8_0.gguf");
+    let run = |limit: &str| {
+        Command::new(env!("CARGO_BIN_EXE_phi"))
+            .args([
+                "run",
+                "--raw",
+                "--temp",
+                "0",
+                "-n",
+                "2",
+                "-p",
+                "hi",
+                "--max-memory",
+                limit,
+                "-m",
+            ])
+            .arg(&model)
+            .output()
+            .unwrap()
+    };
+    // 4096 tokens of f16 KV for 2 layers × 256 wide needs ~8 MiB: 1M is too little.
+    let small = run("1M");
+    assert_eq!(small.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(err.contains("bytes") && err.contains("-c"), "{err}");
+    assert!(run("1G").status.success());
+    assert_eq!(run("lots").status.code(), Some(2)); // clap's usage error
+}
