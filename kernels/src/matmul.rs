@@ -40,6 +40,62 @@ pub(crate) fn aligned_bytes(v: &mut Vec<Line>, n: usize) -> &mut [u8] {
 /// cost less than waking the pool.
 const SEQ_WORK: usize = 1 << 16;
 
+/// Runs `run_chunk(c, o)` for every chunk `c` of `chunk_rows` rows (in
+/// parallel unless `sequential`). One token (gemv) writes straight into `y`;
+/// several tokens write a staging buffer laid out chunk by chunk
+/// (`[chunk][token][row]`) that is then scattered to `y[t * rows + r]`.
+/// Shared by the plain and the packed matmul drivers.
+pub(crate) fn run_chunks(
+    out: &mut Vec<f32>,
+    y: &mut [f32],
+    rows: usize,
+    n_tokens: usize,
+    chunk_rows: usize,
+    sequential: bool,
+    run_chunk: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if n_tokens == 1 {
+        if sequential {
+            run_chunk(0, y);
+        } else {
+            y.par_chunks_mut(chunk_rows)
+                .enumerate()
+                .for_each(|(c, o)| run_chunk(c, o));
+        }
+        return;
+    }
+    let total = rows * n_tokens;
+    if out.len() < total {
+        out.resize(total, 0.0);
+    }
+    let staging = &mut out[..total];
+    if sequential {
+        run_chunk(0, staging);
+    } else {
+        staging
+            .par_chunks_mut(chunk_rows * n_tokens)
+            .enumerate()
+            .for_each(|(c, o)| run_chunk(c, o));
+    }
+    let staging: &[f32] = staging;
+    let scatter = |t: usize, yt: &mut [f32]| {
+        for (c, yc) in yt.chunks_mut(chunk_rows).enumerate() {
+            let nr = yc.len();
+            let base = c * chunk_rows * n_tokens + t * nr;
+            yc.copy_from_slice(&staging[base..base + nr]);
+        }
+    };
+    if sequential {
+        for (t, yt) in y.chunks_mut(rows).enumerate() {
+            scatter(t, yt);
+        }
+    } else {
+        y.par_chunks_mut(rows)
+            .enumerate()
+            .for_each(|(t, yt)| scatter(t, yt));
+    }
+}
+
 /// `y[t * w.rows + r] = Σ_c W[r, c] · x[t * w.cols + c]` for `t < n_tokens`.
 ///
 /// Activations are quantized once to the weight type's partner (Q8_0 for
@@ -152,49 +208,7 @@ pub fn matmul_with_isa(
         unsafe { (ops.mat)(&args, o) };
     };
 
-    if n_tokens == 1 {
-        if sequential {
-            run_chunk(0, y);
-        } else {
-            y.par_chunks_mut(chunk_rows)
-                .enumerate()
-                .for_each(|(c, o)| run_chunk(c, o));
-        }
-    } else {
-        // Each chunk writes [t][r] for its rows into staging, then the
-        // results are scattered to y[t * rows + r].
-        let staging = {
-            if out.len() < rows * n_tokens {
-                out.resize(rows * n_tokens, 0.0);
-            }
-            &mut out[..rows * n_tokens]
-        };
-        if sequential {
-            run_chunk(0, staging);
-        } else {
-            staging
-                .par_chunks_mut(chunk_rows * n_tokens)
-                .enumerate()
-                .for_each(|(c, o)| run_chunk(c, o));
-        }
-        let staging: &[f32] = staging;
-        let scatter = |t: usize, yt: &mut [f32]| {
-            for (c, yc) in yt.chunks_mut(chunk_rows).enumerate() {
-                let nr = yc.len();
-                let base = c * chunk_rows * n_tokens + t * nr;
-                yc.copy_from_slice(&staging[base..base + nr]);
-            }
-        };
-        if sequential {
-            for (t, yt) in y.chunks_mut(rows).enumerate() {
-                scatter(t, yt);
-            }
-        } else {
-            y.par_chunks_mut(rows)
-                .enumerate()
-                .for_each(|(t, yt)| scatter(t, yt));
-        }
-    }
+    run_chunks(out, y, rows, n_tokens, chunk_rows, sequential, run_chunk);
     Ok(())
 }
 

@@ -283,45 +283,6 @@ pub fn matmul_packed(
         }
     };
 
-    if n_tokens == 1 {
-        if sequential {
-            run_chunk(0, y);
-        } else {
-            y.par_chunks_mut(chunk_rows)
-                .enumerate()
-                .for_each(|(c, o)| run_chunk(c, o));
-        }
-        return Ok(());
-    }
-    let total = rows * n_tokens;
-    if out.len() < total {
-        out.resize(total, 0.0);
-    }
-    let staging = &mut out[..total];
-    if sequential {
-        run_chunk(0, staging);
-    } else {
-        staging
-            .par_chunks_mut(chunk_rows * n_tokens)
-            .enumerate()
-            .for_each(|(c, o)| run_chunk(c, o));
-    }
-    let staging: &[f32] = staging;
-    let scatter = |t: usize, yt: &mut [f32]| {
-        for (c, yc) in yt.chunks_mut(chunk_rows).enumerate() {
-            let nr = yc.len();
-            let base = c * chunk_rows * n_tokens + t * nr;
-            yc.copy_from_slice(&staging[base..base + nr]);
-        }
-    };
-    if sequential {
-        for (t, yt) in y.chunks_mut(rows).enumerate() {
-            scatter(t, yt);
-        }
-    } else {
-        y.par_chunks_mut(rows)
-            .enumerate()
-            .for_each(|(t, yt)| scatter(t, yt));
-    }
+    crate::matmul::run_chunks(out, y, rows, n_tokens, chunk_rows, sequential, run_chunk);
     Ok(())
 }
