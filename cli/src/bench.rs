@@ -47,6 +47,8 @@ pub struct Args {
     /// KV cache element type.
     #[arg(long, value_enum, default_value_t = KvArg::F16)]
     pub kv_type: KvArg,
+    #[command(flatten)]
+    pub max_memory: crate::memory::MaxMemoryArg,
     /// Print JSON Lines (one object per test) instead of a markdown table.
     #[arg(long)]
     pub json: bool,
@@ -387,7 +389,7 @@ pub fn run(args: Args) -> crate::CliResult {
             n_threads: nt,
             kv_type: args.kv_type.into(),
             sliding_window: false,
-            ..ContextParams::default()
+            max_memory: args.max_memory.bytes(),
         };
         let mut ctx = Context::new(Arc::clone(&model), &params)?;
         for test in &tests {

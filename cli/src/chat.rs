@@ -48,6 +48,8 @@ pub struct Args {
     /// Ignore the model's sliding attention window, as llama.cpp does.
     #[arg(long)]
     pub no_swa: bool,
+    #[command(flatten)]
+    pub max_memory: crate::memory::MaxMemoryArg,
     /// Never use the network to resolve -m.
     #[arg(long)]
     pub offline: bool,
@@ -317,6 +319,7 @@ pub fn run(args: Args) -> crate::CliResult {
         n_threads: args.threads,
         kv_type: args.kv_type.into(),
         sliding_window: !args.no_swa,
+        max_memory: args.max_memory.bytes(),
         ..ContextParams::default()
     };
     let ctx = Context::new(Arc::clone(&model), &params)?;

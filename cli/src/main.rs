@@ -8,6 +8,7 @@ mod inspect;
 mod list;
 mod load;
 mod logits;
+mod memory;
 mod perplexity;
 mod pull;
 mod run;

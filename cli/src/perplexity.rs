@@ -40,6 +40,8 @@ pub struct Args {
     /// KV cache element type (llama-perplexity's default is F16).
     #[arg(long, value_enum, default_value_t = KvArg::F16)]
     pub kv_type: KvArg,
+    #[command(flatten)]
+    pub max_memory: crate::memory::MaxMemoryArg,
     /// Print a final JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -88,7 +90,7 @@ pub fn run(args: Args) -> crate::CliResult {
         n_threads: args.threads,
         kv_type: args.kv_type.into(),
         sliding_window: false,
-        ..ContextParams::default()
+        max_memory: args.max_memory.bytes(),
     };
     let mut ctx = Context::new(Arc::clone(&model), &params)?;
     let n_vocab = model.config.n_vocab;

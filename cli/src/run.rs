@@ -47,10 +47,8 @@ pub struct Args {
     /// Ignore the model's sliding attention window, as llama.cpp does.
     #[arg(long)]
     pub no_swa: bool,
-    /// Refuse a context whose KV cache and buffers need more than this
-    /// (bytes, or with a K/M/G suffix; default: the memory available).
-    #[arg(long, value_parser = parse_size)]
-    pub max_memory: Option<usize>,
+    #[command(flatten)]
+    pub max_memory: crate::memory::MaxMemoryArg,
     /// Print nothing but the generated text (no timings on stderr).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -136,7 +134,7 @@ pub fn run(args: Args) -> crate::CliResult {
         n_threads: args.threads,
         kv_type: args.kv_type.into(),
         sliding_window: !args.no_swa,
-        max_memory: args.max_memory.unwrap_or(0),
+        max_memory: args.max_memory.bytes(),
         ..ContextParams::default()
     };
     let mut ctx = Context::new(Arc::clone(&model), &params)?;
@@ -223,27 +221,4 @@ pub fn run(args: Args) -> crate::CliResult {
         }
     }
     Ok(())
-}
-
-/// Parses "4096", "512K", "3M", "4G" (powers of 1024) into bytes.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mul: usize = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix in `{s}` (use K, M or G)")),
-            };
-            (&t[..i], mul)
-        }
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("`{s}` is not a size (e.g. 4096, 512M, 4G)"))
 }

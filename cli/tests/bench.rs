@@ -209,3 +209,26 @@ fn kernel_table_reports_every_path_against_memory_bandwidth() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn max_memory_refuses_a_context_that_does_not_fit() {
+    let m = fixture("phi3-tiny-q4_0.gguf");
+    let m = m.to_str().unwrap();
+    let args = [
+        "bench", "-m", m, "-p", "64", "-n", "0", "-r", "1", "-t", "1",
+    ];
+    let run = |limit: &str| {
+        let mut a = args.to_vec();
+        a.extend(["--json", "--max-memory", limit]);
+        phi(&a)
+    };
+    let small = run("4K");
+    assert_eq!(small.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(
+        err.contains("bytes") && err.contains("-c") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(json_lines(&run("1G")).len(), 1);
+    assert_eq!(run("4X").status.code(), Some(2)); // clap's usage error
+}

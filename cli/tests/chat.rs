@@ -238,3 +238,18 @@ fn a_reply_that_fills_the_context_is_cut() {
     assert_eq!(t[0], t[1]);
     assert!(stderr.contains("type /reset"), "{stderr}");
 }
+
+#[test]
+fn max_memory_refuses_a_context_that_does_not_fit() {
+    // The context (4096 tokens of f16 KV) is made before the first line is read.
+    let (out, err, ok) = chat("phi3-tiny-q8_0.gguf", "hi\n", &["--max-memory", "64K"]);
+    assert!(!ok && out.is_empty(), "{out}\n{err}");
+    assert!(err.contains("bytes") && err.contains("-c"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (out, err, ok) = chat(
+        "phi3-tiny-q8_0.gguf",
+        "hi\n",
+        &["-n", "2", "--max-memory", "1G"],
+    );
+    assert!(ok && !out.is_empty(), "{out}\n{err}");
+}

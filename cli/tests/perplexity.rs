@@ -137,3 +137,33 @@ fn text_report_and_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than one window"));
 }
+
+#[test]
+fn max_memory_refuses_a_context_that_does_not_fit() {
+    let file = text_file("max-memory.txt");
+    let run = |limit: &str| {
+        Command::new(env!("CARGO_BIN_EXE_phi"))
+            .args(["perplexity", "-m"])
+            .arg(fixture("phi3-tiny-q4_0.gguf"))
+            .arg("-f")
+            .arg(&file)
+            .args(["-c", "16", "--chunks", "1", "--max-memory", limit])
+            .output()
+            .unwrap()
+    };
+    let small = run("4K");
+    assert_eq!(small.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(
+        err.contains("bytes") && err.contains("-c") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(small.stdout.is_empty());
+    let ok = run("1G");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(run("0").status.code(), Some(2)); // clap's usage error
+}
