@@ -1,8 +1,8 @@
-//! `matmul` vs `matmul_packed` on a 3072 → 9216 Q4_0 / Q8_0 matrix
+//! `matmul` vs `matmul_packed` on a 3072 → 9216 Q4_0 / Q8_0 / Q4_K / Q6_K matrix
 //! (Phi-3-mini's gate/up projection), 1 thread, 1 / 16 / 64 tokens.
 //!
 //! `CARGO_TARGET_DIR=... cargo run --release -p phi-kernels --example packed_speed`
-//! (optional args: threads, then reps).
+//! (optional args: threads, then reps, then a comma-separated type list).
 
 use phi_kernels::packed::{matmul_packed, PackedWeights};
 use phi_kernels::{matmul, quantize_row, GgmlType, Scratch, Weights};
@@ -27,8 +27,22 @@ fn main() {
         .build()
         .expect("thread pool");
     println!("{rows}x{cols}, {threads} thread(s), best of {reps}");
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-        let row_bytes = cols / 32 * ty.type_size();
+    // Optional third argument: the types to run, e.g. `q4_k,q6_k`.
+    let only: Option<String> = args.next();
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let name = format!("{ty}").to_lowercase();
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|t| t == name))
+        {
+            continue;
+        }
+        let row_bytes = cols / ty.block_size() * ty.type_size();
         let mut data = vec![0u8; rows * row_bytes];
         for (r, o) in data.chunks_exact_mut(row_bytes).enumerate() {
             quantize_row(ty, &wf[r * cols..][..cols], o).expect("quantize");

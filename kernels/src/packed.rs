@@ -1,4 +1,5 @@
-//! Repacked (row-interleaved) Q4_0 / Q8_0 weights and their matmul.
+//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q6_K weights and their
+//! matmul.
 //!
 //! [`PackedWeights::pack`] copies a Q4_0 or Q8_0 matrix once (at load) into
 //! groups of 16 rows whose 4-byte weight groups are interleaved, so that one
@@ -11,7 +12,7 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0, rows not a multiple of 16, no AVX-512 VNNI, or the
+//! other than Q4_0/Q8_0/Q4_K/Q6_K, rows not a multiple of 16, no AVX-512 VNNI, or the
 //! active ISA forced below AVX-512); the caller then keeps using `matmul`.
 //!
 //! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
@@ -23,7 +24,15 @@
 //! 0..15). Q8_0: vector `j < 8` holds elements `4j..4j+3` as `w + 128`.
 //! Then, at `scale_off`, for group `g`, block `b`, at `(g·nb + b)·32`, the 16
 //! rows' f16 scales.
+//!
+//! Q4_K / Q6_K (activations Q8_K, `nb = cols / 256`): one record of
+//! [`k_layout::Q4_K_REC`] / [`k_layout::Q6_K_REC`] bytes per group and
+//! super-block, group-major, at `(g·nb + b)·rec`; the record layout is
+//! described in `arch/x86_64/packed_k_avx512.rs`. It holds the same bits as
+//! the file's blocks (scales unpacked to bytes), 148 resp. 212 bytes per row
+//! and super-block against the file's 144 / 210.
 
+use crate::formats::k_quants::{unpack_scales_mins_k4, K_SCALE_SIZE, QK_K};
 use crate::matmul::{aligned_bytes, Line, Scratch};
 use crate::{dispatch, matrix_bytes, table, GgmlType, Isa, KernelError, Weights};
 use rayon::prelude::*;
@@ -38,8 +47,33 @@ const SEQ_WORK: usize = 1 << 16;
 /// block leave fewer registers; measured with `examples/packed_speed.rs`).
 const TOKENS_PER_TILE_Q4: usize = 16;
 const TOKENS_PER_TILE_Q8: usize = 8;
+/// Tokens per register tile of the K-quant kernels.
+const TOKENS_PER_TILE_K: usize = 8;
 
-/// A Q4_0 or Q8_0 weight matrix repacked for [`matmul_packed`].
+/// Record layout of the packed K-quants (shared with the kernels).
+pub(crate) mod k_layout {
+    /// Packed bytes of one super-block of one 16-row group.
+    pub(crate) const Q4_K_REC: usize = 2368;
+    pub(crate) const Q6_K_REC: usize = 3392;
+    /// Q4_K: scales `[j][r]` u8, mins `[p][r][2]` u8, f16 d, f16 dmin.
+    pub(crate) const Q4K_SC: usize = 2048;
+    pub(crate) const Q4K_MIN: usize = 2176;
+    pub(crate) const Q4K_D: usize = 2304;
+    pub(crate) const Q4K_DMIN: usize = 2336;
+    /// Q6_K: qh vectors, scales `[p][r][2]` i8, f16 d.
+    pub(crate) const Q6K_QH: usize = 2048;
+    pub(crate) const Q6K_SC: usize = 3072;
+    pub(crate) const Q6K_D: usize = 3328;
+    /// Bytes of one Q8_K activation block (f32 d, 256 × i8, 16 × i16 bsums).
+    pub(crate) const A_BLOCK: usize = 292;
+    /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
+    /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`).
+    pub(crate) const Q4K_SIDE: usize = 16;
+    pub(crate) const Q6K_SIDE: usize = 64;
+}
+use k_layout::*;
+
+/// A Q4_0, Q8_0, Q4_K or Q6_K weight matrix repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
     rows: usize,
@@ -89,10 +123,15 @@ impl PackedWeights {
         let qb = match w.ty {
             GgmlType::Q4_0 => 256,
             GgmlType::Q8_0 => 512,
+            GgmlType::Q4_K => Q4_K_REC,
+            GgmlType::Q6_K => Q6_K_REC,
             _ => return Ok(None),
         };
         if !available() || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
             return Ok(None);
+        }
+        if matches!(w.ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+            return pack_k(w, w_row, qb).map(Some);
         }
         let nb = w.cols / QK;
         let groups = w.rows / GROUP_ROWS;
@@ -141,7 +180,7 @@ impl PackedWeights {
         }))
     }
 
-    /// Weight type (Q4_0 or Q8_0).
+    /// Weight type (Q4_0, Q8_0, Q4_K or Q6_K).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -160,6 +199,80 @@ impl PackedWeights {
     pub fn data(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.data)[..self.len]
     }
+}
+
+/// Repacks a Q4_K / Q6_K matrix (`rows` a multiple of 16, `data` checked
+/// by the caller) into `rec`-byte records (layout: `k_layout`).
+fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
+    let nb = w.cols / QK_K;
+    let groups = w.rows / GROUP_ROWS;
+    let len = groups
+        .checked_mul(nb)
+        .and_then(|n| n.checked_mul(rec))
+        .ok_or_else(|| KernelError::Shape("packed size overflows".into()))?;
+    let mut data: Vec<Line> = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)];
+    let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
+    let src_block = w.ty.type_size();
+    let q4 = w.ty == GgmlType::Q4_K;
+    bytes
+        .par_chunks_mut(nb * rec)
+        .enumerate()
+        .for_each(|(g, dst)| {
+            for r in 0..GROUP_ROWS {
+                let row = &w.data[(g * GROUP_ROWS + r) * w_row..][..w_row];
+                for (blk, out) in row.chunks_exact(src_block).zip(dst.chunks_exact_mut(rec)) {
+                    if q4 {
+                        pack_q4_k(blk, r, out);
+                    } else {
+                        pack_q6_k(blk, r, out);
+                    }
+                }
+            }
+        });
+    Ok(PackedWeights {
+        ty: w.ty,
+        rows: w.rows,
+        cols: w.cols,
+        nb,
+        qb: rec,
+        scale_off: len,
+        len,
+        data,
+    })
+}
+
+/// Row `r`'s share of a Q4_K record from its 144-byte block
+/// (d, dmin, 12 scale bytes, 128 quant bytes).
+fn pack_q4_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    let qs = &blk[16..144];
+    for v in 0..32 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&qs[4 * v..][..4]);
+    }
+    let scales: &[u8; K_SCALE_SIZE] = blk[4..16].try_into().expect("12 scale bytes");
+    let (sc, mn) = unpack_scales_mins_k4(scales);
+    for j in 0..8 {
+        out[Q4K_SC + 16 * j + r] = sc[j];
+        out[Q4K_MIN + 32 * (j / 2) + 2 * r + j % 2] = mn[j];
+    }
+    out[Q4K_D + 2 * r..][..2].copy_from_slice(&blk[0..2]);
+    out[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&blk[2..4]);
+}
+
+/// Row `r`'s share of a Q6_K record from its 210-byte block
+/// (128 ql, 64 qh, 16 i8 scales, d).
+fn pack_q6_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    // ql vector (2n + h)·8 + k holds ql[64n + 32h + 4k..], i.e. ql[4v..].
+    for v in 0..32 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[4 * v..][..4]);
+    }
+    // qh vector 8n + k holds qh[32n + 4k..], i.e. qh[4v..].
+    for v in 0..16 {
+        out[Q6K_QH + 64 * v + 4 * r..][..4].copy_from_slice(&blk[128 + 4 * v..][..4]);
+    }
+    for g in 0..16 {
+        out[Q6K_SC + 32 * (g / 2) + 2 * r + g % 2] = blk[192 + g];
+    }
+    out[Q6K_D + 2 * r..][..2].copy_from_slice(&blk[208..210]);
 }
 
 /// `y[t * p.rows + r] = Σ_c W[r, c] · x[t * p.cols + c]` for `t < n_tokens`:
@@ -188,26 +301,56 @@ pub fn matmul_packed(
     if n_tokens == 0 {
         return Ok(());
     }
-    let ops = table::ops(GgmlType::Q8_0, Isa::Avx512).ok_or(KernelError::Unsupported(p.ty))?;
-    let bias: i32 = if p.ty == GgmlType::Q8_0 { 128 } else { 8 };
-    // Activation row: nb Q8_0 blocks, then nb (d_a: f32, −bias·Σa: i32).
-    let (a_row, _) = matrix_bytes(GgmlType::Q8_0, 1, cols)?;
+    // The activation quantizer of the weight type: Q8_0 for Q4_0/Q8_0,
+    // Q8_K for the K-quants.
+    let ops = table::ops(p.ty, Isa::Avx512).ok_or(KernelError::Unsupported(p.ty))?;
+    let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q6_K);
+    // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
+    // (d_a: f32, −bias·Σa: i32); Q4_K/Q6_K see `k_layout`.
+    let (a_block, side) = match p.ty {
+        GgmlType::Q4_K => (A_BLOCK, Q4K_SIDE),
+        GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
+        _ => (34, 8),
+    };
+    let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
     let side_off = a_row.next_multiple_of(64);
-    let a_stride = side_off + (nb * 8).next_multiple_of(64);
+    let a_stride = side_off + (nb * side).next_multiple_of(64);
     let a_total = a_stride
         .checked_mul(n_tokens)
         .ok_or_else(|| KernelError::Shape("activations overflow".into()))?;
 
     let Scratch { act, out } = scratch;
     let abuf = aligned_bytes(act, a_total);
+    let ty = p.ty;
     let quantize = |o: &mut [u8], xt: &[f32]| {
-        let (q, side) = o.split_at_mut(side_off);
+        let (q, sides) = o.split_at_mut(side_off);
         (ops.quantize_act)(xt, &mut q[..a_row]);
-        for (blk, s) in q[..a_row].chunks_exact(34).zip(side.chunks_exact_mut(8)) {
-            let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
-            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            s[..4].copy_from_slice(&d.to_le_bytes());
-            s[4..].copy_from_slice(&(-bias * sum).to_le_bytes());
+        let blocks = q[..a_row].chunks_exact(a_block);
+        for (blk, s) in blocks.zip(sides.chunks_exact_mut(side)) {
+            let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
+            match ty {
+                GgmlType::Q4_K => {
+                    // Pair p: Σa over sub-blocks 2p and 2p+1 (|·| ≤ 32·128, an i16).
+                    for (pair, o) in s.chunks_exact_mut(4).enumerate() {
+                        let lo = (bsum(4 * pair) + bsum(4 * pair + 1)) as i16;
+                        let hi = (bsum(4 * pair + 2) + bsum(4 * pair + 3)) as i16;
+                        o[..2].copy_from_slice(&lo.to_le_bytes());
+                        o[2..].copy_from_slice(&hi.to_le_bytes());
+                    }
+                }
+                GgmlType::Q6_K => {
+                    for (g, o) in s.chunks_exact_mut(4).enumerate() {
+                        o.copy_from_slice(&(-32 * bsum(g)).to_le_bytes());
+                    }
+                }
+                _ => {
+                    let bias: i32 = if ty == GgmlType::Q8_0 { 128 } else { 8 };
+                    let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
+                    let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                    s[..4].copy_from_slice(&d.to_le_bytes());
+                    s[4..].copy_from_slice(&(-bias * sum).to_le_bytes());
+                }
+            }
         }
     };
     let threads = rayon::current_num_threads().max(1);
@@ -233,7 +376,10 @@ pub fn matmul_packed(
     let chunk_rows = chunk_groups * GROUP_ROWS;
     let data = p.data();
     let q8 = p.ty == GgmlType::Q8_0;
-    let tile_tokens = if q8 {
+    let q6k = p.ty == GgmlType::Q6_K;
+    let tile_tokens = if kquant {
+        TOKENS_PER_TILE_K
+    } else if q8 {
         TOKENS_PER_TILE_Q8
     } else {
         TOKENS_PER_TILE_Q4
@@ -250,7 +396,31 @@ pub fn matmul_packed(
             while t0 < n_tokens {
                 let nt = (n_tokens - t0).min(tile_tokens);
                 #[cfg(target_arch = "x86_64")]
-                {
+                if kquant {
+                    use crate::arch::x86_64::packed_k_avx512 as k;
+                    let tile = k::KTile {
+                        nb,
+                        w: data[g * nb * p.qb..].as_ptr(),
+                        a: a[t0 * a_stride..].as_ptr(),
+                        a_stride,
+                        side_off,
+                        out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
+                        out_stride: nr,
+                    };
+                    // SAFETY: VNNI was checked above (and by `pack`). Group g <
+                    // groups has nb records of p.qb bytes at `w` inside `data`;
+                    // tokens t0..t0+nt < n_tokens each have a full activation row
+                    // (nb Q8_K blocks, nb·side side bytes at side_off) in `a`
+                    // (a_total = a_stride·n_tokens); o[t·nr + gi·16..][..16] lies
+                    // inside `o` (len nr·n_tokens) for t < t0 + nt; nt <= 8.
+                    unsafe {
+                        if q6k {
+                            k::k_tile_n::<true>(&tile, nt)
+                        } else {
+                            k::k_tile_n::<false>(&tile, nt)
+                        }
+                    }
+                } else {
                     use crate::arch::x86_64::packed_avx512 as k;
                     let tile = k::Tile {
                         nb,
@@ -277,7 +447,7 @@ pub fn matmul_packed(
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (data, a, g, gi, q8, nb, a_stride, side_off);
+                let _ = (data, a, g, gi, q8, q6k, kquant, nb, a_stride, side_off);
                 t0 += nt;
             }
         }

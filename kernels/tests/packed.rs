@@ -7,7 +7,16 @@
 //! Bound used: |Δ| ≤ (nb + 2) · f32::EPSILON · Σ_c |w_c · a_c| (dequantized
 //! weights × dequantized activations, which bounds Σ_b |isum_b · d_w · d_a|),
 //! plus 1e-30 for exact zeros.
+//!
+//! Q4_K / Q6_K (Q8_K activations): the integer parts per super-block are
+//! exact; the f32 combination `d·isum − dmin·imin` differs in order and
+//! fusing, so the bound is (nb + 2) · ε · Σ_b (|d_w·d_a·isum_b| +
+//! |dmin_w·d_a·imin_b|), computed with the scalar block dots.
 
+use bytemuck::Zeroable;
+use phi_kernels::formats::k_quants::{
+    block_dot_q4_k, block_dot_q6_k, quantize_row_q8_k, BlockQ4_K, BlockQ6_K, BlockQ8_K,
+};
 use phi_kernels::packed::{self, matmul_packed, PackedWeights};
 use phi_kernels::{
     dequantize_row, matmul, matmul_with_isa, quantize_activations, GgmlType, Isa, Scratch, Weights,
@@ -294,6 +303,144 @@ fn batch_invariant_gemm_rows_equal_gemv() {
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let (rows, cols, nt) = (64, 512, 21);
         let data = random_weights(&mut rng, ty, rows, cols);
+        let w = Weights::new(ty, rows, cols, &data).unwrap();
+        let p = PackedWeights::pack(&w).unwrap().unwrap();
+        let x = random_x(&mut rng, cols * nt);
+        let mut s = Scratch::default();
+        let mut all = vec![0f32; rows * nt];
+        matmul_packed(&p, &x, nt, &mut all, &mut s).unwrap();
+        for t in 0..nt {
+            let mut one = vec![0f32; rows];
+            matmul_packed(&p, &x[t * cols..][..cols], 1, &mut one, &mut s).unwrap();
+            assert!(
+                one.iter()
+                    .zip(&all[t * rows..][..rows])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty}: token {t} of a batch differs from its gemv"
+            );
+        }
+    }
+}
+
+/// Random Q4_K / Q6_K blocks: every quant, scale and min byte random, the
+/// f16 scales finite in [2⁻¹², 2⁻⁸) (Q6_K's of either sign).
+fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let bsz = ty.type_size();
+    let mut v = vec![0u8; rows * cols / 256 * bsz];
+    for blk in v.chunks_exact_mut(bsz) {
+        for b in blk.iter_mut() {
+            *b = rng.next() as u8;
+        }
+        let neg = rng.below(2) == 0;
+        let mut f16 = |neg: bool| {
+            let d = (1.0 + rng.f32().abs()) * 2f32.powi(-(8 + rng.below(5) as i32));
+            half::f16::from_f32(if neg { -d } else { d }).to_le_bytes()
+        };
+        if ty == GgmlType::Q4_K {
+            let (d, m) = (f16(false), f16(false));
+            blk[..2].copy_from_slice(&d);
+            blk[2..4].copy_from_slice(&m);
+        } else {
+            blk[208..210].copy_from_slice(&f16(neg));
+        }
+    }
+    v
+}
+
+/// Per (token, row): Σ_b |d_w·d_a·isum_b| + |dmin_w·d_a·imin_b|.
+fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: usize) -> Vec<f32> {
+    let nb = cols / 256;
+    let mut out = vec![0f32; rows * nt];
+    for t in 0..nt {
+        let mut a = vec![BlockQ8_K::zeroed(); nb];
+        quantize_row_q8_k(&x[t * cols..][..cols], &mut a);
+        for r in 0..rows {
+            let row = &data[r * nb * ty.type_size()..][..nb * ty.type_size()];
+            let mut sum = 0f32;
+            if ty == GgmlType::Q4_K {
+                let w: &[BlockQ4_K] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    let (i, m) = block_dot_q4_k(bw, ba);
+                    sum += (bw.d.to_f32() * ba.d * i as f32).abs()
+                        + (bw.dmin.to_f32() * ba.d * m as f32).abs();
+                }
+            } else {
+                let w: &[BlockQ6_K] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    sum += (bw.d.to_f32() * ba.d * block_dot_q6_k(bw, ba) as f32).abs();
+                }
+            }
+            out[t * rows + r] = sum;
+        }
+    }
+    out
+}
+
+fn check_k_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, nt: usize) {
+    let data = random_k_weights(rng, ty, rows, cols);
+    let w = Weights::new(ty, rows, cols, &data).unwrap();
+    let x = random_x(rng, cols * nt);
+    let p = PackedWeights::pack(&w).unwrap().expect("packable shape");
+    assert_eq!((p.ty(), p.rows(), p.cols()), (ty, rows, cols));
+    assert_eq!(p.data().as_ptr() as usize % 64, 0);
+    let mut s = Scratch::default();
+    let mut yref = vec![0f32; rows * nt];
+    matmul_with_isa(Isa::Scalar, &w, &x, nt, &mut yref, &mut s).unwrap();
+    let mut y = vec![f32::NAN; rows * nt];
+    matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+    let terms = k_terms(ty, &data, rows, cols, &x, nt);
+    let nb = cols / 256;
+    for i in 0..y.len() {
+        let bound = (nb + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
+        assert!(
+            (y[i] - yref[i]).abs() <= bound,
+            "{ty} {rows}x{cols} n_tokens={nt} token {} row {}: packed {} scalar {} bound {bound}",
+            i / rows,
+            i % rows,
+            y[i],
+            yref[i]
+        );
+    }
+}
+
+#[test]
+fn packed_k_quants_match_scalar() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(0x51_7C_C1_B7_27_22_0A_95);
+    for &(rows, cols, nt) in &[(16, 256, 1), (16, 256, 9), (32, 512, 8), (48, 3072, 3)] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            check_k_case(&mut rng, ty, rows, cols, nt);
+        }
+    }
+    for _ in 0..40 {
+        let ty = if rng.below(2) == 0 {
+            GgmlType::Q4_K
+        } else {
+            GgmlType::Q6_K
+        };
+        let cols = 256 * (1 + rng.below(12));
+        let rows = 16 * (1 + rng.below(10));
+        let nt = 1 + rng.below(20);
+        check_k_case(&mut rng, ty, rows, cols, nt);
+    }
+    // Many row chunks across the pool, gemv and gemm.
+    for nt in [1, 17] {
+        check_k_case(&mut rng, GgmlType::Q4_K, 512, 3072, nt);
+        check_k_case(&mut rng, GgmlType::Q6_K, 256, 3072, nt);
+    }
+}
+
+#[test]
+fn packed_k_gemm_rows_equal_gemv() {
+    if skip() {
+        return;
+    }
+    let mut rng = Rng(77);
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let (rows, cols, nt) = (64, 1024, 11);
+        let data = random_k_weights(&mut rng, ty, rows, cols);
         let w = Weights::new(ty, rows, cols, &data).unwrap();
         let p = PackedWeights::pack(&w).unwrap().unwrap();
         let x = random_x(&mut rng, cols * nt);

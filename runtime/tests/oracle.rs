@@ -196,6 +196,8 @@ fn repacked_and_zero_copy_weights_agree() {
         "phi3-tiny-q4_0.gguf",
         "phi3-tiny-q8_0.gguf",
         "phi3-hd96-q4_0.gguf",
+        "phi3-tiny-q4_k_m.gguf",
+        "phi3-tiny-q6_k.gguf",
     ] {
         let path = fixtures().join("models").join(file);
         let load = |repack| {

@@ -1,0 +1,267 @@
+//! AVX-512 VNNI bodies of the repacked Q4_K / Q6_K matmul (`crate::packed`).
+//!
+//! A row group is 16 weight rows; for each 256-element super-block the
+//! group has one record (layouts below, written by `PackedWeights::pack`).
+//! Quants are stored as vectors of 64 bytes whose i32 lane `r` holds 4
+//! consecutive quants of row `r`, so one `vpdpbusd` against a broadcast group
+//! of 4 Q8_K activations adds 4 products to each of 16 rows. The weights are
+//! unsigned (Q4_K 0..15, Q6_K 0..63); Q6_K's offset of 32 is removed exactly
+//! in integer by starting each 16-element dot at `−32·Σa` (the driver stores
+//! it beside the activations), Q4_K's mins by a `vpdpwssd` of the per-row
+//! mins with the activations' 32-element sums. All integer parts equal the
+//! scalar reference's; blocks are combined in f32 as `isum·(d_w·d_a)` (and
+//! `− imin·(dmin_w·d_a)`), as the reference does, in a different order.
+//!
+//! Q4_K record (2368 bytes): 32 quant vectors, vector `8c + k` holding the
+//! stored bytes `qs[32c + 4k..][..4]` (low nibbles: elements `64c + 4k..`,
+//! sub-block `2c`; high nibbles: elements `64c + 32 + 4k..`, sub-block
+//! `2c + 1`); at 2048 the 6-bit scales `[sub-block j][row]` as u8; at 2176
+//! the mins `[pair p][row][2]` (`m_{2p}`, `m_{2p+1}`) as u8; at 2304 the 16
+//! rows' f16 `d`, at 2336 their f16 `dmin`.
+//!
+//! Q6_K record (3392 bytes): 32 `ql` vectors, vector `(2n + h)·8 + k`
+//! holding `ql[64n + 32h + 4k..][..4]`; at 2048 16 `qh` vectors, vector
+//! `8n + k` holding `qh[32n + 4k..][..4]`; at 3072 the scales
+//! `[pair p][row][2]` (`sc_{2p}`, `sc_{2p+1}`) as i8; at 3328 the rows' f16
+//! `d`; 32 bytes of padding keep records 64-byte aligned.
+
+use core::arch::x86_64::*;
+
+use crate::packed::k_layout::*;
+
+/// gemv prefetch distance in records.
+const PF_RECS: usize = 2;
+
+/// Where one call of a tile function reads and writes.
+#[derive(Clone, Copy)]
+pub(crate) struct KTile {
+    /// Super-blocks per row.
+    pub nb: usize,
+    /// The group's `nb` records.
+    pub w: *const u8,
+    /// First activation row: `nb` Q8_K blocks, then at `side_off` the
+    /// per-super-block side words.
+    pub a: *const u8,
+    pub a_stride: usize,
+    pub side_off: usize,
+    /// `out[t * out_stride + r]` for `r < 16`, `t < T`.
+    pub out: *mut f32,
+    pub out_stride: usize,
+}
+
+/// Prefetch hint for part `part` of `parts` of the record `PF_RECS`
+/// ahead (never faults). Spread over a record's steps, so that no burst of
+/// prefetches overflows the core's miss buffers.
+#[inline(always)]
+fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
+    let ahead = rec.wrapping_add(PF_RECS * len);
+    let lines = len / 64;
+    for l in part * lines / parts..(part + 1) * lines / parts {
+        // SAFETY: prefetch is a hint; it does not fault on any address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8) };
+    }
+}
+
+/// Computes 16 rows × `T` tokens of one Q4_K row group.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VL/VNNI and F16C; `tile.w` has `nb` records of
+/// [`Q4_K_REC`] bytes readable; each of the `T` activation rows (`a +
+/// t·a_stride`) has `nb·292` bytes at its start and `nb·16` at `side_off`
+/// readable; `out` has 16 writable floats at every `t·out_stride`, `t < T`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q4_k_tile<const T: usize>(tile: &KTile) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * Q4_K_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        for j in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, Q4_K_REC, j, 8);
+            }
+            let c = j / 2;
+            // SAFETY: record b is readable (caller): quant vectors 8c..8c+8
+            // and the 16 scale bytes of sub-block j lie inside it.
+            let (wv, sc) = unsafe {
+                let mut wv = [_mm512_setzero_si512(); 8];
+                for (k, w) in wv.iter_mut().enumerate() {
+                    let v = _mm512_loadu_si512(rec.add((8 * c + k) * 64) as *const __m512i);
+                    *w = if j % 2 == 0 {
+                        _mm512_and_si512(v, m4)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4)
+                    };
+                }
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    rec.add(Q4K_SC + 16 * j) as *const __m128i
+                ));
+                (wv, sc)
+            };
+            for (t, is) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's 256 quants readable.
+                let s = unsafe {
+                    let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + 4 + 32 * j);
+                    let mut s = _mm512_setzero_si512();
+                    for (k, w) in wv.iter().enumerate() {
+                        let g = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(g));
+                    }
+                    s
+                };
+                *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(s, sc));
+            }
+        }
+        // SAFETY: the d, dmin and min bytes lie inside record b.
+        let (dw, mw, mins) = unsafe {
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q4K_D) as *const __m256i));
+            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q4K_DMIN) as *const __m256i));
+            let mut mins = [_mm512_setzero_si512(); 4];
+            for (p, m) in mins.iter_mut().enumerate() {
+                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                    rec.add(Q4K_MIN + 32 * p) as *const __m256i
+                ));
+            }
+            (dw, mw, mins)
+        };
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d) and its 16 side bytes are
+            // readable (caller).
+            let (da, im) = unsafe {
+                let row = tile.a.add(t * tile.a_stride);
+                let da = core::ptr::read_unaligned(row.add(b * A_BLOCK) as *const f32);
+                let side = row.add(tile.side_off + b * Q4K_SIDE);
+                let mut im = _mm512_setzero_si512();
+                for (p, m) in mins.iter().enumerate() {
+                    let pair = core::ptr::read_unaligned(side.add(4 * p) as *const i32);
+                    im = _mm512_dpwssd_epi32(im, *m, _mm512_set1_epi32(pair));
+                }
+                (da, im)
+            };
+            let vda = _mm512_set1_ps(da);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, vda), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(mw, vda), acc[t]);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
+/// Computes 16 rows × `T` tokens of one Q6_K row group.
+///
+/// # Safety
+/// As [`q4_k_tile`], with records of [`Q6_K_REC`] bytes and `nb·64` side
+/// bytes per activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * Q6_K_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        for n in 0..2 {
+            for qi in 0..4 {
+                // SAFETY: the scale pair bytes lie inside record b.
+                let sp = unsafe {
+                    _mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                        rec.add(Q6K_SC + 32 * (4 * n + qi)) as *const __m256i
+                    ))
+                };
+                let sc_pair = [
+                    _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(sp)),
+                    _mm512_srai_epi32::<16>(sp),
+                ];
+                for (is, &sc) in sc_pair.iter().enumerate() {
+                    let g = 8 * n + 2 * qi + is;
+                    if T == 1 {
+                        prefetch_part(rec, Q6_K_REC, g, 16);
+                    }
+                    let mut wv = [_mm512_setzero_si512(); 4];
+                    for (kk, w) in wv.iter_mut().enumerate() {
+                        let k = 4 * is + kk;
+                        // SAFETY: ql vector (2n + qi%2)·8 + k and qh vector
+                        // 8n + k lie inside record b.
+                        let (l, h) = unsafe {
+                            (
+                                _mm512_loadu_si512(
+                                    rec.add(((2 * n + qi % 2) * 8 + k) * 64) as *const __m512i
+                                ),
+                                _mm512_loadu_si512(
+                                    rec.add(Q6K_QH + (8 * n + k) * 64) as *const __m512i
+                                ),
+                            )
+                        };
+                        let lo = if qi < 2 {
+                            _mm512_and_si512(l, m4)
+                        } else {
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(l), m4)
+                        };
+                        let hs = match qi {
+                            0 => _mm512_slli_epi16::<4>(h),
+                            1 => _mm512_slli_epi16::<2>(h),
+                            2 => h,
+                            _ => _mm512_srli_epi16::<2>(h),
+                        };
+                        // lo | (hs & 0x30): the 6-bit unsigned quant.
+                        *w = _mm512_ternarylogic_epi32::<0xF8>(lo, hs, m30);
+                    }
+                    for (t, isum_t) in isum.iter_mut().enumerate() {
+                        // SAFETY: token t < T has block b's quants and its
+                        // 64 side bytes readable (caller).
+                        let s = unsafe {
+                            let row = tile.a.add(t * tile.a_stride);
+                            let q = row.add(b * A_BLOCK + 4 + 16 * g);
+                            let side = row.add(tile.side_off + b * Q6K_SIDE + 4 * g);
+                            let mut s =
+                                _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32));
+                            for (kk, w) in wv.iter().enumerate() {
+                                let a4 = core::ptr::read_unaligned(q.add(4 * kk) as *const i32);
+                                s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(a4));
+                            }
+                            s
+                        };
+                        *isum_t = _mm512_add_epi32(*isum_t, _mm512_mullo_epi32(s, sc));
+                    }
+                }
+            }
+        }
+        // SAFETY: the d bytes lie inside record b.
+        let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q6K_D) as *const __m256i)) };
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d) is readable (caller).
+            let da = unsafe {
+                core::ptr::read_unaligned(tile.a.add(t * tile.a_stride + b * A_BLOCK) as *const f32)
+            };
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum[t]),
+                _mm512_mul_ps(dw, _mm512_set1_ps(da)),
+                acc[t],
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
+/// [`q4_k_tile`] (`Q6 == false`) or [`q6_k_tile`] for `nt` tokens (1..=8).
+///
+/// # Safety
+/// As the tile function with `T = nt`; `1 <= nt <= 8`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn k_tile_n<const Q6: bool>(tile: &KTile, nt: usize) {
+    macro_rules! arms {
+        ($($n:literal)*) => {
+            match nt {
+                $($n => if Q6 { q6_k_tile::<$n>(tile) } else { q4_k_tile::<$n>(tile) },)*
+                _ => debug_assert!(false, "k_tile_n: nt = {nt}"),
+            }
+        };
+    }
+    // SAFETY: forwarded contract; each arm passes T = nt.
+    unsafe { arms!(1 2 3 4 5 6 7 8) }
+}
