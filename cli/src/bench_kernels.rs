@@ -111,7 +111,8 @@ pub struct KernelResult {
 }
 
 /// A path of the table: an ISA through `matmul`, or the repacked layout
-/// (`matmul_packed`, AVX-512 VNNI) that the runtime uses for Q4_0 / Q8_0.
+/// (`matmul_packed`, AVX-512 VNNI) that the runtime uses for Q4_0 / Q8_0 /
+/// Q4_K / Q5_K / Q6_K.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Path {
     Isa(Isa),

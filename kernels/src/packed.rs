@@ -1,4 +1,4 @@
-//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q6_K weights and their
+//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K weights and their
 //! matmul.
 //!
 //! [`PackedWeights::pack`] copies a Q4_0 or Q8_0 matrix once (at load) into
@@ -12,7 +12,7 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0/Q4_K/Q6_K, rows not a multiple of 16, no AVX-512 VNNI, or the
+//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K, rows not a multiple of 16, no AVX-512 VNNI, or the
 //! active ISA forced below AVX-512); the caller then keeps using `matmul`.
 //!
 //! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
@@ -25,12 +25,12 @@
 //! Then, at `scale_off`, for group `g`, block `b`, at `(g·nb + b)·32`, the 16
 //! rows' f16 scales.
 //!
-//! Q4_K / Q6_K (activations Q8_K, `nb = cols / 256`): one record of
-//! [`k_layout::Q4_K_REC`] / [`k_layout::Q6_K_REC`] bytes per group and
+//! Q4_K / Q5_K / Q6_K (activations Q8_K, `nb = cols / 256`): one record of
+//! [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] / [`k_layout::Q6_K_REC`] bytes per group and
 //! super-block, group-major, at `(g·nb + b)·rec`; the record layout is
 //! described in `arch/x86_64/packed_k_avx512.rs`. It holds the same bits as
-//! the file's blocks (scales unpacked to bytes), 148 resp. 212 bytes per row
-//! and super-block against the file's 144 / 210.
+//! the file's blocks (scales unpacked to bytes), 148 / 180 / 212 bytes per row
+//! and super-block against the file's 144 / 176 / 210.
 
 use crate::formats::k_quants::{unpack_scales_mins_k4, K_SCALE_SIZE, QK_K};
 use crate::matmul::{aligned_bytes, Line, Scratch};
@@ -55,6 +55,9 @@ pub(crate) mod k_layout {
     /// Packed bytes of one super-block of one 16-row group.
     pub(crate) const Q4_K_REC: usize = 2368;
     pub(crate) const Q6_K_REC: usize = 3392;
+    /// Q5_K: the Q4_K record, then 8 qh vectors.
+    pub(crate) const Q5_K_REC: usize = 2880;
+    pub(crate) const Q5K_QH: usize = 2368;
     /// Q4_K: scales `[j][r]` u8, mins `[p][r][2]` u8, f16 d, f16 dmin.
     pub(crate) const Q4K_SC: usize = 2048;
     pub(crate) const Q4K_MIN: usize = 2176;
@@ -73,7 +76,7 @@ pub(crate) mod k_layout {
 }
 use k_layout::*;
 
-/// A Q4_0, Q8_0, Q4_K or Q6_K weight matrix repacked for [`matmul_packed`].
+/// A Q4_0, Q8_0, Q4_K, Q5_K or Q6_K weight matrix repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
     rows: usize,
@@ -124,13 +127,14 @@ impl PackedWeights {
             GgmlType::Q4_0 => 256,
             GgmlType::Q8_0 => 512,
             GgmlType::Q4_K => Q4_K_REC,
+            GgmlType::Q5_K => Q5_K_REC,
             GgmlType::Q6_K => Q6_K_REC,
             _ => return Ok(None),
         };
         if !available() || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
             return Ok(None);
         }
-        if matches!(w.ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        if matches!(w.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
             return pack_k(w, w_row, qb).map(Some);
         }
         let nb = w.cols / QK;
@@ -180,7 +184,7 @@ impl PackedWeights {
         }))
     }
 
-    /// Weight type (Q4_0, Q8_0, Q4_K or Q6_K).
+    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K or Q6_K).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -201,7 +205,7 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q6_K matrix (`rows` a multiple of 16, `data` checked
+/// Repacks a Q4_K / Q5_K / Q6_K matrix (`rows` a multiple of 16, `data` checked
 /// by the caller) into `rec`-byte records (layout: `k_layout`).
 fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
@@ -213,7 +217,7 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
     let mut data: Vec<Line> = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)];
     let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
     let src_block = w.ty.type_size();
-    let q4 = w.ty == GgmlType::Q4_K;
+    let ty = w.ty;
     bytes
         .par_chunks_mut(nb * rec)
         .enumerate()
@@ -221,10 +225,10 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
             for r in 0..GROUP_ROWS {
                 let row = &w.data[(g * GROUP_ROWS + r) * w_row..][..w_row];
                 for (blk, out) in row.chunks_exact(src_block).zip(dst.chunks_exact_mut(rec)) {
-                    if q4 {
-                        pack_q4_k(blk, r, out);
-                    } else {
-                        pack_q6_k(blk, r, out);
+                    match ty {
+                        GgmlType::Q4_K => pack_q4_k(blk, r, out),
+                        GgmlType::Q5_K => pack_q5_k(blk, r, out),
+                        _ => pack_q6_k(blk, r, out),
                     }
                 }
             }
@@ -256,6 +260,19 @@ fn pack_q4_k(blk: &[u8], r: usize, out: &mut [u8]) {
     }
     out[Q4K_D + 2 * r..][..2].copy_from_slice(&blk[0..2]);
     out[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&blk[2..4]);
+}
+
+/// Row `r`'s share of a Q5_K record from its 176-byte block (d, dmin,
+/// 12 scale bytes, 32 qh bytes, 128 quant bytes): the Q4_K record of the
+/// same d, dmin, scales and low nibbles, then the qh vectors.
+fn pack_q5_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    let mut q4 = [0u8; 144];
+    q4[..16].copy_from_slice(&blk[..16]);
+    q4[16..].copy_from_slice(&blk[48..176]);
+    pack_q4_k(&q4, r, out);
+    for k in 0..8 {
+        out[Q5K_QH + 64 * k + 4 * r..][..4].copy_from_slice(&blk[16 + 4 * k..][..4]);
+    }
 }
 
 /// Row `r`'s share of a Q6_K record from its 210-byte block
@@ -304,11 +321,11 @@ pub fn matmul_packed(
     // The activation quantizer of the weight type: Q8_0 for Q4_0/Q8_0,
     // Q8_K for the K-quants.
     let ops = table::ops(p.ty, Isa::Avx512).ok_or(KernelError::Unsupported(p.ty))?;
-    let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q6_K);
+    let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
     // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
-    // (d_a: f32, −bias·Σa: i32); Q4_K/Q6_K see `k_layout`.
+    // (d_a: f32, −bias·Σa: i32); the K-quants see `k_layout`.
     let (a_block, side) = match p.ty {
-        GgmlType::Q4_K => (A_BLOCK, Q4K_SIDE),
+        GgmlType::Q4_K | GgmlType::Q5_K => (A_BLOCK, Q4K_SIDE),
         GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
         _ => (34, 8),
     };
@@ -329,7 +346,7 @@ pub fn matmul_packed(
         for (blk, s) in blocks.zip(sides.chunks_exact_mut(side)) {
             let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
             match ty {
-                GgmlType::Q4_K => {
+                GgmlType::Q4_K | GgmlType::Q5_K => {
                     // Pair p: Σa over sub-blocks 2p and 2p+1 (|·| ≤ 32·128, an i16).
                     for (pair, o) in s.chunks_exact_mut(4).enumerate() {
                         let lo = (bsum(4 * pair) + bsum(4 * pair + 1)) as i16;
@@ -376,7 +393,15 @@ pub fn matmul_packed(
     let chunk_rows = chunk_groups * GROUP_ROWS;
     let data = p.data();
     let q8 = p.ty == GgmlType::Q8_0;
-    let q6k = p.ty == GgmlType::Q6_K;
+    #[cfg(target_arch = "x86_64")]
+    let kkind = {
+        use crate::arch::x86_64::packed_k_avx512::KKind;
+        match p.ty {
+            GgmlType::Q5_K => KKind::Q5K,
+            GgmlType::Q6_K => KKind::Q6K,
+            _ => KKind::Q4K,
+        }
+    };
     let tile_tokens = if kquant {
         TOKENS_PER_TILE_K
     } else if q8 {
@@ -413,13 +438,7 @@ pub fn matmul_packed(
                     // (nb Q8_K blocks, nb·side side bytes at side_off) in `a`
                     // (a_total = a_stride·n_tokens); o[t·nr + gi·16..][..16] lies
                     // inside `o` (len nr·n_tokens) for t < t0 + nt; nt <= 8.
-                    unsafe {
-                        if q6k {
-                            k::k_tile_n::<true>(&tile, nt)
-                        } else {
-                            k::k_tile_n::<false>(&tile, nt)
-                        }
-                    }
+                    unsafe { k::k_tile_n(kkind, &tile, nt) }
                 } else {
                     use crate::arch::x86_64::packed_avx512 as k;
                     let tile = k::Tile {
@@ -447,7 +466,7 @@ pub fn matmul_packed(
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (data, a, g, gi, q8, q6k, kquant, nb, a_stride, side_off);
+                let _ = (data, a, g, gi, q8, kquant, nb, a_stride, side_off);
                 t0 += nt;
             }
         }

@@ -8,14 +8,15 @@
 //! weights × dequantized activations, which bounds Σ_b |isum_b · d_w · d_a|),
 //! plus 1e-30 for exact zeros.
 //!
-//! Q4_K / Q6_K (Q8_K activations): the integer parts per super-block are
+//! Q4_K / Q5_K / Q6_K (Q8_K activations): the integer parts per super-block are
 //! exact; the f32 combination `d·isum − dmin·imin` differs in order and
 //! fusing, so the bound is (nb + 2) · ε · Σ_b (|d_w·d_a·isum_b| +
 //! |dmin_w·d_a·imin_b|), computed with the scalar block dots.
 
 use bytemuck::Zeroable;
 use phi_kernels::formats::k_quants::{
-    block_dot_q4_k, block_dot_q6_k, quantize_row_q8_k, BlockQ4_K, BlockQ6_K, BlockQ8_K,
+    block_dot_q4_k, block_dot_q5_k, block_dot_q6_k, quantize_row_q8_k, BlockQ4_K, BlockQ5_K,
+    BlockQ6_K, BlockQ8_K,
 };
 use phi_kernels::packed::{self, matmul_packed, PackedWeights};
 use phi_kernels::{
@@ -322,7 +323,7 @@ fn batch_invariant_gemm_rows_equal_gemv() {
     }
 }
 
-/// Random Q4_K / Q6_K blocks: every quant, scale and min byte random, the
+/// Random Q4_K / Q5_K / Q6_K blocks: every quant, scale and min byte random, the
 /// f16 scales finite in [2⁻¹², 2⁻⁸) (Q6_K's of either sign).
 fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let bsz = ty.type_size();
@@ -336,7 +337,7 @@ fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Ve
             let d = (1.0 + rng.f32().abs()) * 2f32.powi(-(8 + rng.below(5) as i32));
             half::f16::from_f32(if neg { -d } else { d }).to_le_bytes()
         };
-        if ty == GgmlType::Q4_K {
+        if ty != GgmlType::Q6_K {
             let (d, m) = (f16(false), f16(false));
             blk[..2].copy_from_slice(&d);
             blk[2..4].copy_from_slice(&m);
@@ -361,6 +362,13 @@ fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: u
                 let w: &[BlockQ4_K] = bytemuck::cast_slice(row);
                 for (bw, ba) in w.iter().zip(&a) {
                     let (i, m) = block_dot_q4_k(bw, ba);
+                    sum += (bw.d.to_f32() * ba.d * i as f32).abs()
+                        + (bw.dmin.to_f32() * ba.d * m as f32).abs();
+                }
+            } else if ty == GgmlType::Q5_K {
+                let w: &[BlockQ5_K] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    let (i, m) = block_dot_q5_k(bw, ba);
                     sum += (bw.d.to_f32() * ba.d * i as f32).abs()
                         + (bw.dmin.to_f32() * ba.d * m as f32).abs();
                 }
@@ -410,16 +418,12 @@ fn packed_k_quants_match_scalar() {
     }
     let mut rng = Rng(0x51_7C_C1_B7_27_22_0A_95);
     for &(rows, cols, nt) in &[(16, 256, 1), (16, 256, 9), (32, 512, 8), (48, 3072, 3)] {
-        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
             check_k_case(&mut rng, ty, rows, cols, nt);
         }
     }
-    for _ in 0..40 {
-        let ty = if rng.below(2) == 0 {
-            GgmlType::Q4_K
-        } else {
-            GgmlType::Q6_K
-        };
+    for _ in 0..60 {
+        let ty = [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K][rng.below(3)];
         let cols = 256 * (1 + rng.below(12));
         let rows = 16 * (1 + rng.below(10));
         let nt = 1 + rng.below(20);
@@ -428,6 +432,7 @@ fn packed_k_quants_match_scalar() {
     // Many row chunks across the pool, gemv and gemm.
     for nt in [1, 17] {
         check_k_case(&mut rng, GgmlType::Q4_K, 512, 3072, nt);
+        check_k_case(&mut rng, GgmlType::Q5_K, 256, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q6_K, 256, 3072, nt);
     }
 }
@@ -438,7 +443,7 @@ fn packed_k_gemm_rows_equal_gemv() {
         return;
     }
     let mut rng = Rng(77);
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
         let (rows, cols, nt) = (64, 1024, 11);
         let data = random_k_weights(&mut rng, ty, rows, cols);
         let w = Weights::new(ty, rows, cols, &data).unwrap();

@@ -62,23 +62,28 @@ fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
     }
 }
 
-/// Computes 16 rows × `T` tokens of one Q4_K row group.
+/// Computes 16 rows × `T` tokens of one Q4_K (`Q5 == false`) or Q5_K row
+/// group (Q5_K: the Q4_K record followed by 8 `qh` vectors at
+/// [`Q5K_QH`], vector `k` holding `qh[4k..][..4]`; bit `j` of `qh[l]` is
+/// bit 4 of element `32j + l`).
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW/VL/VNNI and F16C; `tile.w` has `nb` records of
-/// [`Q4_K_REC`] bytes readable; each of the `T` activation rows (`a +
+/// [`Q4_K_REC`] (Q5_K: [`Q5_K_REC`]) bytes readable; each of the `T` activation rows (`a +
 /// t·a_stride`) has `nb·292` bytes at its start and `nb·16` at `side_off`
 /// readable; `out` has 16 writable floats at every `t·out_stride`, `t < T`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn q4_k_tile<const T: usize>(tile: &KTile) {
+pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
     let m4 = _mm512_set1_epi8(0x0F);
+    let m10 = _mm512_set1_epi8(0x10);
+    let rec_len = if Q5 { Q5_K_REC } else { Q4_K_REC };
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..tile.nb {
-        let rec = tile.w.wrapping_add(b * Q4_K_REC);
+        let rec = tile.w.wrapping_add(b * rec_len);
         let mut isum = [_mm512_setzero_si512(); T];
         for j in 0..8 {
             if T == 1 {
-                prefetch_part(rec, Q4_K_REC, j, 8);
+                prefetch_part(rec, rec_len, j, 8);
             }
             let c = j / 2;
             // SAFETY: record b is readable (caller): quant vectors 8c..8c+8
@@ -92,6 +97,23 @@ pub(crate) unsafe fn q4_k_tile<const T: usize>(tile: &KTile) {
                     } else {
                         _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4)
                     };
+                    if Q5 {
+                        // Bit j of each qh byte moved to bit 4 (16-bit shifts
+                        // only spill into bits the 0x10 mask drops).
+                        let h = _mm512_loadu_si512(rec.add(Q5K_QH + 64 * k) as *const __m512i);
+                        let hs = match j {
+                            0 => _mm512_slli_epi16::<4>(h),
+                            1 => _mm512_slli_epi16::<3>(h),
+                            2 => _mm512_slli_epi16::<2>(h),
+                            3 => _mm512_slli_epi16::<1>(h),
+                            4 => h,
+                            5 => _mm512_srli_epi16::<1>(h),
+                            6 => _mm512_srli_epi16::<2>(h),
+                            _ => _mm512_srli_epi16::<3>(h),
+                        };
+                        // w | (hs & 0x10)
+                        *w = _mm512_ternarylogic_epi32::<0xF8>(*w, hs, m10);
+                    }
                 }
                 let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(
                     rec.add(Q4K_SC + 16 * j) as *const __m128i
@@ -152,7 +174,7 @@ pub(crate) unsafe fn q4_k_tile<const T: usize>(tile: &KTile) {
 /// Computes 16 rows × `T` tokens of one Q6_K row group.
 ///
 /// # Safety
-/// As [`q4_k_tile`], with records of [`Q6_K_REC`] bytes and `nb·64` side
+/// As [`q4_k_tile`] (Q4_K), with records of [`Q6_K_REC`] bytes and `nb·64` side
 /// bytes per activation row.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
@@ -248,16 +270,29 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
     }
 }
 
-/// [`q4_k_tile`] (`Q6 == false`) or [`q6_k_tile`] for `nt` tokens (1..=8).
+/// The K-quant tile functions: [`q4_k_tile`] for Q4_K and Q5_K,
+/// [`q6_k_tile`] for Q6_K.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KKind {
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+/// The tile function of `kind` for `nt` tokens (1..=8).
 ///
 /// # Safety
 /// As the tile function with `T = nt`; `1 <= nt <= 8`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn k_tile_n<const Q6: bool>(tile: &KTile, nt: usize) {
+pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
     macro_rules! arms {
         ($($n:literal)*) => {
             match nt {
-                $($n => if Q6 { q6_k_tile::<$n>(tile) } else { q4_k_tile::<$n>(tile) },)*
+                $($n => match kind {
+                    KKind::Q4K => q4_k_tile::<false, $n>(tile),
+                    KKind::Q5K => q4_k_tile::<true, $n>(tile),
+                    KKind::Q6K => q6_k_tile::<$n>(tile),
+                },)*
                 _ => debug_assert!(false, "k_tile_n: nt = {nt}"),
             }
         };
