@@ -26,9 +26,9 @@
 //! llama-bpe, mpt, falcon, starcoder, refact, command-r and qwen2.
 //!
 //! Supported `tokenizer.ggml.pre` values: the default, and the llama3,
-//! gpt-2, starcoder/smollm/command-r, falcon and qwen2 families (see
-//! `pretok::PreConfig::from_name`). Not supported (typed error): the
-//! deepseek, tekken, gpt-4o/llama4, qwen35, chameleon, bloom-style
+//! gpt-2, starcoder/smollm/command-r, falcon, qwen2 and gpt-4o/llama4
+//! (Phi-4-mini) families (see `pretok::PreConfig::from_name`). Not supported
+//! (typed error): the deepseek, tekken, qwen35, chameleon, bloom-style
 //! pre-tokenizers and the bert/t5/rwkv/gemma4 tokenizer models.
 //!
 //! Deliberate differences from llama.cpp (which iterates a hash map or

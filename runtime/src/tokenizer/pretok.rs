@@ -10,6 +10,10 @@
 //!
 //! * [`Step::Gpt2`] — `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 //! * [`Step::Llama3`] — `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,K}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+//! * [`Step::Gpt4o`] — the o200k expression as llama.cpp runs it (see
+//!   [`split_gpt4o`] for what its std::regex rewrite means for non-ASCII
+//!   letters): `[^\r\n\p{L}\p{N}]?((?=\p{L})[^a-z])*((?=\p{L})[^A-Z])+C?|[^\r\n\p{L}\p{N}]?((?=\p{L})[^a-z])+((?=\p{L})[^A-Z])*C?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+//!   with `C` = `'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]`
 //! * [`Step::Each`] — a one-character class such as `\p{N}` (every match alone)
 //! * [`Step::Runs`] — `[class]+` (maximal runs)
 //! * [`Step::Digits3`] — `[0-9][0-9][0-9]`
@@ -92,6 +96,8 @@ pub(crate) enum Step {
     /// The Llama-3 expression; `max_digits` is K in `\p{N}{1,K}` (3 for
     /// Llama 3, 1 for Qwen 2).
     Llama3 { max_digits: usize },
+    /// The GPT-4o (o200k) expression: case-aware letter runs.
+    Gpt4o,
     /// Every character of the class is a piece of its own.
     Each(fn(char) -> bool),
     /// Maximal runs of the class are pieces.
@@ -169,6 +175,9 @@ impl PreConfig {
                 cfg(vec![Step::Llama3 { max_digits: 1 }], false, false, false)
             }
             "stablelm2" | "megrez" => cfg(vec![Step::Llama3 { max_digits: 1 }], false, false, true),
+            "gpt-4o" | "llama4" | "kanana2" | "talkie" => {
+                cfg(vec![Step::Gpt4o], false, false, false)
+            }
             _ => None,
         }
     }
@@ -217,6 +226,7 @@ fn split_piece(step: Step, s: &[char], out: &mut Vec<usize>) {
     match step {
         Step::Gpt2 => split_gpt2(s, out),
         Step::Llama3 { max_digits } => split_llama3(s, max_digits.max(1), out),
+        Step::Gpt4o => split_gpt4o(s, out),
         Step::Each(class) => split_matches(s, out, |s, i| usize::from(class(s[i]))),
         Step::Runs(class) => split_matches(s, out, |s, i| {
             s[i..].iter().take_while(|&&c| class(c)).count()
@@ -270,6 +280,30 @@ fn whitespace_tail(s: &[char], pos: usize) -> usize {
     }
 }
 
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` at `pos` (ASCII case folding only, as
+/// llama.cpp spells it `'[sS]|'[tT]|...`): the match length, 0 for none.
+fn contraction(s: &[char], pos: usize) -> usize {
+    if s.get(pos) != Some(&'\'') {
+        return 0;
+    }
+    let lower = |i: usize| s.get(i).map(char::to_ascii_lowercase);
+    match (lower(pos + 1), lower(pos + 2)) {
+        (Some('s' | 't' | 'm' | 'd'), _) => 2,
+        (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l')) => 3,
+        _ => 0,
+    }
+}
+
+/// `\s*[\r\n]+` at `pos`: the blank run up to and including its last CR/LF
+/// (`None` when the run has no CR/LF).
+fn blank_with_newlines(s: &[char], pos: usize) -> Option<usize> {
+    let n_ws = s[pos..].iter().take_while(|&&x| is_space(x)).count();
+    s[pos..pos + n_ws]
+        .iter()
+        .rposition(|&x| is_cr_or_lf(x))
+        .map(|last| last + 1)
+}
+
 fn split_gpt2(s: &[char], out: &mut Vec<usize>) {
     let at = |i: usize| s.get(i).copied();
     let mut pos = 0;
@@ -320,19 +354,9 @@ fn split_llama3(s: &[char], max_digits: usize, out: &mut Vec<usize>) {
         let c = s[pos];
         let len = 'm: {
             // (?i:'s|'t|'re|'ve|'m|'ll|'d)
-            if c == '\'' {
-                if let Some(n1) = at(pos + 1) {
-                    let n1 = n1.to_ascii_lowercase();
-                    if matches!(n1, 's' | 't' | 'm' | 'd') {
-                        break 'm 2;
-                    }
-                    if let Some(n2) = at(pos + 2) {
-                        let n2 = n2.to_ascii_lowercase();
-                        if matches!((n1, n2), ('r', 'e') | ('v', 'e') | ('l', 'l')) {
-                            break 'm 3;
-                        }
-                    }
-                }
+            let n = contraction(s, pos);
+            if n > 0 {
+                break 'm n;
             }
             // [^\r\n\p{L}\p{N}]?\p{L}+
             if !is_cr_or_lf(c)
@@ -360,12 +384,88 @@ fn split_llama3(s: &[char], max_digits: usize, out: &mut Vec<usize>) {
                     .count();
                 break 'm lead + run + nl;
             }
-            // \s*[\r\n]+ : up to the last CR/LF of the blank run
-            let n_ws = s[pos..].iter().take_while(|&&x| is_space(x)).count();
-            if let Some(last) = s[pos..pos + n_ws].iter().rposition(|&x| is_cr_or_lf(x)) {
-                break 'm last + 1;
+            blank_with_newlines(s, pos).unwrap_or_else(|| whitespace_tail(s, pos))
+        };
+        out.push(len);
+        pos += len;
+    }
+}
+
+/// A letter of the "upper" class of llama.cpp's GPT-4o expression,
+/// `(?=\p{L})[^a-z]`.
+///
+/// llama.cpp runs the expression with std::regex over a "collapsed" text in
+/// which every non-ASCII letter is the same placeholder byte, so case is only
+/// known for ASCII: a non-ASCII letter belongs to both the upper and the
+/// lower class (the original `\p{Lu}`/`\p{Ll}` classes would separate them;
+/// llama.cpp's ids, which this code reproduces, do not).
+fn is_upperish(c: char) -> bool {
+    !c.is_ascii_lowercase() && is_letter(c)
+}
+
+/// A letter of the "lower" class, `(?=\p{L})[^A-Z]` (see [`is_upperish`]).
+fn is_lowerish(c: char) -> bool {
+    !c.is_ascii_uppercase() && is_letter(c)
+}
+
+/// The GPT-4o expression, alternatives tried in order at each position
+/// (leftmost-first, greedy with backtracking, like std::regex):
+///
+/// 1. `P? U* W+ C?` — `P` one character that is not CR/LF/letter/number,
+///    `U`/`W` the upper/lower letter classes, `C` a contraction. The longest
+///    `U*` that is followed by a `W` wins, then `W+` is greedy.
+/// 2. `P? U+ W* C?` — only reached when no `W` follows any prefix of the
+///    `U` run, i.e. the run is ASCII capitals followed by a non-letter.
+/// 3. `\p{N}{1,3}`; 4. ` ?O+[\r\n/]*` (`O` neither blank, letter nor
+///    number); 5. `\s*[\r\n]+`; 6. `\s+(?!\S)`; 7. `\s+`.
+///
+/// Every character starts a match of one of them (letters 1-2, numbers 3,
+/// others 4, blanks 5-7), so no text is left between matches.
+fn split_gpt4o(s: &[char], out: &mut Vec<usize>) {
+    let at = |i: usize| s.get(i).copied();
+    let run = |from: usize, class: fn(char) -> bool| {
+        s.get(from..)
+            .map_or(0, |rest| rest.iter().take_while(|&&x| class(x)).count())
+    };
+    let mut pos = 0;
+    while pos < s.len() {
+        let c = s[pos];
+        let len = 'm: {
+            // Alternatives 1 and 2 need a letter at `pos` or right after a
+            // `P` character at `pos` (`P` is never a letter, so the optional
+            // `P?` is decided by the first character alone).
+            let lead = usize::from(
+                !is_cr_or_lf(c)
+                    && !is_letter(c)
+                    && !is_number(c)
+                    && at(pos + 1).is_some_and(is_letter),
+            );
+            let q = pos + lead;
+            if at(q).is_some_and(is_letter) {
+                let n_upper = run(q, is_upperish);
+                let end = match (0..=n_upper)
+                    .rev()
+                    .find(|&k| at(q + k).is_some_and(is_lowerish))
+                {
+                    // 1: U{k} then the W run starting there.
+                    Some(k) => q + k + run(q + k, is_lowerish),
+                    // 2: the whole (ASCII capital) U run; no W follows it.
+                    None => q + n_upper,
+                };
+                break 'm end - pos + contraction(s, end);
             }
-            whitespace_tail(s, pos)
+            // \p{N}{1,3}
+            if is_number(c) {
+                break 'm run(pos, is_number).min(3);
+            }
+            // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
+            let lead = usize::from(c == ' ');
+            if at(pos + lead).is_some_and(is_other) {
+                let n_other = run(pos + lead, is_other);
+                let tail = run(pos + lead + n_other, |x| is_cr_or_lf(x) || x == '/');
+                break 'm lead + n_other + tail;
+            }
+            blank_with_newlines(s, pos).unwrap_or_else(|| whitespace_tail(s, pos))
         };
         out.push(len);
         pos += len;
@@ -408,6 +508,66 @@ mod tests {
             words("llama3", "Hello WORLD'S 12345 \n\n  x"),
             ["Hello", " WORLD", "'S", " ", "123", "45", " \n\n", " ", " x"]
         );
+    }
+
+    #[test]
+    fn gpt4o_basic() {
+        let w = |t| words("gpt-4o", t);
+        assert_eq!(w("Hello World"), ["Hello", " World"]);
+        assert_eq!(w("HelloWorld"), ["Hello", "World"]);
+        assert_eq!(w("HELLOWorld foo"), ["HELLOWorld", " foo"]);
+        assert_eq!(w("HELLO world"), ["HELLO", " world"]);
+        assert_eq!(w("don't I'M we'LL"), ["don't", " I'M", " we'LL"]);
+        assert_eq!(w("123456 1234"), ["123", "456", " ", "123", "4"]);
+        assert_eq!(w("  spaces"), [" ", " spaces"]);
+        assert_eq!(w("\n\n  x"), ["\n\n", " ", " x"]);
+        assert_eq!(w("a !!\n/b"), ["a", " !!\n/", "b"]);
+        assert_eq!(w("\tx ,y"), ["\tx", " ,", "y"]);
+        // Non-ASCII letters are both upper and lower (llama.cpp's collapse).
+        assert_eq!(w("Привет МИР"), ["Привет", " МИР"]);
+        assert_eq!(w("ÉCOLE"), ["É", "COLE"]);
+        assert_eq!(w("ABéCD"), ["ABé", "CD"]);
+        assert_eq!(w("x  "), ["x", "  "]);
+        assert_eq!(w(""), Vec::<String>::new());
+    }
+
+    /// Every split llama.cpp's own `unicode_regex_split` made with the
+    /// gpt-4o expression (tests/fixtures/make_gpt4o.py): the shared corpus,
+    /// the gpt-4o extras and seeded random strings.
+    #[test]
+    fn gpt4o_matches_llama_cpp_splits() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tokenizer/gpt-4o-splits.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let cases = reference["cases"].as_array().unwrap();
+        assert!(cases.len() > 1000);
+        let mut failures = 0;
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<&str> = case["words"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap())
+                .collect();
+            let got = PreConfig::from_name(Some("gpt-4o"))
+                .unwrap()
+                .pre
+                .split(text);
+            if got != want {
+                failures += 1;
+                eprintln!("{text:?}: got {got:?}, want {want:?}");
+            }
+        }
+        eprintln!(
+            "gpt-4o: {}/{} llama.cpp splits match",
+            cases.len() - failures,
+            cases.len()
+        );
+        assert_eq!(failures, 0);
     }
 
     #[test]
