@@ -2,14 +2,17 @@
 //! plain memory-read loop for scale.
 //!
 //! `cargo bench -p phi-kernels --bench matmul` runs a short default set
-//! (~1.5 min: every type at 3072→9216 on the best path, Q4_0 at every shape);
+//! (~4 min: every type at 3072→9216 on the best path and, where the CPU
+//! has it, on the repacked layout the runtime uses (`avx512-packed`:
+//! Q4_0, Q8_0, Q4_K, Q5_K, Q6_K on AVX-512 VNNI); Q4_0, Q4_K and Q6_K (the
+//! types of Q4_0 and Q4_K_M files) at every shape);
 //! `PHI_BENCH_FULL=1` runs every type × shape × path (scalar included).
 //! `PHI_BENCH_THREADS=1,2` picks the rayon pool sizes (default 1,2).
 //! gemv throughput = weight bytes / s; gemm "elements" = 2·rows·cols·tokens
 //! operations / s (so Gelem/s reads as GOP/s).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use phi_kernels::formats::{float, q4_0, q4_1, q5_0, q5_1, q8_0};
+use phi_kernels::packed::{matmul_packed, PackedWeights};
 use phi_kernels::{dispatch, matmul_with_isa, GgmlType, Isa, Scratch, Weights};
 use std::time::Duration;
 
@@ -22,8 +25,15 @@ const SHAPES: [(usize, usize); 5] = [
     (3072, 32064),
 ];
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 15] = [
     GgmlType::Q4_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::Q5_K,
+    GgmlType::Q3_K,
+    GgmlType::Q2_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
@@ -48,31 +58,9 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
-    macro_rules! q {
-        ($b:ty, $f:path) => {{
-            let mut v = vec![<$b>::default(); x.len() / 32];
-            $f(x, &mut v);
-            bytemuck::cast_slice(&v).to_vec()
-        }};
-    }
-    match ty {
-        GgmlType::Q4_0 => q!(q4_0::BlockQ4_0, q4_0::quantize_row_q4_0),
-        GgmlType::Q4_1 => q!(q4_1::BlockQ4_1, q4_1::quantize_row_q4_1),
-        GgmlType::Q5_0 => q!(q5_0::BlockQ5_0, q5_0::quantize_row_q5_0),
-        GgmlType::Q5_1 => q!(q5_1::BlockQ5_1, q5_1::quantize_row_q5_1),
-        GgmlType::Q8_0 => q!(q8_0::BlockQ8_0, q8_0::quantize_row_q8_0),
-        GgmlType::F16 => {
-            let mut v = vec![half::f16::ZERO; x.len()];
-            float::quantize_row_f16(x, &mut v);
-            bytemuck::cast_slice(&v).to_vec()
-        }
-        GgmlType::BF16 => {
-            let mut v = vec![half::bf16::ZERO; x.len()];
-            float::quantize_row_bf16(x, &mut v);
-            bytemuck::cast_slice(&v).to_vec()
-        }
-        _ => bytemuck::cast_slice(x).to_vec(),
-    }
+    let mut out = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
+    phi_kernels::quantize_row(ty, x, &mut out).expect("quantize");
+    out
 }
 
 /// A rows×cols matrix of `ty`: 64 distinct quantized rows, repeated.
@@ -143,7 +131,7 @@ fn bench_matmul(c: &mut Criterion) {
     let best = dispatch::best();
     for ty in TYPES {
         for (si, &(cols, rows)) in SHAPES.iter().enumerate() {
-            let wide = full || ty == GgmlType::Q4_0;
+            let wide = full || matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K);
             if si > 0 && !wide {
                 continue;
             }
@@ -202,7 +190,52 @@ fn bench_matmul(c: &mut Criterion) {
                     g.finish();
                 }
             }
+            if let Some(pk) = PackedWeights::pack(&w).expect("pack") {
+                bench_packed(c, &pk, &x, &mut y, &mut scratch, si == 0);
+            }
         }
+    }
+}
+
+/// gemv (and, with `gemm`, gemm of [`GEMM_TOKENS`]) on a repacked matrix.
+fn bench_packed(
+    c: &mut Criterion,
+    pk: &PackedWeights,
+    x: &[f32],
+    y: &mut [f32],
+    scratch: &mut Scratch,
+    gemm: bool,
+) {
+    let (ty, rows, cols) = (pk.ty(), pk.rows(), pk.cols());
+    for threads in thread_counts() {
+        let p = pool(threads);
+        let id = BenchmarkId::new(
+            format!("avx512-packed/{threads}t"),
+            format!("{cols}x{rows}"),
+        );
+        let mut g = c.benchmark_group(format!("gemv/{ty}"));
+        g.throughput(Throughput::Bytes(pk.data().len() as u64));
+        g.bench_function(id.clone(), |b| {
+            b.iter(|| {
+                p.install(|| matmul_packed(pk, &x[..cols], 1, &mut y[..rows], scratch))
+                    .expect("gemv");
+                black_box(&y);
+            })
+        });
+        g.finish();
+        if !gemm {
+            continue;
+        }
+        let mut g = c.benchmark_group(format!("gemm{GEMM_TOKENS}/{ty}"));
+        g.throughput(Throughput::Elements((2 * rows * cols * GEMM_TOKENS) as u64));
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                p.install(|| matmul_packed(pk, x, GEMM_TOKENS, y, scratch))
+                    .expect("gemm");
+                black_box(&y);
+            })
+        });
+        g.finish();
     }
 }
 
