@@ -301,9 +301,19 @@ fn batch_invariant_gemm_rows_equal_gemv() {
         return;
     }
     let mut rng = Rng(5);
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-        let (rows, cols, nt) = (64, 512, 21);
-        let data = random_weights(&mut rng, ty, rows, cols);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        let (rows, cols, nt) = (64, 1024, 21);
+        let data = if ty.block_size() == 256 {
+            random_k_weights(&mut rng, ty, rows, cols)
+        } else {
+            random_weights(&mut rng, ty, rows, cols)
+        };
         let w = Weights::new(ty, rows, cols, &data).unwrap();
         let p = PackedWeights::pack(&w).unwrap().unwrap();
         let x = random_x(&mut rng, cols * nt);
@@ -434,33 +444,5 @@ fn packed_k_quants_match_scalar() {
         check_k_case(&mut rng, GgmlType::Q4_K, 512, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q5_K, 256, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q6_K, 256, 3072, nt);
-    }
-}
-
-#[test]
-fn packed_k_gemm_rows_equal_gemv() {
-    if skip() {
-        return;
-    }
-    let mut rng = Rng(77);
-    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
-        let (rows, cols, nt) = (64, 1024, 11);
-        let data = random_k_weights(&mut rng, ty, rows, cols);
-        let w = Weights::new(ty, rows, cols, &data).unwrap();
-        let p = PackedWeights::pack(&w).unwrap().unwrap();
-        let x = random_x(&mut rng, cols * nt);
-        let mut s = Scratch::default();
-        let mut all = vec![0f32; rows * nt];
-        matmul_packed(&p, &x, nt, &mut all, &mut s).unwrap();
-        for t in 0..nt {
-            let mut one = vec![0f32; rows];
-            matmul_packed(&p, &x[t * cols..][..cols], 1, &mut one, &mut s).unwrap();
-            assert!(
-                one.iter()
-                    .zip(&all[t * rows..][..rows])
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{ty}: token {t} of a batch differs from its gemv"
-            );
-        }
     }
 }
