@@ -252,7 +252,24 @@ macro_rules! x86_kernels {
             let mut accm = [[0.0f32; T]; R];
             let qa = if has_min(K) { 4 } else { 2 };
             let bias_v = _mm256_set1_epi8(bias(K));
+            // gemv tiles stream their rows side by side, which defeats the
+            // hardware prefetcher: prefetch into L2 the next R rows (the
+            // next tile: rows are contiguous in every matrix the driver
+            // passes), spread evenly over this tile's blocks.
+            let tile_bytes = R * nb * w_block(K);
+            let pf_lines = if T == 1 && R > 1 {
+                tile_bytes.div_ceil(64).div_ceil(nb.max(1))
+            } else {
+                0
+            };
+            let pf_base = w[0].wrapping_add(tile_bytes);
             for b in 0..nb {
+                for k in 0..pf_lines {
+                    // A prefetch is only a hint: it never faults, even past the end.
+                    _mm_prefetch::<_MM_HINT_T1>(
+                        pf_base.wrapping_add((b * pf_lines + k) * 64) as *const i8
+                    );
+                }
                 let mut wv = [_mm256_setzero_si256(); R];
                 let mut ws = [_mm256_setzero_si256(); R];
                 let mut dw = [0.0f32; R];
