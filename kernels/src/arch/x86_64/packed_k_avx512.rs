@@ -279,10 +279,10 @@ pub(crate) enum KKind {
     Q6K,
 }
 
-/// The tile function of `kind` for `nt` tokens (1..=8).
+/// The tile function of `kind` for `nt` tokens (1..=16).
 ///
 /// # Safety
-/// As the tile function with `T = nt`; `1 <= nt <= 8`.
+/// As the tile function with `T = nt`; `1 <= nt <= 16`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
     macro_rules! arms {
@@ -298,5 +298,5 @@ pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
         };
     }
     // SAFETY: forwarded contract; each arm passes T = nt.
-    unsafe { arms!(1 2 3 4 5 6 7 8) }
+    unsafe { arms!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16) }
 }
