@@ -17,9 +17,7 @@
 use core::arch::x86_64::*;
 use core::mem::{offset_of, size_of};
 
-use super::k_avx2::{
-    f16_at, f32_at, k4_scales_mins, q3_k_scales, u32_at, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
-};
+use super::k_avx2::{f16_at, f32_at, k4_scales_mins, u32_at, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
 use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS, KVALUES_IQ4NL, QK4_NL};
 use crate::formats::k_quants::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, QK_K};
 use crate::formats::BlockQ8_0;
@@ -356,6 +354,35 @@ macro_rules! kernels {
                 out
             }
 
+            /// The 16 Q3_K sub-block scales (6 bits, minus 32) from the 12
+            /// packed bytes at `s` as i16: the low 4 bits are the nibbles of
+            /// bytes 0..8 (low nibbles for scales 0..8, high for 8..16), the
+            /// high 2 bits are bit pair `k / 4` of byte `k % 4` of bytes 8..12.
+            ///
+            /// # Safety
+            /// `s..s+12` readable.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
+                // SAFETY: 12 readable bytes per the contract.
+                let (l, t) = unsafe {
+                    (
+                        _mm_loadl_epi64(s.cast()),
+                        _mm_set1_epi32(u32_at(s.add(8)) as i32),
+                    )
+                };
+                let m4 = _mm_set1_epi8(0x0F);
+                let lo = _mm_unpacklo_epi64(
+                    _mm_and_si128(l, m4),
+                    _mm_and_si128(_mm_srli_epi16::<4>(l), m4),
+                );
+                // Dword k of `hi`: t >> 2k, its bits 0..2 of each byte moved to 4..6.
+                let hi = _mm_slli_epi32::<4>(_mm_srlv_epi32(t, _mm_setr_epi32(0, 2, 4, 6)));
+                // 0xF8: A | (B & C).
+                let v = _mm_ternarylogic_epi32::<0xF8>(lo, hi, _mm_set1_epi8(0x30));
+                _mm256_cvtepi8_epi16(_mm_sub_epi8(v, _mm_set1_epi8(32)))
+            }
+
             /// One Q3_K weight row against `T` Q8_K activation rows (see
             /// [`dot_q4_k_n`]).
             ///
@@ -376,20 +403,22 @@ macro_rules! kernels {
                 let four = _mm512_set1_epi8(4);
                 let shr = [halves16(0, 2), halves16(4, 6)];
                 let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
-                let bit = [
-                    halves8(1, 2),
-                    halves8(4, 8),
-                    halves8(16, 32),
-                    halves8(64, -128),
-                ];
+                // hmask bit g of every byte rotated to bit 2 (bit 8b + g of a
+                // dword lands on 8b + 2): g = 4n + 2jj (low half), + 1 (high half).
+                let rot = |g: i32| {
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_set1_epi32((2 - g).rem_euclid(32))),
+                        _mm256_set1_epi32((1 - g).rem_euclid(32)),
+                    )
+                };
+                let rot = [rot(0), rot(2), rot(4), rot(6)];
                 let mut acc = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
                         let dx = f16_at(x.add(D));
-                        let scales = q3_k_scales(x.add(SC));
-                        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast()));
+                        let sc16 = q3_k_scales16(x.add(SC));
                         let sc16z = _mm512_castsi256_si512(sc16);
                         let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(HM).cast()));
                         let mut sumi = [_mm512_setzero_si512(); T];
@@ -398,10 +427,12 @@ macro_rules! kernels {
                                 x.add(QS + 32 * n).cast(),
                             ));
                             for jj in 0..2 {
-                                // Bit lanes j = 2jj (low half) and 2jj+1 (high half).
+                                // Bit lanes j = 2jj (low half) and 2jj+1 (high half):
+                                // u = low 2 bits | hmask bit << 2.
                                 let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
-                                let k = _mm512_test_epi8_mask(hm, bit[2 * n + jj]);
-                                let u = _mm512_mask_add_epi8(u, k, u, four);
+                                let h = _mm512_rolv_epi32(hm, rot[2 * n + jj]);
+                                // 0xF8: A | (B & C).
+                                let u = _mm512_ternarylogic_epi32::<0xF8>(u, h, four);
                                 let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
                                 for t in 0..T {
                                     let q8 = _mm512_loadu_si512(
@@ -552,27 +583,45 @@ macro_rules! kernels {
                 let lut = _mm512_broadcast_i32x4(unsafe {
                     _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
                 });
+                // Scale pair (ib, ib + 1) picked by `vpermw` from the 8 scales.
+                let pick = [
+                    halves16(0, 1),
+                    halves16(2, 3),
+                    halves16(4, 5),
+                    halves16(6, 7),
+                ];
+                let nib_shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+                let hi_shift = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
                 let mut acc = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
                         let x = w.add(i * BS);
                         let dx = f16_at(x);
-                        let sh = x.add(SH).cast::<u16>().read_unaligned() as u32;
-                        let sl = u32_at(x.add(SL));
-                        let ls = |ib: u32| -> i16 {
-                            ((((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) as i32 - 32)
-                                as i16
-                        };
+                        let sh = x.add(SH).cast::<u16>().read_unaligned() as i32;
+                        let sl = u32_at(x.add(SL)) as i32;
+                        // Scale ib = (nibble ib of sl | 2 bits ib of sh << 4) − 32,
+                        // all 8 at once as i32, then i16 in words 0..8.
+                        let lo = _mm256_and_si256(
+                            _mm256_srlv_epi32(_mm256_set1_epi32(sl), nib_shift),
+                            _mm256_set1_epi32(0xF),
+                        );
+                        let hi = _mm256_and_si256(
+                            _mm256_srlv_epi32(_mm256_set1_epi32(sh << 4), hi_shift),
+                            _mm256_set1_epi32(0x30),
+                        );
+                        let ls = _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32));
+                        let ls16 = _mm512_castsi128_si512(_mm256_cvtepi32_epi16(ls));
                         let mut sumi = [_mm512_setzero_si512(); T];
-                        for ib in (0..8u32).step_by(2) {
+                        for (g, ix) in pick.iter().enumerate() {
+                            let ib = 2 * g as u32;
                             let q = _mm512_castsi256_si512(_mm256_loadu_si256(
                                 x.add(QS + 16 * ib as usize).cast(),
                             ));
                             // 128-bit lanes [A, A, B, B] of the two 16-byte groups.
                             let ab = _mm512_shuffle_i64x2::<0x50>(q, q);
                             let v = iq4_values(ab, lut);
-                            let s = halves16(ls(ib), ls(ib + 1));
+                            let s = _mm512_permutexvar_epi16(*ix, ls16);
                             for t in 0..T {
                                 let q8 = _mm512_loadu_si512(
                                     a[t].add(i * Q8K_SIZE + Q8K_QS + 32 * ib as usize).cast(),
