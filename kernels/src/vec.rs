@@ -87,22 +87,18 @@ pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
 const Q8_0_BLOCK: usize = 34;
 
 /// `Σ dequant(k)·b` for `k` holding `b.len() / 32` Q8_0 blocks (a quantized
-/// KV-cache row). Scalar: attention reads are small next to the matmuls.
+/// KV-cache row): per block `d · Σ q·b`.
 ///
 /// Panics if `b.len()` is not a multiple of 32 or `k` is shorter than the blocks.
 pub fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
     assert!(b.len().is_multiple_of(32) && k.len() >= b.len() / 32 * Q8_0_BLOCK);
-    let mut total = 0f32;
-    for (blk, x) in k.chunks_exact(Q8_0_BLOCK).zip(b.chunks_exact(32)) {
-        let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-        let s: f32 = blk[2..]
-            .iter()
-            .zip(x)
-            .map(|(&q, &v)| q as i8 as f32 * v)
-            .sum();
-        total += d * s;
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: `active()` is Avx2/Avx512 only when the CPU has
+        // AVX2+FMA+F16C (checked by `dispatch`); block counts checked above.
+        return unsafe { crate::arch::x86_64::vec::dot_q8_0_f32(k, b) };
     }
-    total
+    scalar::dot_q8_0_f32(k, b)
 }
 
 /// `y += alpha · dequant(k)` for `k` holding `y.len() / 32` Q8_0 blocks.
@@ -110,12 +106,13 @@ pub fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
 /// Panics if `y.len()` is not a multiple of 32 or `k` is shorter than the blocks.
 pub fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
     assert!(y.len().is_multiple_of(32) && k.len() >= y.len() / 32 * Q8_0_BLOCK);
-    for (blk, o) in k.chunks_exact(Q8_0_BLOCK).zip(y.chunks_exact_mut(32)) {
-        let a = alpha * half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-        for (v, &q) in o.iter_mut().zip(&blk[2..]) {
-            *v += a * (q as i8 as f32);
-        }
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: `active()` is Avx2/Avx512 only when the CPU has
+        // AVX2+FMA+F16C (checked by `dispatch`); block counts checked above.
+        return unsafe { crate::arch::x86_64::vec::axpy_q8_0(y, alpha, k) };
     }
+    scalar::axpy_q8_0(y, alpha, k)
 }
 
 #[cfg(test)]
@@ -156,6 +153,32 @@ pub mod scalar {
     pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
         for (o, v) in y.iter_mut().zip(x) {
             *o += alpha * v.to_f32();
+        }
+    }
+    /// Σ over the `b.len() / 32` Q8_0 blocks of `k` of `d · Σ q·b`.
+    pub fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
+        let mut total = 0f32;
+        for (blk, x) in k.chunks_exact(super::Q8_0_BLOCK).zip(b.chunks_exact(32)) {
+            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            let s: f32 = blk[2..]
+                .iter()
+                .zip(x)
+                .map(|(&q, &v)| q as i8 as f32 * v)
+                .sum();
+            total += d * s;
+        }
+        total
+    }
+    /// y += alpha · dequant(k) over the `y.len() / 32` Q8_0 blocks of `k`.
+    pub fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
+        for (blk, o) in k
+            .chunks_exact(super::Q8_0_BLOCK)
+            .zip(y.chunks_exact_mut(32))
+        {
+            let a = alpha * f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            for (v, &q) in o.iter_mut().zip(&blk[2..]) {
+                *v += a * (q as i8 as f32);
+            }
         }
     }
 }

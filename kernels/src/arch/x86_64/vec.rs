@@ -140,3 +140,73 @@ pub(crate) unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[half::f16]) {
         y[j] += alpha * x[j].to_f32();
     }
 }
+
+/// Bytes of one Q8_0 block (f16 scale + 32 × i8).
+const Q8_0_BLOCK: usize = 34;
+
+/// The 32 quants of the Q8_0 block at `p` as four vectors of 8 f32.
+///
+/// # Safety
+/// CPU has AVX2; `p..p + 34` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_0_block_f32(p: *const u8) -> [__m256; 4] {
+    let mut v = [_mm256_setzero_ps(); 4];
+    for (k, o) in v.iter_mut().enumerate() {
+        // SAFETY: bytes 2 + 8k .. 2 + 8k + 8 lie inside the block (caller).
+        let q = unsafe { _mm_loadl_epi64(p.add(2 + 8 * k) as *const __m128i) };
+        *o = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    }
+    v
+}
+
+/// Σ dequant(k)·b over `b.len() / 32` Q8_0 blocks: per block
+/// `d · Σ q·b` as the scalar reference, the inner sum in a different order.
+///
+/// # Safety
+/// CPU has AVX2, FMA and F16C; `b.len()` is a multiple of 32 and `k` holds
+/// at least `b.len() / 32` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0_f32(k: &[u8], b: &[f32]) -> f32 {
+    let nb = (b.len() / 32).min(k.len() / Q8_0_BLOCK);
+    let mut total = _mm256_setzero_ps();
+    for i in 0..nb {
+        // SAFETY: block i < nb lies inside `k`, its 32 activations inside `b`.
+        unsafe {
+            let p = k.as_ptr().add(i * Q8_0_BLOCK);
+            let q = q8_0_block_f32(p);
+            let x = b.as_ptr().add(32 * i);
+            let mut s = _mm256_mul_ps(q[0], _mm256_loadu_ps(x));
+            for (j, qj) in q.iter().enumerate().skip(1) {
+                s = _mm256_fmadd_ps(*qj, _mm256_loadu_ps(x.add(8 * j)), s);
+            }
+            let d = half::f16::from_le_bytes([*p, *p.add(1)]).to_f32();
+            total = _mm256_fmadd_ps(_mm256_set1_ps(d), s, total);
+        }
+    }
+    hsum(total)
+}
+
+/// y += alpha · dequant(k) over `y.len() / 32` Q8_0 blocks.
+///
+/// # Safety
+/// CPU has AVX2, FMA and F16C; `y.len()` is a multiple of 32 and `k` holds
+/// at least `y.len() / 32` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
+    let nb = (y.len() / 32).min(k.len() / Q8_0_BLOCK);
+    for i in 0..nb {
+        // SAFETY: block i < nb lies inside `k`, its 32 outputs inside `y`.
+        unsafe {
+            let p = k.as_ptr().add(i * Q8_0_BLOCK);
+            let a = alpha * half::f16::from_le_bytes([*p, *p.add(1)]).to_f32();
+            let va = _mm256_set1_ps(a);
+            let q = q8_0_block_f32(p);
+            let o = y.as_mut_ptr().add(32 * i);
+            for (j, qj) in q.iter().enumerate() {
+                let r = _mm256_fmadd_ps(va, *qj, _mm256_loadu_ps(o.add(8 * j)));
+                _mm256_storeu_ps(o.add(8 * j), r);
+            }
+        }
+    }
+}
