@@ -11,6 +11,7 @@ mod logits;
 mod memory;
 mod perplexity;
 mod pull;
+mod quantize;
 mod run;
 mod tokenize;
 
@@ -66,6 +67,9 @@ enum Command {
     #[command(after_help = r#"Examples:
   phi list"#)]
     List(list::Args),
+    /// Convert a GGUF model's weights to another type (like llama-quantize).
+    #[command(after_help = quantize::AFTER_HELP)]
+    Quantize(quantize::Args),
 }
 
 /// What bare `phi` prints.
@@ -109,6 +113,7 @@ fn main() {
         Some(Command::Perplexity(args)) => perplexity::run(args),
         Some(Command::Pull(args)) => pull::run(args),
         Some(Command::List(args)) => list::run(args),
+        Some(Command::Quantize(args)) => quantize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
