@@ -211,17 +211,17 @@ pub(crate) mod wide {
         let mut accm = [[_mm_setzero_ps(); T]; R];
         let pairs = nb / 2;
         // gemv streams weights from memory: rows of a few KiB read side by side
-        // defeat the hardware prefetcher, so prefetch into L2 the next R rows
-        // (which follow this tile when rows are contiguous, as in every matrix
-        // the driver passes) spread evenly over this tile's steps (see
-        // `gemv512`, which the types without a min use instead).
+        // defeat the hardware prefetcher, so prefetch into L2 the tile after
+        // the next one (the R rows that follow it when rows are contiguous, as
+        // in every matrix the driver passes), spread evenly over this tile's
+        // steps (see `tile512`, which the types without a min use instead).
         let tile_bytes = R * nb * ws;
         let pf_lines = if T == 1 {
             tile_bytes.div_ceil(64).div_ceil(pairs.max(1))
         } else {
             0
         };
-        let pf_base = w[0].wrapping_add(tile_bytes);
+        let pf_base = w[0].wrapping_add(2 * tile_bytes);
         for bp in 0..pairs {
             let b = 2 * bp;
             for k in 0..pf_lines {
@@ -394,12 +394,12 @@ pub(crate) mod wide {
 
     /// `R`×`T` tile for the types without a min, odd block counts included
     /// (no 256-bit tail, unlike [`qtile512`]). gemv tiles (`T == 1`, `R > 1`)
-    /// prefetch into L2 the `R` rows after theirs (the next tile: rows are
-    /// contiguous in every matrix the driver passes), spread evenly over
-    /// their steps: rows streamed side by side defeat the hardware
-    /// prefetcher, and prefetching into L1 instead evicts the tile being
-    /// read (measured on a loaded 2-core Zen 4: T1 beats T0 by 10–30 % of
-    /// read bandwidth on Q4_0 / Q8_0).
+    /// prefetch into L2 the tile after the next one (the `R` rows starting
+    /// `2R` rows on: rows are contiguous in every matrix the driver passes),
+    /// spread evenly over their steps: rows streamed side by side defeat the
+    /// hardware prefetcher. Measured on a loaded 2-core Zen 4 (Q4_0 / Q8_0,
+    /// 256 MiB): L2 beats L1 as the target (L1 evicts the tile being read)
+    /// by 10–30 % of read bandwidth, and two tiles ahead beats one by ~5–10 %.
     ///
     /// # Safety
     /// `nb` blocks readable at every `w[r]` and `nb` Q8_0 blocks at every
@@ -419,7 +419,7 @@ pub(crate) mod wide {
         } else {
             0
         };
-        let pf_base = w[0].wrapping_add(tile_bytes);
+        let pf_base = w[0].wrapping_add(2 * tile_bytes);
         for bp in 0..pairs {
             for k in 0..pf_lines {
                 // A prefetch is only a hint: it never faults, even past the end.

@@ -253,16 +253,16 @@ macro_rules! x86_kernels {
             let qa = if has_min(K) { 4 } else { 2 };
             let bias_v = _mm256_set1_epi8(bias(K));
             // gemv tiles stream their rows side by side, which defeats the
-            // hardware prefetcher: prefetch into L2 the next R rows (the
-            // next tile: rows are contiguous in every matrix the driver
-            // passes), spread evenly over this tile's blocks.
+            // hardware prefetcher: prefetch into L2 the tile after the next
+            // one (rows are contiguous in every matrix the driver passes),
+            // spread evenly over this tile's blocks.
             let tile_bytes = R * nb * w_block(K);
             let pf_lines = if T == 1 && R > 1 {
                 tile_bytes.div_ceil(64).div_ceil(nb.max(1))
             } else {
                 0
             };
-            let pf_base = w[0].wrapping_add(tile_bytes);
+            let pf_base = w[0].wrapping_add(2 * tile_bytes);
             for b in 0..nb {
                 for k in 0..pf_lines {
                     // A prefetch is only a hint: it never faults, even past the end.
