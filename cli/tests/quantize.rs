@@ -126,6 +126,33 @@ fn f16_equals_the_f16_fixture() {
     assert_eq!(ours.get("general.file_type"), Some(&Value::U32(1)));
 }
 
+#[test]
+fn bf16_rounds_to_nearest_even() {
+    let dir = scratch("bf16");
+    let out = dir.join("bf16.gguf");
+    let f32_path = model("phi3-tiny-f32.gguf");
+    ok(&quantize(&f32_path, &out, "BF16", &[]));
+    let (ours, input) = (Gguf::open(&out).unwrap(), Gguf::open(&f32_path).unwrap());
+    assert_eq!(ours.get("general.file_type"), Some(&Value::U32(32)));
+    let mut checked = 0;
+    for t in input.tensor_views() {
+        let o = ours.tensor(t.name()).unwrap();
+        if t.dims().len() == 1 {
+            assert_eq!((o.ggml_type(), o.data), (GgmlType::F32, t.data));
+            continue;
+        }
+        assert_eq!(o.ggml_type(), GgmlType::BF16, "{}", t.name());
+        for (x, b) in t.data.chunks_exact(4).zip(o.data.chunks_exact(2)) {
+            let bits = u32::from_le_bytes(x.try_into().unwrap());
+            // Round to nearest, ties to even, on the top 16 bits (finite values).
+            let want = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+            assert_eq!(u16::from_le_bytes(b.try_into().unwrap()), want);
+            checked += 1;
+        }
+    }
+    assert!(checked > 1_000_000);
+}
+
 /// The 32-element types: llama.cpp's files (made without --pure) keep
 /// output.weight in Q6_K and everything else in the type; our Q4_0..Q5_1
 /// quantizers are bit-identical to ggml's, so all other tensors are equal.
