@@ -630,13 +630,21 @@ pub fn run(args: Args) -> crate::CliResult {
         ft.name(),
         if args.pure { ", pure" } else { "" }
     );
-    for (i, (view, &to)) in g.tensor_views().zip(&types).enumerate() {
+    // Tensors are converted one at a time while the file is written, so
+    // only one converted tensor is in memory at once.
+    let views: Vec<_> = g.tensor_views().collect();
+    for (view, &to) in views.iter().zip(&types) {
+        w.add_tensor_deferred(view.info.name.clone(), to, &view.info.dims)?;
+    }
+    let mut fill = |i: usize, _: &str| -> Result<Vec<u8>, phi_gguf::GgufError> {
+        let (view, to) = (&views[i], types[i]);
         let info = view.info;
         let from = info.ggml_type;
         let data = if from == to {
             view.data.to_vec()
         } else {
-            pool.install(|| convert(info, view.data, to))?
+            pool.install(|| convert(info, view.data, to))
+                .map_err(phi_gguf::GgufError::Invalid)?
         };
         let change = if from == to {
             format!("{from}, copied  {}", human(data.len() as u64))
@@ -652,11 +660,11 @@ pub fn run(args: Args) -> crate::CliResult {
         );
         size_in += view.data.len() as u64;
         size_out += data.len() as u64;
-        w.add_tensor(info.name.clone(), to, &info.dims, data)?;
         // The mapped input pages are not needed again.
         let start = view.data.as_ptr() as usize - g.bytes().as_ptr() as usize;
         g.release(start..start + view.data.len());
-    }
+        Ok(data)
+    };
 
     // Write next to the target, then rename: no half-written OUT on failure.
     let mut tmp = args.output.clone().into_os_string();
@@ -664,7 +672,7 @@ pub fn run(args: Args) -> crate::CliResult {
     let tmp = PathBuf::from(tmp);
     let written = (|| -> Result<u64, Box<dyn std::error::Error>> {
         let f = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let bytes = w.write_to(BufWriter::new(f))?;
+        let bytes = w.write_to_with(BufWriter::new(f), &mut fill)?;
         std::fs::rename(&tmp, &args.output).map_err(|e| {
             format!(
                 "cannot rename {} to {}: {e}",

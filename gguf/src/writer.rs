@@ -10,7 +10,24 @@ struct PendingTensor {
     name: String,
     ggml_type: GgmlType,
     dims: Vec<u64>,
-    data: Vec<u8>,
+    data: TensorData,
+}
+
+enum TensorData {
+    /// The bytes, given at `add_tensor`.
+    Bytes(Vec<u8>),
+    /// Produced at write time (`write_to_with`); the size the type and
+    /// dims require.
+    Deferred(u64),
+}
+
+impl TensorData {
+    fn len(&self) -> u64 {
+        match self {
+            TensorData::Bytes(b) => b.len() as u64,
+            TensorData::Deferred(n) => *n,
+        }
+    }
 }
 
 /// Builds a GGUF file: metadata in insertion order, tensors in insertion
@@ -86,7 +103,31 @@ impl GgufWriter {
             name,
             ggml_type,
             dims: dims.to_vec(),
-            data,
+            data: TensorData::Bytes(data),
+        });
+        Ok(())
+    }
+
+    /// Adds a tensor whose bytes [`GgufWriter::write_to_with`] asks for
+    /// while writing, so that a large file never has all its tensors in
+    /// memory at once.
+    pub fn add_tensor_deferred(
+        &mut self,
+        name: impl Into<String>,
+        ggml_type: GgmlType,
+        dims: &[u64],
+    ) -> Result<(), GgufError> {
+        let name = name.into();
+        if self.names.contains(&name) {
+            return Err(GgufError::DuplicateTensor(name));
+        }
+        let n_bytes = tensor_size(&name, ggml_type, dims)?;
+        self.names.insert(name.clone());
+        self.tensors.push(PendingTensor {
+            name,
+            ggml_type,
+            dims: dims.to_vec(),
+            data: TensorData::Deferred(n_bytes),
         });
         Ok(())
     }
@@ -102,15 +143,50 @@ impl GgufWriter {
         alignment_from(v).unwrap_or(crate::DEFAULT_ALIGNMENT)
     }
 
-    /// Writes the file to `w`; returns the number of bytes written.
-    pub fn write_to<W: Write>(&self, mut w: W) -> Result<u64, GgufError> {
+    /// Writes the file to `w`; returns the number of bytes written. Fails
+    /// if a tensor was added with [`GgufWriter::add_tensor_deferred`] (use
+    /// [`GgufWriter::write_to_with`]).
+    pub fn write_to<W: Write>(&self, w: W) -> Result<u64, GgufError> {
+        self.write_to_with(w, |_, name| {
+            Err(GgufError::Invalid(format!(
+                "tensor `{name}` was added without data: write it with write_to_with"
+            )))
+        })
+    }
+
+    /// Writes the file to `w`, calling `fill(i, name)` for the bytes of
+    /// each deferred tensor (`i` its position in insertion order) when its
+    /// turn comes; returns the number of bytes written. A `fill` error, or
+    /// bytes of another size than the tensor's type and dims require, stops
+    /// the write with that error.
+    pub fn write_to_with<W: Write, F>(&self, mut w: W, mut fill: F) -> Result<u64, GgufError>
+    where
+        F: FnMut(usize, &str) -> Result<Vec<u8>, GgufError>,
+    {
         let bytes = self.header()?;
         w.write_all(&bytes)?;
         let align = self.alignment();
         let mut pos = bytes.len() as u64;
-        for t in &self.tensors {
-            w.write_all(&t.data)?;
-            pos += t.data.len() as u64;
+        for (i, t) in self.tensors.iter().enumerate() {
+            match &t.data {
+                TensorData::Bytes(b) => w.write_all(b)?,
+                TensorData::Deferred(n) => {
+                    let b = fill(i, &t.name)?;
+                    if b.len() as u64 != *n {
+                        return Err(GgufError::BadTensor {
+                            name: t.name.clone(),
+                            reason: format!(
+                                "{} bytes of data given, shape {:?} as {} needs {n}",
+                                b.len(),
+                                t.dims,
+                                t.ggml_type
+                            ),
+                        });
+                    }
+                    w.write_all(&b)?;
+                }
+            }
+            pos += t.data.len();
             let pad = padding(pos, align);
             write_zeros(&mut w, pad)?;
             pos += pad;
@@ -148,7 +224,7 @@ impl GgufWriter {
             }
             h.extend_from_slice(&t.ggml_type.id().to_le_bytes());
             h.extend_from_slice(&offset.to_le_bytes());
-            let len = t.data.len() as u64;
+            let len = t.data.len();
             offset = offset
                 .checked_add(len)
                 .and_then(|o| o.checked_next_multiple_of(align))

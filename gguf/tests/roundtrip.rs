@@ -425,3 +425,58 @@ fn io_errors_are_distinguishable() {
     assert!(!Gguf::from_bytes(b"GGUF".to_vec()).unwrap_err().is_io());
     assert!(!accessor_file().get_u32("nope").unwrap_err().is_io());
 }
+
+/// Deferred tensors: the bytes come from the callback at write time, in
+/// insertion order, and the file equals the one written with the bytes
+/// given up front; a wrong size or a callback error stops the write, and
+/// `write_to` refuses deferred tensors.
+#[test]
+fn deferred_tensors_write_the_same_file() {
+    let a: Vec<u8> = (0..24u8).collect();
+    let b: Vec<u8> = (0..8u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let mut eager = GgufWriter::new();
+    eager
+        .add_metadata("general.architecture", Value::from("llama"))
+        .unwrap();
+    eager
+        .add_tensor("a", GgmlType::I8, &[24], a.clone())
+        .unwrap();
+    eager
+        .add_tensor("b", GgmlType::F32, &[4, 2], b.clone())
+        .unwrap();
+    let want = eager.to_bytes().unwrap();
+
+    let mut lazy = GgufWriter::new();
+    lazy.add_metadata("general.architecture", Value::from("llama"))
+        .unwrap();
+    lazy.add_tensor("a", GgmlType::I8, &[24], a.clone())
+        .unwrap();
+    lazy.add_tensor_deferred("b", GgmlType::F32, &[4, 2])
+        .unwrap();
+    assert!(lazy.add_tensor_deferred("a", GgmlType::F32, &[1]).is_err());
+    assert!(
+        lazy.to_bytes().is_err(),
+        "write_to without the deferred data"
+    );
+    let mut asked = Vec::new();
+    let mut got = Vec::new();
+    let n = lazy
+        .write_to_with(&mut got, |i, name| {
+            asked.push((i, name.to_string()));
+            Ok(b.clone())
+        })
+        .unwrap();
+    assert_eq!(asked, vec![(1, "b".to_string())]);
+    assert_eq!(n as usize, got.len());
+    assert_eq!(got, want);
+    let g = Gguf::from_bytes(got).unwrap();
+    assert_eq!(g.tensor("b").unwrap().data, &b[..]);
+
+    let mut sink = Vec::new();
+    let short = lazy.write_to_with(&mut sink, |_, _| Ok(vec![0u8; 31]));
+    assert!(short.is_err());
+    let failed = lazy.write_to_with(&mut sink, |_, name| {
+        Err(phi_gguf::GgufError::Invalid(format!("no data for {name}")))
+    });
+    assert!(failed.unwrap_err().to_string().contains("no data for b"));
+}
