@@ -85,11 +85,12 @@ pub(crate) unsafe fn k4_scales_mins(s: *const u8) -> (u64, u64) {
     )
 }
 
-/// The 16 signed Q3_K scales (minus 32) from the 12 packed bytes at `s`.
+/// The 16 signed Q3_K scales (minus 32) from the 12 packed bytes at `s`
+/// (scalar reference of the SIMD decoders, checked in the tests below).
 ///
 /// # Safety
 /// `s..s+12` must be readable.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) unsafe fn q3_k_scales(s: *const u8) -> [i8; 16] {
     // SAFETY: 12 readable bytes per the contract.
     let (a0, a1, t) = unsafe { (u32_at(s), u32_at(s.add(4)), u32_at(s.add(8))) };
@@ -362,6 +363,36 @@ pub(crate) unsafe fn dot_q6_k_n<const T: usize>(
     out
 }
 
+/// The 16 Q3_K sub-block scales (6 bits, minus 32) from the 12 packed bytes
+/// at `s` as i16, in one vector pass (equal to [`q3_k_scales`]): the low 4
+/// bits are the nibbles of bytes 0..8 (low nibbles for scales 0..8, high for
+/// 8..16), the high 2 bits are bit pair `k / 4` of byte `k % 4` of bytes 8..12.
+///
+/// # Safety
+/// AVX2 available; `s..s+12` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
+    // SAFETY: 12 readable bytes per the contract.
+    let (l, t) = unsafe {
+        (
+            _mm_loadl_epi64(s.cast()),
+            _mm_set1_epi32(u32_at(s.add(8)) as i32),
+        )
+    };
+    let m4 = _mm_set1_epi8(0x0F);
+    let lo = _mm_unpacklo_epi64(
+        _mm_and_si128(l, m4),
+        _mm_and_si128(_mm_srli_epi16::<4>(l), m4),
+    );
+    // Dword k of `hi`: t >> 2k, bits 0..2 of each byte moved to 4..6.
+    let hi = _mm_and_si128(
+        _mm_slli_epi32::<4>(_mm_srlv_epi32(t, _mm_setr_epi32(0, 2, 4, 6))),
+        _mm_set1_epi8(0x30),
+    );
+    _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32)))
+}
+
 /// One Q3_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
 ///
 /// # Safety
@@ -385,8 +416,7 @@ pub(crate) unsafe fn dot_q3_k_n<const T: usize>(
         unsafe {
             let x = w.add(i * BS);
             let dx = f16_at(x.add(D));
-            let scales = q3_k_scales(x.add(SC));
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast()));
+            let sc16 = q3_k_scales16(x.add(SC));
             // Element value = (low 2 bits | hmask bit << 2) - 4.
             let mut hm = _mm256_loadu_si256(x.add(HM).cast());
             let mut sumi = [_mm256_setzero_si256(); T];
@@ -675,4 +705,39 @@ pub(crate) fn mat(ty: GgmlType) -> Option<MatFn> {
         GgmlType::IQ4_NL => mat_iq4_nl,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector Q3_K scale decoder equals the scalar one on random and
+    /// all-ones / all-zeros bytes.
+    #[test]
+    fn q3_k_scales16_matches_scalar() {
+        if !crate::dispatch::is_available(crate::Isa::Avx2) {
+            return;
+        }
+        let mut st = 0x9e37_79b9_7f4a_7c15u64;
+        let mut cases = vec![[0u8; 12], [0xFF; 12]];
+        for _ in 0..1000 {
+            let mut b = [0u8; 12];
+            for v in b.iter_mut() {
+                st ^= st << 13;
+                st ^= st >> 7;
+                st ^= st << 17;
+                *v = st as u8;
+            }
+            cases.push(b);
+        }
+        for b in cases {
+            // SAFETY: 12 readable bytes; AVX2 checked above.
+            let (want, got) = unsafe { (q3_k_scales(b.as_ptr()), q3_k_scales16(b.as_ptr())) };
+            let mut g = [0i16; 16];
+            // SAFETY: 32 writable bytes.
+            unsafe { _mm256_storeu_si256(g.as_mut_ptr().cast(), got) };
+            let w: Vec<i16> = want.iter().map(|&v| v as i16).collect();
+            assert_eq!(g.to_vec(), w, "{b:?}");
+        }
+    }
 }
