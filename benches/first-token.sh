@@ -46,7 +46,7 @@ phi_first_token() {
   echo "phi_first_token_ms $(((e - s) / 1000000)) ($(tail -1 "$CACHE/phi-first-token.err"))"
 }
 
-for q in q4_0 q4_k_m q8_0; do
+for q in ${MODELS:-q4_0 q4_k_m q8_0}; do
   f="$CACHE/models/phi3-mini-synth-$q.gguf"
   [ -f "$f" ] || { echo "missing $f (run make_perf_models.sh)" >&2; exit 1; }
   cat "$f" >/dev/null # warm the page cache
