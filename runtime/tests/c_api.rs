@@ -4,30 +4,15 @@
 
 use phi::ffi::*;
 use phi::Model;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
-/// Counts live heap bytes, so a test can see that freeing handles releases everything.
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: p came from System.alloc with layout l.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod common;
+
+/// Counts live heap bytes, so a test can see that everything is released.
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: common::counting_alloc::Counting = common::counting_alloc::Counting;
 
 /// Tests in this file that measure LIVE must not overlap with others.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -181,14 +166,14 @@ fn freeing_handles_releases_their_memory() {
     c_greedy(m, &[1, 2, 3], 2);
     // SAFETY: live handle.
     unsafe { phi_model_free(m) };
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = common::counting_alloc::live();
     for _ in 0..3 {
         let m = load(&fixture("phi3-tiny-q8_0.gguf"));
         c_greedy(m, &[1, 2, 3], 2);
         // SAFETY: live handle, freed once.
         unsafe { phi_model_free(m) };
     }
-    let after = LIVE.load(Ordering::SeqCst);
+    let after = common::counting_alloc::live();
     // Rayon worker threads exit asynchronously; allow a few KiB of slack for them.
     assert!(
         after - before < 64 * 1024,

@@ -9,29 +9,14 @@
 
 use phi::synthetic::{build, SyntheticSpec};
 use phi::{Context, ContextParams, Model};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Counts live heap bytes.
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: p came from System.alloc with layout l.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod common;
+
+/// Counts live heap bytes, so a test can see that everything is released.
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: common::counting_alloc::Counting = common::counting_alloc::Counting;
 
 fn run_one(model: &Arc<Model>, n_threads: usize) {
     let p = ContextParams {
@@ -56,7 +41,7 @@ fn dropped_contexts_leave_nothing_behind() {
     // Warm up lazily-initialised globals (kernel dispatch tables and the like).
     run_one(&model, 2);
     std::thread::sleep(Duration::from_millis(100));
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = common::counting_alloc::live();
     const N: usize = 200;
     for i in 0..N {
         run_one(&model, 1 + i % 2);
@@ -65,7 +50,7 @@ fn dropped_contexts_leave_nothing_behind() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let slack = 64 * 1024;
     let grown = loop {
-        let grown = LIVE.load(Ordering::SeqCst) - before;
+        let grown = common::counting_alloc::live() - before;
         if grown < slack || Instant::now() > deadline {
             break grown;
         }
