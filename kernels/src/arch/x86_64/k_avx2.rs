@@ -367,12 +367,13 @@ pub(crate) unsafe fn dot_q6_k_n<const T: usize>(
 /// at `s` as i16, in one vector pass (equal to [`q3_k_scales`]): the low 4
 /// bits are the nibbles of bytes 0..8 (low nibbles for scales 0..8, high for
 /// 8..16), the high 2 bits are bit pair `k / 4` of byte `k % 4` of bytes 8..12.
+/// The AVX-512 Q3_K kernels use it too.
 ///
 /// # Safety
 /// AVX2 available; `s..s+12` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
+pub(crate) unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
     // SAFETY: 12 readable bytes per the contract.
     let (l, t) = unsafe {
         (

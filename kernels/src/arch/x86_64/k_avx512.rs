@@ -17,7 +17,9 @@
 use core::arch::x86_64::*;
 use core::mem::{offset_of, size_of};
 
-use super::k_avx2::{f16_at, f32_at, k4_scales_mins, u32_at, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
+use super::k_avx2::{
+    f16_at, f32_at, k4_scales_mins, q3_k_scales16, u32_at, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
+};
 use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS, KVALUES_IQ4NL, QK4_NL};
 use crate::formats::k_quants::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, QK_K};
 use crate::formats::BlockQ8_0;
@@ -352,35 +354,6 @@ macro_rules! kernels {
                     out[t] = hsum256(acc[t]);
                 }
                 out
-            }
-
-            /// The 16 Q3_K sub-block scales (6 bits, minus 32) from the 12
-            /// packed bytes at `s` as i16: the low 4 bits are the nibbles of
-            /// bytes 0..8 (low nibbles for scales 0..8, high for 8..16), the
-            /// high 2 bits are bit pair `k / 4` of byte `k % 4` of bytes 8..12.
-            ///
-            /// # Safety
-            /// `s..s+12` readable.
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
-                // SAFETY: 12 readable bytes per the contract.
-                let (l, t) = unsafe {
-                    (
-                        _mm_loadl_epi64(s.cast()),
-                        _mm_set1_epi32(u32_at(s.add(8)) as i32),
-                    )
-                };
-                let m4 = _mm_set1_epi8(0x0F);
-                let lo = _mm_unpacklo_epi64(
-                    _mm_and_si128(l, m4),
-                    _mm_and_si128(_mm_srli_epi16::<4>(l), m4),
-                );
-                // Dword k of `hi`: t >> 2k, its bits 0..2 of each byte moved to 4..6.
-                let hi = _mm_slli_epi32::<4>(_mm_srlv_epi32(t, _mm_setr_epi32(0, 2, 4, 6)));
-                // 0xF8: A | (B & C).
-                let v = _mm_ternarylogic_epi32::<0xF8>(lo, hi, _mm_set1_epi8(0x30));
-                _mm256_cvtepi8_epi16(_mm_sub_epi8(v, _mm_set1_epi8(32)))
             }
 
             /// One Q3_K weight row against `T` Q8_K activation rows (see
