@@ -40,6 +40,40 @@ pub(crate) fn aligned_bytes(v: &mut Vec<Line>, n: usize) -> &mut [u8] {
 /// cost less than waking the pool.
 const SEQ_WORK: usize = 1 << 16;
 
+/// Bytes per row of `w`, after checking that `w.data` is exactly the
+/// matrix its type and shape require.
+pub(crate) fn check_weights(w: &Weights<'_>) -> Result<usize, KernelError> {
+    let (w_row, w_total) = matrix_bytes(w.ty, w.rows, w.cols)?;
+    if w.data.len() != w_total {
+        return Err(KernelError::Shape(format!(
+            "{} x {} {} weights need {w_total} bytes, got {}",
+            w.rows,
+            w.cols,
+            w.ty,
+            w.data.len()
+        )));
+    }
+    Ok(w_row)
+}
+
+/// Checks `n_tokens × cols` activations and `n_tokens × rows` outputs.
+pub(crate) fn check_io(
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    x_len: usize,
+    y_len: usize,
+) -> Result<(), KernelError> {
+    let shape = |what: &str, need: Option<usize>, got: usize| match need {
+        Some(n) if n == got => Ok(()),
+        _ => Err(KernelError::Shape(format!(
+            "{what}: expected {need:?} elements for {n_tokens} tokens, got {got}"
+        ))),
+    };
+    shape("activations", n_tokens.checked_mul(cols), x_len)?;
+    shape("output", n_tokens.checked_mul(rows), y_len)
+}
+
 /// Runs `run_chunk(c, o)` for every chunk `c` of `chunk_rows` rows (in
 /// parallel unless `sequential`). One token (gemv) writes straight into `y`;
 /// several tokens write a staging buffer laid out chunk by chunk
@@ -127,22 +161,8 @@ pub fn matmul_with_isa(
     }
     let ops = table::ops(w.ty, isa).ok_or(KernelError::Unsupported(w.ty))?;
     let (rows, cols) = (w.rows, w.cols);
-    let (w_row, w_total) = matrix_bytes(w.ty, rows, cols)?;
-    if w.data.len() != w_total {
-        return Err(KernelError::Shape(format!(
-            "{rows} x {cols} {} weights need {w_total} bytes, got {}",
-            w.ty,
-            w.data.len()
-        )));
-    }
-    let shape = |what: &str, need: Option<usize>, got: usize| match need {
-        Some(n) if n == got => Ok(()),
-        _ => Err(KernelError::Shape(format!(
-            "{what}: expected {need:?} elements for {n_tokens} tokens, got {got}"
-        ))),
-    };
-    shape("activations", n_tokens.checked_mul(cols), x.len())?;
-    shape("output", n_tokens.checked_mul(rows), y.len())?;
+    let w_row = check_weights(w)?;
+    check_io(rows, cols, n_tokens, x.len(), y.len())?;
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }

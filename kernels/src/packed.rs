@@ -114,16 +114,7 @@ impl PackedWeights {
     /// Repacks `w`. `Ok(None)` when there is no packed path for this type,
     /// shape or CPU (see the module docs); `Err` when `w` is inconsistent.
     pub fn pack(w: &Weights<'_>) -> Result<Option<PackedWeights>, KernelError> {
-        let (w_row, w_total) = matrix_bytes(w.ty, w.rows, w.cols)?;
-        if w.data.len() != w_total {
-            return Err(KernelError::Shape(format!(
-                "{} x {} {} weights need {w_total} bytes, got {}",
-                w.rows,
-                w.cols,
-                w.ty,
-                w.data.len()
-            )));
-        }
+        let w_row = crate::matmul::check_weights(w)?;
         let qb = match w.ty {
             GgmlType::Q4_0 => 256,
             GgmlType::Q8_0 => 512,
@@ -308,14 +299,7 @@ pub fn matmul_packed(
         return Err(KernelError::IsaUnavailable("avx512vnni"));
     }
     let (rows, cols, nb) = (p.rows, p.cols, p.nb);
-    let shape = |what: &str, need: Option<usize>, got: usize| match need {
-        Some(n) if n == got => Ok(()),
-        _ => Err(KernelError::Shape(format!(
-            "{what}: expected {need:?} elements for {n_tokens} tokens, got {got}"
-        ))),
-    };
-    shape("activations", n_tokens.checked_mul(cols), x.len())?;
-    shape("output", n_tokens.checked_mul(rows), y.len())?;
+    crate::matmul::check_io(rows, cols, n_tokens, x.len(), y.len())?;
     if n_tokens == 0 {
         return Ok(());
     }
