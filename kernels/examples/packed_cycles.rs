@@ -10,13 +10,8 @@ use phi_kernels::{quantize_row, GgmlType, Scratch, Weights};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let ty = match args.next().as_deref().unwrap_or("q4_k") {
-        "q4_0" => GgmlType::Q4_0,
-        "q8_0" => GgmlType::Q8_0,
-        "q5_k" => GgmlType::Q5_K,
-        "q6_k" => GgmlType::Q6_K,
-        _ => GgmlType::Q4_K,
-    };
+    let name = args.next().unwrap_or_else(|| "q4_k".into());
+    let ty = GgmlType::from_name(&name).expect("type name, e.g. q4_k");
     let nt: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
     let reps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(40);
     let (rows, cols) = (9216usize, 3072usize);

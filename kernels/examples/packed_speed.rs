@@ -1,4 +1,4 @@
-//! `matmul` vs `matmul_packed` on a 3072 → 9216 Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K matrix
+//! `matmul` vs `matmul_packed` on a 3072 → 9216 matrix of every packed type
 //! (Phi-3-mini's gate/up projection), 1 thread, 1 / 16 / 64 tokens.
 //!
 //! `CARGO_TARGET_DIR=... cargo run --release -p phi-kernels --example packed_speed`
@@ -32,6 +32,10 @@ fn main() {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4_NL,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,

@@ -1,29 +1,34 @@
-//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K weights and their
-//! matmul.
+//! Repacked (row-interleaved) weights and their matmul: the 32-element
+//! types Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL / Q8_0 and the K-quants
+//! Q4_K / Q5_K / Q6_K.
 //!
-//! [`PackedWeights::pack`] copies a Q4_0 or Q8_0 matrix once (at load) into
+//! [`PackedWeights::pack`] copies a matrix once (at load) into
 //! groups of 16 rows whose 4-byte weight groups are interleaved, so that one
 //! AVX-512 VNNI `vpdpbusd` against a broadcast group of 4 activations
 //! computes partial sums for 16 rows at once (see
 //! `arch/x86_64/packed_avx512.rs`). [`matmul_packed`] then has exactly the
-//! semantics of [`crate::matmul`]: activations are quantized to Q8_0 with the
-//! same quantizer, every per-block integer dot is exact, and blocks are
-//! combined as `isum · (d_w · d_a)` in f32; only the order of the f32
+//! semantics of [`crate::matmul`]: activations are quantized to the weight
+//! type's partner (Q8_0, Q8_1 or Q8_K) with the same quantizer, every
+//! per-block integer dot is exact, and blocks are combined as
+//! `isum · (d_w · d_a)` (+ `m_w · s_a`) in f32; only the order of the f32
 //! additions differs from the scalar reference.
 //!
-//! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K, rows not a multiple of 16, no AVX-512 VNNI, or the
+//! Opt-in: `pack` returns `Ok(None)` when there is no packed path (another
+//! type, rows not a multiple of 16, no AVX-512 VNNI, or the
 //! active ISA forced below AVX-512); the caller then keeps using `matmul`.
 //!
-//! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
+//! 32-element layout (`data`, 64-byte aligned): `groups = rows / 16`,
 //! `nb = cols / 32`. First the quants: for group `g`, block `b`, at
-//! `(g·nb + b)·QB` (QB = 256 for Q4_0, 512 for Q8_0), vectors of 64 bytes
-//! whose bytes `4r..4r+4` belong to row `16g + r`. Q4_0: vector `k < 4`
-//! holds the row's stored bytes `4k..4k+4` (low nibbles = elements
-//! `4k..4k+3`, high nibbles = elements `16+4k..16+4k+3`, both unsigned
-//! 0..15). Q8_0: vector `j < 8` holds elements `4j..4j+3` as `w + 128`.
-//! Then, at `scale_off`, for group `g`, block `b`, at `(g·nb + b)·32`, the 16
-//! rows' f16 scales.
+//! `(g·nb + b)·QB` (QB = [`l32::quant_bytes`]: 256, Q5_x 320, Q8_0 512),
+//! vectors of 64 bytes whose bytes `4r..4r+4` belong to row `16g + r`.
+//! Nibble types: vector `k < 4` holds the row's stored `qs` bytes
+//! `4k..4k+4` (low nibbles = elements `4k..4k+3`, high nibbles = elements
+//! `16+4k..16+4k+3`, both unsigned 0..15); Q5_0 / Q5_1 then one vector of
+//! fifth bits (byte `4r + i`, bit `j`: element `4j + i`). Q8_0: vector
+//! `j < 8` holds elements `4j..4j+3` as `w + 128`. Then, at `scale_off`, for
+//! group `g`, block `b`, at `(g·nb + b)·SB` (SB = [`l32::scale_bytes`]), the
+//! 16 rows' f16 `d` and, for Q4_1 / Q5_1, the 16 rows' f16 `m`. Same bytes
+//! per row as the file (Q5_0 / Q5_1: the same too, 22 / 24).
 //!
 //! Q4_K / Q5_K / Q6_K (activations Q8_K, `nb = cols / 256`): one record of
 //! [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] / [`k_layout::Q6_K_REC`] bytes per group and
@@ -43,13 +48,102 @@ pub const GROUP_ROWS: usize = 16;
 const QK: usize = 32;
 /// Multiply-adds below which a call runs on the calling thread.
 const SEQ_WORK: usize = 1 << 16;
-/// Tokens per register tile: Q4_0 16, Q8_0 8 (its 8 weight vectors per
-/// block leave fewer registers; measured with `examples/packed_speed.rs`).
-const TOKENS_PER_TILE_Q4: usize = 16;
-const TOKENS_PER_TILE_Q8: usize = 8;
 /// Tokens per register tile of the K-quant kernels (16 measured ~5 % faster
 /// than 8 with `examples/packed_cycles.rs`).
 const TOKENS_PER_TILE_K: usize = 16;
+
+/// Layout of the packed 32-element types (shared with the kernels).
+pub(crate) mod l32 {
+    use crate::GgmlType;
+
+    /// The packed 32-element types (the const parameter of [`group_tile`]).
+    pub(crate) const Q4_0: u8 = 0;
+    pub(crate) const Q8_0: u8 = 1;
+    pub(crate) const Q4_1: u8 = 2;
+    pub(crate) const Q5_0: u8 = 3;
+    pub(crate) const Q5_1: u8 = 4;
+    pub(crate) const IQ4_NL: u8 = 5;
+
+    /// Packed quant bytes of one block of one 16-row group.
+    pub(crate) const fn quant_bytes(kind: u8) -> usize {
+        match kind {
+            Q8_0 => 512,
+            Q5_0 | Q5_1 => 320,
+            _ => 256,
+        }
+    }
+
+    /// Whether `kind` has a per-block min (`m_w`, activations Q8_1).
+    pub(crate) const fn has_min(kind: u8) -> bool {
+        matches!(kind, Q4_1 | Q5_1)
+    }
+
+    /// Scale bytes of one block of one 16-row group: 16 f16 `d`, then (with a
+    /// min) 16 f16 `m`.
+    pub(crate) const fn scale_bytes(kind: u8) -> usize {
+        if has_min(kind) {
+            64
+        } else {
+            32
+        }
+    }
+
+    /// Bytes of one activation block: Q8_1 (f16 d, f16 s, 32 × i8) for the
+    /// types with a min, Q8_0 (f16 d, 32 × i8) otherwise.
+    pub(crate) const fn act_block(kind: u8) -> usize {
+        if has_min(kind) {
+            36
+        } else {
+            34
+        }
+    }
+
+    /// Tokens per register tile: Q8_0 8 (its 8 weight vectors per block leave
+    /// fewer registers), the nibble types 16 (measured with
+    /// `examples/packed_speed.rs`).
+    pub(crate) const fn tile_tokens(kind: u8) -> usize {
+        if kind == Q8_0 {
+            8
+        } else {
+            16
+        }
+    }
+
+    /// The packed kind of a 32-element type, `None` for the others.
+    pub(crate) fn kind(ty: GgmlType) -> Option<u8> {
+        Some(match ty {
+            GgmlType::Q4_0 => Q4_0,
+            GgmlType::Q8_0 => Q8_0,
+            GgmlType::Q4_1 => Q4_1,
+            GgmlType::Q5_0 => Q5_0,
+            GgmlType::Q5_1 => Q5_1,
+            GgmlType::IQ4_NL => IQ4_NL,
+            _ => return None,
+        })
+    }
+
+    /// Offsets in a file block of `kind` (18 / 20 / 22 / 24 / 34 bytes):
+    /// `(m, qh, qs)` (`d` is always at 0).
+    pub(crate) const fn src_offsets(kind: u8) -> (Option<usize>, Option<usize>, usize) {
+        match kind {
+            Q4_1 => (Some(2), None, 4),
+            Q5_0 => (None, Some(2), 6),
+            Q5_1 => (Some(2), Some(4), 8),
+            _ => (None, None, 2),
+        }
+    }
+
+    /// The bias of the unsigned packed weights (removed through the
+    /// activations' side words); 0 for the types with a min.
+    pub(crate) const fn bias(kind: u8) -> i32 {
+        match kind {
+            Q4_0 => 8,
+            Q5_0 => 16,
+            Q8_0 | IQ4_NL => 128,
+            _ => 0,
+        }
+    }
+}
 
 /// Record layout of the packed K-quants (shared with the kernels).
 pub(crate) mod k_layout {
@@ -115,50 +209,75 @@ impl PackedWeights {
     /// shape or CPU (see the module docs); `Err` when `w` is inconsistent.
     pub fn pack(w: &Weights<'_>) -> Result<Option<PackedWeights>, KernelError> {
         let w_row = crate::matmul::check_weights(w)?;
-        let qb = match w.ty {
-            GgmlType::Q4_0 => 256,
-            GgmlType::Q8_0 => 512,
-            GgmlType::Q4_K => Q4_K_REC,
-            GgmlType::Q5_K => Q5_K_REC,
-            GgmlType::Q6_K => Q6_K_REC,
-            _ => return Ok(None),
+        let k_rec = match w.ty {
+            GgmlType::Q4_K => Some(Q4_K_REC),
+            GgmlType::Q5_K => Some(Q5_K_REC),
+            GgmlType::Q6_K => Some(Q6_K_REC),
+            _ => None,
         };
-        if !available() || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
+        let kind = l32::kind(w.ty);
+        if (k_rec.is_none() && kind.is_none())
+            || !available()
+            || w.rows == 0
+            || w.cols == 0
+            || !w.rows.is_multiple_of(GROUP_ROWS)
+        {
             return Ok(None);
         }
-        if matches!(w.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
-            return pack_k(w, w_row, qb).map(Some);
+        if let Some(rec) = k_rec {
+            return pack_k(w, w_row, rec).map(Some);
         }
+        let Some(kind) = kind else {
+            return Ok(None);
+        };
+        let (qb, sb) = (l32::quant_bytes(kind), l32::scale_bytes(kind));
         let nb = w.cols / QK;
         let groups = w.rows / GROUP_ROWS;
         let overflow = || KernelError::Shape("packed size overflows".into());
         let blocks = groups.checked_mul(nb).ok_or_else(overflow)?;
         let scale_off = blocks.checked_mul(qb).ok_or_else(overflow)?;
         let len = blocks
-            .checked_mul(32)
+            .checked_mul(sb)
             .and_then(|s| s.checked_add(scale_off))
             .ok_or_else(overflow)?;
         let mut data: Vec<Line> = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)];
         let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
         let (quants, scales) = bytes.split_at_mut(scale_off);
-        let src_block = w_row / nb; // 18 (Q4_0) or 34 (Q8_0)
-        let q8 = w.ty == GgmlType::Q8_0;
+        let src_block = w.ty.type_size();
+        let (m_off, qh_off, qs_off) = l32::src_offsets(kind);
+        let q8 = kind == l32::Q8_0;
         quants
             .par_chunks_mut(nb * qb)
-            .zip(scales.par_chunks_mut(nb * 32))
+            .zip(scales.par_chunks_mut(nb * sb))
             .enumerate()
             .for_each(|(g, (qg, sg))| {
                 for r in 0..GROUP_ROWS {
                     let row = &w.data[(g * GROUP_ROWS + r) * w_row..][..w_row];
-                    for b in 0..nb {
-                        let blk = &row[b * src_block..][..src_block];
-                        sg[b * 32 + 2 * r..][..2].copy_from_slice(&blk[..2]);
-                        let qs = &blk[2..];
+                    for (b, blk) in row.chunks_exact(src_block).enumerate() {
+                        let sc = &mut sg[b * sb..][..sb];
+                        sc[2 * r..][..2].copy_from_slice(&blk[..2]);
+                        if let Some(m) = m_off {
+                            sc[32 + 2 * r..][..2].copy_from_slice(&blk[m..m + 2]);
+                        }
+                        let qs = &blk[qs_off..];
                         let dst = &mut qg[b * qb..][..qb];
-                        for k in 0..qb / 64 {
+                        // Stored bytes 4k..4k+4 (Q8_0: elements 4k..4k+3).
+                        for k in 0..if q8 { 8 } else { 4 } {
                             let lane = &mut dst[64 * k + 4 * r..][..4];
                             for (o, &v) in lane.iter_mut().zip(&qs[4 * k..4 * k + 4]) {
                                 *o = if q8 { v ^ 0x80 } else { v };
+                            }
+                        }
+                        if let Some(h) = qh_off {
+                            // Byte 4r + i, bit j: fifth bit of element 4j + i.
+                            let qh =
+                                u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
+                            for i in 0..4 {
+                                let mut v = 0u8;
+                                for j in 0..8 {
+                                    v |= (((qh >> (4 * j + i)) & 1) as u8) << j;
+                                }
+                                dst[256 + 4 * r + i] = v;
                             }
                         }
                     }
@@ -309,10 +428,11 @@ pub fn matmul_packed(
     let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
     // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
     // (d_a: f32, −bias·Σa: i32); the K-quants see `k_layout`.
+    let kind = l32::kind(p.ty);
     let (a_block, side) = match p.ty {
         GgmlType::Q4_K | GgmlType::Q5_K => (A_BLOCK, Q4K_SIDE),
         GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
-        _ => (34, 8),
+        _ => (kind.map_or(34, l32::act_block), 8),
     };
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
     let side_off = a_row.next_multiple_of(64);
@@ -346,11 +466,16 @@ pub fn matmul_packed(
                     }
                 }
                 _ => {
-                    let bias: i32 = if ty == GgmlType::Q8_0 { 128 } else { 8 };
-                    let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
-                    let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-                    s[..4].copy_from_slice(&d.to_le_bytes());
-                    s[4..].copy_from_slice(&(-bias * sum).to_le_bytes());
+                    // 32-element types: (d_a, −bias·Σa) or, with a min, (d_a, s_a).
+                    let kind = kind.unwrap_or(l32::Q4_0);
+                    let f16 = |i: usize| half::f16::from_le_bytes([blk[i], blk[i + 1]]).to_f32();
+                    s[..4].copy_from_slice(&f16(0).to_le_bytes());
+                    if l32::has_min(kind) {
+                        s[4..].copy_from_slice(&f16(2).to_le_bytes());
+                    } else {
+                        let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
+                        s[4..].copy_from_slice(&(-l32::bias(kind) * sum).to_le_bytes());
+                    }
                 }
             }
         }
@@ -377,7 +502,8 @@ pub fn matmul_packed(
     };
     let chunk_rows = chunk_groups * GROUP_ROWS;
     let data = p.data();
-    let q8 = p.ty == GgmlType::Q8_0;
+    let kind32 = kind.unwrap_or(l32::Q4_0);
+    let sb = l32::scale_bytes(kind32);
     #[cfg(target_arch = "x86_64")]
     let kkind = {
         use crate::arch::x86_64::packed_k_avx512::KKind;
@@ -389,10 +515,8 @@ pub fn matmul_packed(
     };
     let tile_tokens = if kquant {
         TOKENS_PER_TILE_K
-    } else if q8 {
-        TOKENS_PER_TILE_Q8
     } else {
-        TOKENS_PER_TILE_Q4
+        l32::tile_tokens(kind32)
     };
     // Computes rows c·chunk_rows.. for all tokens into o[t * nr + r].
     let run_chunk = |c: usize, o: &mut [f32]| {
@@ -429,7 +553,7 @@ pub fn matmul_packed(
                     let tile = k::Tile {
                         nb,
                         qs: data[g * nb * p.qb..].as_ptr(),
-                        sc: data[p.scale_off + g * nb * 32..].as_ptr(),
+                        sc: data[p.scale_off + g * nb * sb..].as_ptr(),
                         a: a[t0 * a_stride..].as_ptr(),
                         a_stride,
                         side_off,
@@ -437,21 +561,26 @@ pub fn matmul_packed(
                         out_stride: nr,
                     };
                     // SAFETY: VNNI was checked above (and by `pack`). Group g <
-                    // groups has nb·qb quant bytes at `qs` and nb·32 scale bytes
-                    // at `sc` inside `data`; tokens t0..t0+nt < n_tokens each
-                    // have a full activation row (Q8_0 blocks + side pairs) in
-                    // `a` (a_total = a_stride·n_tokens); and o[t·nr + gi·16..][..16]
-                    // lies inside `o` (len nr·n_tokens) for t < t0 + nt.
+                    // groups has nb·qb quant bytes at `qs` and nb·sb scale bytes
+                    // at `sc` inside `data` (qb, sb the kind's, as `pack` laid
+                    // them out); tokens t0..t0+nt < n_tokens each have a full
+                    // activation row (nb blocks of the kind's activation type +
+                    // nb side pairs) in `a` (a_total = a_stride·n_tokens); and
+                    // o[t·nr + gi·16..][..16] lies inside `o` (len nr·n_tokens)
+                    // for t < t0 + nt; nt <= tile_tokens <= 16.
                     unsafe {
-                        if q8 {
-                            k::group_tile_n::<true>(&tile, nt)
-                        } else {
-                            k::group_tile_n::<false>(&tile, nt)
+                        match kind32 {
+                            l32::Q8_0 => k::group_tile_n::<{ l32::Q8_0 }>(&tile, nt),
+                            l32::Q4_1 => k::group_tile_n::<{ l32::Q4_1 }>(&tile, nt),
+                            l32::Q5_0 => k::group_tile_n::<{ l32::Q5_0 }>(&tile, nt),
+                            l32::Q5_1 => k::group_tile_n::<{ l32::Q5_1 }>(&tile, nt),
+                            l32::IQ4_NL => k::group_tile_n::<{ l32::IQ4_NL }>(&tile, nt),
+                            _ => k::group_tile_n::<{ l32::Q4_0 }>(&tile, nt),
                         }
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (data, a, g, gi, q8, kquant, nb, a_stride, side_off);
+                let _ = (data, a, g, gi, kind32, sb, kquant, nb, a_stride, side_off);
                 t0 += nt;
             }
         }

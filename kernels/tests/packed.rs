@@ -1,12 +1,14 @@
-//! Repacked Q4_0 / Q8_0 matmul (`phi_kernels::packed`) against the scalar
-//! reference `matmul_with_isa(Isa::Scalar, ...)`.
+//! Repacked matmul (`phi_kernels::packed`) against the scalar reference
+//! `matmul_with_isa(Isa::Scalar, ...)`.
 //!
-//! Both compute, per (row, token), Σ_b isum_b · (d_w,b · d_a,b) with the same
-//! Q8_0 activations and exact integer block dots; they differ only in the
-//! order of the f32 additions and in the packed path's fused multiply-add.
-//! Bound used: |Δ| ≤ (nb + 2) · f32::EPSILON · Σ_c |w_c · a_c| (dequantized
-//! weights × dequantized activations, which bounds Σ_b |isum_b · d_w · d_a|),
-//! plus 1e-30 for exact zeros.
+//! 32-element types (Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL / Q8_0): both compute,
+//! per (row, token), Σ_b isum_b · (d_w,b · d_a,b) (+ m_w,b · s_a,b for Q4_1 /
+//! Q5_1) with the same Q8_0 / Q8_1 activations and exact integer block dots;
+//! they differ only in the order of the f32 additions and in the packed
+//! path's fused multiply-adds. Bound used: |Δ| ≤ (n + 2) · f32::EPSILON · T,
+//! n = blocks (twice that with a min), T = Σ_b (|isum_b · d_w · d_a| +
+//! |m_w · s_a|) (from dequantized weights without their min × dequantized
+//! activations, which bounds the first part), plus 1e-30 for exact zeros.
 //!
 //! Q4_K / Q5_K / Q6_K (Q8_K activations): the integer parts per super-block are
 //! exact; the f32 combination `d·isum − dmin·imin` differs in order and
@@ -41,21 +43,40 @@ impl Rng {
 }
 
 /// Random blocks of `ty` with every quant byte value possible (Q8_0: −128
-/// included) and scales in [2⁻⁸, 2⁻⁴) of either sign.
+/// included) and scales in [2⁻⁸, 2⁻⁴) of either sign (Q4_1 / Q5_1: the min
+/// too).
 fn random_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let bsz = ty.type_size();
     let n = rows * cols / 32;
     let mut v = vec![0u8; n * bsz];
+    let with_min = has_min(ty);
     for blk in v.chunks_exact_mut(bsz) {
-        let d = (1.0 + rng.f32().abs()) * 2f32.powi(-(4 + rng.below(5) as i32));
-        let d = if rng.below(2) == 0 { d } else { -d };
-        blk[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         for b in &mut blk[2..] {
             *b = rng.next() as u8;
+        }
+        for at in if with_min { &[0, 2][..] } else { &[0][..] } {
+            let d = (1.0 + rng.f32().abs()) * 2f32.powi(-(4 + rng.below(5) as i32));
+            let d = if rng.below(2) == 0 { d } else { -d };
+            blk[*at..*at + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         }
     }
     v
 }
+
+/// Whether `ty` has a per-block min (activations Q8_1).
+fn has_min(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1)
+}
+
+/// The 32-element types with a packed layout.
+const TYPES_32: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
+];
 
 fn random_x(rng: &mut Rng, n: usize) -> Vec<f32> {
     let scale = 10f32.powi(rng.below(4) as i32 - 2);
@@ -71,25 +92,45 @@ fn random_x(rng: &mut Rng, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Σ_c |w_c · a_c| per (token, row), from dequantized weights and activations.
+/// Per (token, row): Σ_b (|isum_b · d_w · d_a| + |m_w · s_a|), the sum of the
+/// magnitudes of the f32 terms both paths add: from the weights dequantized
+/// without their min (`q·d`), the dequantized activations, and (Q4_1 /
+/// Q5_1) the blocks' `m_w` and Q8_1 `s_a`.
 fn abs_terms(w: &Weights<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
     let (rows, cols) = (w.rows, w.cols);
+    let min = has_min(w.ty);
+    let bsz = w.ty.type_size();
+    let mut no_min = w.data.to_vec();
+    if min {
+        for blk in no_min.chunks_exact_mut(bsz) {
+            blk[2..4].fill(0);
+        }
+    }
+    let f16 = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    let rb = w.row_bytes();
     let mut wd = vec![0f32; rows * cols];
     for r in 0..rows {
-        let rb = w.row_bytes();
-        dequantize_row(w.ty, &w.data[r * rb..], &mut wd[r * cols..][..cols]).unwrap();
+        dequantize_row(w.ty, &no_min[r * rb..], &mut wd[r * cols..][..cols]).unwrap();
     }
+    let act = if min { GgmlType::Q8_1 } else { GgmlType::Q8_0 };
     let mut out = vec![0f32; n_tokens * rows];
     for t in 0..n_tokens {
         let qa = quantize_activations(w.ty, &x[t * cols..][..cols]).unwrap();
         let mut ad = vec![0f32; cols];
-        dequantize_row(GgmlType::Q8_0, &qa, &mut ad).unwrap();
+        dequantize_row(act, &qa, &mut ad).unwrap();
         for r in 0..rows {
-            out[t * rows + r] = wd[r * cols..][..cols]
+            let mut sum: f32 = wd[r * cols..][..cols]
                 .iter()
                 .zip(&ad)
                 .map(|(a, b)| (a * b).abs())
                 .sum();
+            if min {
+                let row = &w.data[r * rb..][..rb];
+                for (wb, ab) in row.chunks_exact(bsz).zip(qa.chunks_exact(36)) {
+                    sum += (f16(wb, 2) * f16(ab, 2)).abs();
+                }
+            }
+            out[t * rows + r] = sum;
         }
     }
     out
@@ -112,7 +153,8 @@ fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: u
     let mut y = vec![f32::NAN; rows * n_tokens];
     matmul_packed(&p, &x, n_tokens, &mut y, &mut s).unwrap();
     let terms = abs_terms(&w, &x, n_tokens);
-    let nb = cols / 32;
+    // Two roundings per block where there is a min term.
+    let nb = cols / 32 * if has_min(ty) { 2 } else { 1 };
     for i in 0..y.len() {
         let bound = (nb + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
         assert!(
@@ -148,16 +190,12 @@ fn packed_matches_scalar_on_odd_shapes() {
         (16, 96, 16),
         (48, 4096, 3),
     ] {
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        for ty in TYPES_32 {
             check_case(&mut rng, ty, rows, cols, nt);
         }
     }
-    for _ in 0..60 {
-        let ty = if rng.below(2) == 0 {
-            GgmlType::Q4_0
-        } else {
-            GgmlType::Q8_0
-        };
+    for _ in 0..90 {
+        let ty = TYPES_32[rng.below(TYPES_32.len())];
         let cols = 32 * (1 + rng.below(128)); // 32..=4096
         let rows = 16 * (1 + rng.below(12));
         // 1..=9 mostly; sometimes up to 20 (full 16-token tiles + remainders).
@@ -178,7 +216,9 @@ fn packed_matches_simd_matmul_large() {
     // Many row chunks across the pool, gemv and gemm.
     let mut rng = Rng(42);
     for nt in [1, 17] {
-        check_case(&mut rng, GgmlType::Q4_0, 512, 3072, nt);
+        for ty in TYPES_32 {
+            check_case(&mut rng, ty, 512, 3072, nt);
+        }
     }
     let data = random_weights(&mut rng, GgmlType::Q4_0, 256, 1024);
     let w = Weights::new(GgmlType::Q4_0, 256, 1024, &data).unwrap();
@@ -198,8 +238,8 @@ fn packed_matches_simd_matmul_large() {
 fn pack_returns_none_without_a_packed_path() {
     let mut rng = Rng(7);
     let cases = [
-        (GgmlType::Q4_1, 16, 64),
-        (GgmlType::Q5_0, 32, 32),
+        (GgmlType::Q4_1, 40, 64), // rows not a multiple of 16
+        (GgmlType::Q5_0, 8, 32),  // rows not a multiple of 16
         (GgmlType::Q4_0, 8, 64),  // rows not a multiple of 16
         (GgmlType::Q8_0, 24, 64), // rows not a multiple of 16
         (GgmlType::Q4_0, 0, 64),  // empty
@@ -304,6 +344,10 @@ fn batch_invariant_gemm_rows_equal_gemv() {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4_NL,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,

@@ -195,6 +195,9 @@ fn repacked_and_zero_copy_weights_agree() {
     for file in [
         "phi3-tiny-q4_0.gguf",
         "phi3-tiny-q8_0.gguf",
+        "phi3-tiny-q4_1.gguf",
+        "phi3-tiny-q5_0.gguf",
+        "phi3-tiny-q5_1.gguf",
         "phi3-hd96-q4_0.gguf",
         "phi3-tiny-q4_k_m.gguf",
         "phi3-tiny-q6_k.gguf",
@@ -231,8 +234,16 @@ fn repacked_and_zero_copy_weights_agree() {
         let max = diffs.iter().fold(0f32, |m, d| m.max(*d));
         let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
         eprintln!("{file}: repacked vs mapped: max {max:.3e}, mean {mean:.3e}");
+        // Q4_1 flips far more often (its `d·isum + m·s` terms cancel): on this
+        // file an independent f64 implementation that rounds activations like
+        // llama.cpp differs from llama.cpp by a mean of 1.4e-3
+        // (tests/fixtures/noise_floor.md), as does our scalar reference, and
+        // on these 40 positions packed vs mapped by ~1.4e-2; a wrong block
+        // term gives means ≥ 0.1.
+        let flippy = file.contains("q4_1");
+        let mean_tol = if flippy { 3e-2 } else { 2e-3 };
         assert!(
-            max < 0.25 && mean < 2e-3,
+            max < 0.25 && mean < mean_tol,
             "{file}: repacked vs mapped: max {max}, mean {mean}"
         );
     }

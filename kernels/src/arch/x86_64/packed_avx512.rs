@@ -1,38 +1,56 @@
-//! AVX-512 VNNI body of the repacked Q4_0 / Q8_0 matmul (`crate::packed`).
+//! AVX-512 VNNI body of the repacked 32-element-block matmul
+//! (`crate::packed`): Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL and Q8_0.
 //!
 //! A row group is 16 weight rows. Per 32-element block the packed weights
 //! hold, for each 4-element group `j` (elements `4j..4j+3`), one 64-byte
-//! vector whose i32 lane `r` is the 4 *unsigned* weights of row `r`
-//! (Q4_0: the nibbles, 0..15, two groups per stored vector — low nibbles
-//! are group `k`, high nibbles group `k + 4`; Q8_0: `w + 128`). One
-//! `vpdpbusd` against a broadcast 4-byte group of activations therefore
-//! adds 4 products to each of 16 rows, and a block costs 8 `vpdpbusd`, one
-//! int→float conversion and one multiply-add per 16 rows and token. The bias
-//! of the unsigned weights is removed exactly in integer: each dot starts
-//! at the per-block `−bias·Σa` the driver stored beside the activations.
+//! vector whose i32 lane `r` is the 4 *unsigned* weights of row `r`.
+//! Q4_0 / Q4_1 / IQ4_NL / Q5_x store the nibbles, two groups per stored
+//! vector (low nibbles are group `k`, high nibbles group `k + 4`); Q5_0 /
+//! Q5_1 add one 64-byte vector of fifth bits (bit `j` of byte `4r + i` is
+//! the fifth bit of element `4j + i` of row `r`), merged with one shift and
+//! one `vpternlogd` per group; IQ4_NL maps each nibble through its codebook
+//! with one `vpshufb` to `K[n] + 128`; Q8_0 stores `w + 128`. One `vpdpbusd`
+//! against a broadcast 4-byte group of activations therefore adds 4
+//! products to each of 16 rows, and a block costs 8 `vpdpbusd`, one
+//! int→float conversion and one multiply-add per 16 rows and token (plus one
+//! multiply-add of the mins for Q4_1 / Q5_1). The bias of the unsigned
+//! weights (Q4_0 8, Q5_0 16, IQ4_NL and Q8_0 128) is removed exactly in
+//! integer: each dot starts at the per-block `−bias·Σa` the driver stored
+//! beside the activations. Q4_1 / Q5_1 have no bias; their per-block term
+//! `m_w · s_a` (Q8_1's `s`) is added in f32 as the scalar reference does.
 
 use core::arch::x86_64::*;
 
-/// Packed bytes of one block of one 16-row group: Q4_0 (4 vectors of 64).
-pub(crate) const Q4_0_BLOCK: usize = 256;
-/// Packed bytes of one block of one 16-row group: Q8_0 (8 vectors of 64).
-pub(crate) const Q8_0_BLOCK: usize = 512;
+use crate::formats::iq4::KVALUES_IQ4NL;
+use crate::packed::l32::*;
+
+/// The IQ4_NL codebook plus 128, as unsigned bytes.
+const IQ4_LUT: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// gemv prefetch distance in bytes of packed quants.
 const PF_DIST: usize = 4096;
-/// Bytes of one Q8_0 activation block (f16 scale + 32 × i8).
-const A_BLOCK: usize = 34;
 
 /// Where one call of [`group_tile`] reads and writes.
 #[derive(Clone, Copy)]
 pub(crate) struct Tile {
     /// Blocks per row.
     pub nb: usize,
-    /// Packed quant vectors of this group: `nb` blocks of 256 (Q4_0) / 512 (Q8_0) bytes.
+    /// Packed quant vectors of this group: `nb` blocks of
+    /// [`quant_bytes`] bytes.
     pub qs: *const u8,
-    /// 16 f16 row scales per block: `nb × 32` bytes.
+    /// The group's scales: `nb` blocks of [`scale_bytes`] bytes.
     pub sc: *const u8,
-    /// First activation row: `nb` Q8_0 blocks, then at `side_off` `nb`
-    /// pairs `(d_a: f32, −bias·Σa: i32)`.
+    /// First activation row: `nb` blocks of [`act_block`] bytes, then at
+    /// `side_off` `nb` pairs `(d_a: f32, −bias·Σa: i32)` (types with a min:
+    /// `(d_a: f32, s_a: f32)`).
     pub a: *const u8,
     pub a_stride: usize,
     pub side_off: usize,
@@ -41,23 +59,31 @@ pub(crate) struct Tile {
     pub out_stride: usize,
 }
 
-/// Computes 16 rows × `T` tokens of one row group.
+/// Computes 16 rows × `T` tokens of one row group of type `K`.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW/VL/VNNI and F16C (`dispatch::has_avx512_vnni`);
-/// `tile.qs` has `nb` packed blocks readable, `tile.sc` `nb × 32` bytes,
-/// each of the `T` activation rows (`a + t·a_stride`) has `nb·34` bytes at
-/// its start and `nb·8` bytes at `side_off` readable, and `out` has 16
-/// writable floats at every `t·out_stride`, `t < T`.
+/// `tile.qs` has `nb · quant_bytes(K)` bytes readable, `tile.sc`
+/// `nb · scale_bytes(K)`, each of the `T` activation rows (`a + t·a_stride`)
+/// has `nb · act_block(K)` bytes at its start and `nb·8` bytes at `side_off`
+/// readable, and `out` has 16 writable floats at every `t·out_stride`, `t < T`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn group_tile<const Q8: bool, const T: usize>(tile: &Tile) {
-    let qb = if Q8 { Q8_0_BLOCK } else { Q4_0_BLOCK };
+pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
+    let qb = quant_bytes(K);
+    let sb = scale_bytes(K);
+    let ab = act_block(K);
+    // Offset of the 32 quants inside an activation block.
+    let aq = ab - 32;
     let m4 = _mm512_set1_epi8(0x0F);
+    let m10 = _mm512_set1_epi8(0x10);
+    // SAFETY: IQ4_LUT is 16 readable bytes.
+    let lut =
+        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4_LUT.as_ptr() as *const __m128i) });
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..tile.nb {
         // SAFETY: block b < nb of the group's quants and scales is readable
         // (caller); unaligned loads need no alignment.
-        let (wv, dw) = unsafe {
+        let (wv, dw, mw) = unsafe {
             let p = tile.qs.add(b * qb);
             if T == 1 {
                 // gemv streams the weights from memory: prefetch ahead (a
@@ -68,41 +94,80 @@ pub(crate) unsafe fn group_tile<const Q8: bool, const T: usize>(tile: &Tile) {
                 }
             }
             let mut wv = [_mm512_setzero_si512(); 8];
-            if Q8 {
+            if K == Q8_0 {
                 for (j, v) in wv.iter_mut().enumerate() {
                     *v = _mm512_loadu_si512(p.add(64 * j) as *const __m512i);
                 }
             } else {
                 for k in 0..4 {
                     let v = _mm512_loadu_si512(p.add(64 * k) as *const __m512i);
-                    wv[k] = _mm512_and_si512(v, m4);
-                    wv[k + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                    let lo = _mm512_and_si512(v, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                    if K == IQ4_NL {
+                        wv[k] = _mm512_shuffle_epi8(lut, lo);
+                        wv[k + 4] = _mm512_shuffle_epi8(lut, hi);
+                    } else {
+                        wv[k] = lo;
+                        wv[k + 4] = hi;
+                    }
                 }
             }
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(tile.sc.add(b * 32) as *const __m256i));
-            (wv, dw)
+            if K == Q5_0 || K == Q5_1 {
+                // Bit j of each fifth-bit byte moved to bit 4 of group j
+                // (16-bit shifts only spill into bits the 0x10 mask drops).
+                let h = _mm512_loadu_si512(p.add(256) as *const __m512i);
+                for (j, w) in wv.iter_mut().enumerate() {
+                    let hs = match j {
+                        0 => _mm512_slli_epi16::<4>(h),
+                        1 => _mm512_slli_epi16::<3>(h),
+                        2 => _mm512_slli_epi16::<2>(h),
+                        3 => _mm512_slli_epi16::<1>(h),
+                        4 => h,
+                        5 => _mm512_srli_epi16::<1>(h),
+                        6 => _mm512_srli_epi16::<2>(h),
+                        _ => _mm512_srli_epi16::<3>(h),
+                    };
+                    // w | (hs & 0x10)
+                    *w = _mm512_ternarylogic_epi32::<0xF8>(*w, hs, m10);
+                }
+            }
+            let s = tile.sc.add(b * sb);
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(s as *const __m256i));
+            let mw = if has_min(K) {
+                _mm512_cvtph_ps(_mm256_loadu_si256(s.add(32) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            (wv, dw, mw)
         };
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            // SAFETY: token t < T has block b's 34 bytes and its 8 side
-            // bytes readable (caller); all reads are unaligned.
-            let (s, da) = unsafe {
+            // SAFETY: token t < T has block b's activation block and its 8
+            // side bytes readable (caller); all reads are unaligned.
+            let (s, da, sa) = unsafe {
                 let row = tile.a.add(t * tile.a_stride);
-                let q = row.add(b * A_BLOCK + 2);
+                let q = row.add(b * ab + aq);
                 let side = row.add(tile.side_off + b * 8);
                 let da = core::ptr::read_unaligned(side as *const f32);
-                let corr = core::ptr::read_unaligned(side.add(4) as *const i32);
-                let mut s = _mm512_set1_epi32(corr);
+                let (init, sa) = if has_min(K) {
+                    (0, core::ptr::read_unaligned(side.add(4) as *const f32))
+                } else {
+                    (core::ptr::read_unaligned(side.add(4) as *const i32), 0.0)
+                };
+                let mut s = _mm512_set1_epi32(init);
                 for (j, w) in wv.iter().enumerate() {
                     let g = core::ptr::read_unaligned(q.add(4 * j) as *const i32);
                     s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(g));
                 }
-                (s, da)
+                (s, da, sa)
             };
             *acc_t = _mm512_fmadd_ps(
                 _mm512_cvtepi32_ps(s),
                 _mm512_mul_ps(dw, _mm512_set1_ps(da)),
                 *acc_t,
             );
+            if has_min(K) {
+                *acc_t = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa), *acc_t);
+            }
         }
     }
     for (t, acc_t) in acc.iter().enumerate() {
@@ -116,26 +181,26 @@ pub(crate) unsafe fn group_tile<const Q8: bool, const T: usize>(tile: &Tile) {
 /// # Safety
 /// As [`group_tile`] with `T = nt`; `1 <= nt <= 16`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn group_tile_n<const Q8: bool>(tile: &Tile, nt: usize) {
+pub(crate) unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
     // SAFETY: forwarded contract; each arm passes T = nt.
     unsafe {
         match nt {
-            1 => group_tile::<Q8, 1>(tile),
-            2 => group_tile::<Q8, 2>(tile),
-            3 => group_tile::<Q8, 3>(tile),
-            4 => group_tile::<Q8, 4>(tile),
-            5 => group_tile::<Q8, 5>(tile),
-            6 => group_tile::<Q8, 6>(tile),
-            7 => group_tile::<Q8, 7>(tile),
-            8 => group_tile::<Q8, 8>(tile),
-            9 => group_tile::<Q8, 9>(tile),
-            10 => group_tile::<Q8, 10>(tile),
-            11 => group_tile::<Q8, 11>(tile),
-            12 => group_tile::<Q8, 12>(tile),
-            13 => group_tile::<Q8, 13>(tile),
-            14 => group_tile::<Q8, 14>(tile),
-            15 => group_tile::<Q8, 15>(tile),
-            16 => group_tile::<Q8, 16>(tile),
+            1 => group_tile::<K, 1>(tile),
+            2 => group_tile::<K, 2>(tile),
+            3 => group_tile::<K, 3>(tile),
+            4 => group_tile::<K, 4>(tile),
+            5 => group_tile::<K, 5>(tile),
+            6 => group_tile::<K, 6>(tile),
+            7 => group_tile::<K, 7>(tile),
+            8 => group_tile::<K, 8>(tile),
+            9 => group_tile::<K, 9>(tile),
+            10 => group_tile::<K, 10>(tile),
+            11 => group_tile::<K, 11>(tile),
+            12 => group_tile::<K, 12>(tile),
+            13 => group_tile::<K, 13>(tile),
+            14 => group_tile::<K, 14>(tile),
+            15 => group_tile::<K, 15>(tile),
+            16 => group_tile::<K, 16>(tile),
             _ => debug_assert!(false, "group_tile_n: nt = {nt}"),
         }
     }
