@@ -111,19 +111,21 @@ pub struct KernelResult {
 }
 
 /// A path of the table: an ISA through `matmul`, or the repacked layout
-/// (`matmul_packed`, AVX-512 VNNI) that the runtime uses for Q4_0 / Q8_0 /
-/// Q4_K / Q5_K / Q6_K.
+/// (`matmul_packed`) of an ISA's packed kernels (AVX-512 VNNI: every packed
+/// type; AVX2: Q4_0 / Q4_1 / Q5_0 / Q5_1), which the runtime uses where it
+/// has one.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Path {
     Isa(Isa),
-    Packed,
+    Packed(Isa),
 }
 
 impl Path {
     pub fn name(self) -> &'static str {
         match self {
             Path::Isa(i) => i.name(),
-            Path::Packed => "avx512-packed",
+            Path::Packed(Isa::Avx512) => "avx512-packed",
+            Path::Packed(_) => "avx2-packed",
         }
     }
 }
@@ -131,8 +133,11 @@ impl Path {
 /// Every path this CPU can run.
 pub fn available_paths() -> Vec<Path> {
     let mut p: Vec<Path> = available_isas().into_iter().map(Path::Isa).collect();
-    if phi_kernels::packed::available() {
-        p.push(Path::Packed);
+    if let Some(best) = phi_kernels::packed::packed_isa() {
+        if best == Isa::Avx512 {
+            p.push(Path::Packed(Isa::Avx2));
+        }
+        p.push(Path::Packed(best));
     }
     p
 }
@@ -149,8 +154,8 @@ fn mm(
 ) -> Result<(), String> {
     match (path, packed) {
         (Path::Isa(isa), _) => matmul_with_isa(isa, w, x, n, y, s),
-        (Path::Packed, Some(p)) => matmul_packed(p, x, n, y, s),
-        (Path::Packed, None) => return Err("no packed layout".into()),
+        (Path::Packed(_), Some(p)) => matmul_packed(p, x, n, y, s),
+        (Path::Packed(_), None) => return Err("no packed layout".into()),
     }
     .map_err(|e| e.to_string())
 }
@@ -165,12 +170,12 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
     let w = Weights::new(ty, gemv_rows, COLS, &big).map_err(|e| e.to_string())?;
     let pack = |w: &Weights<'_>| -> Result<Option<PackedWeights>, String> {
         match path {
-            Path::Packed => PackedWeights::pack(w).map_err(|e| e.to_string()),
+            Path::Packed(isa) => PackedWeights::pack_with_isa(isa, w).map_err(|e| e.to_string()),
             Path::Isa(_) => Ok(None),
         }
     };
     let packed = pack(&w)?;
-    if path == Path::Packed && packed.is_none() {
+    if matches!(path, Path::Packed(_)) && packed.is_none() {
         return Ok(None);
     }
     // The packed path reads its own copy; the mapped copy is not touched.

@@ -109,6 +109,15 @@ pub(crate) mod l32 {
         }
     }
 
+    /// Whether the AVX2 packed kernels cover `kind` (the nibble types: Q8_0's
+    /// and IQ4_NL's unsigned bytes would saturate `vpmaddubsw`).
+    pub(crate) const fn avx2_kind(kind: u8) -> bool {
+        matches!(kind, Q4_0 | Q4_1 | Q5_0 | Q5_1)
+    }
+
+    /// Tokens per register tile of the AVX2 kernels (16 ymm registers).
+    pub(crate) const AVX2_TILE_TOKENS: usize = 2;
+
     /// The packed kind of a 32-element type, `None` for the others.
     pub(crate) fn kind(ty: GgmlType) -> Option<u8> {
         Some(match ty {
@@ -171,9 +180,11 @@ pub(crate) mod k_layout {
 }
 use k_layout::*;
 
-/// A Q4_0, Q8_0, Q4_K, Q5_K or Q6_K weight matrix repacked for [`matmul_packed`].
+/// A weight matrix repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
+    /// The kernels it was packed for: `Avx512` (VNNI) or `Avx2`.
+    isa: Isa,
     rows: usize,
     cols: usize,
     /// Blocks per row.
@@ -198,17 +209,66 @@ impl std::fmt::Debug for PackedWeights {
     }
 }
 
-/// Whether this process can run the packed kernels (AVX-512 VNNI present
-/// and not forced off through `PHI_ISA` / `dispatch::force`).
+/// The ISA whose packed kernels [`PackedWeights::pack`] uses in this
+/// process: `Avx512` with VNNI (every packed type), `Avx2` (the nibble types
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1; also on AVX-512 CPUs without VNNI), `None`
+/// on other CPUs or when `PHI_ISA` / `dispatch::force` chose scalar.
+pub fn packed_isa() -> Option<Isa> {
+    match dispatch::active() {
+        Isa::Avx512 if dispatch::has_avx512_vnni() => Some(Isa::Avx512),
+        Isa::Avx512 | Isa::Avx2 => Some(Isa::Avx2),
+        _ => None,
+    }
+}
+
+/// Whether this process can run packed kernels for some type ([`packed_isa`]).
 pub fn available() -> bool {
-    dispatch::active() == Isa::Avx512 && dispatch::has_avx512_vnni()
+    packed_isa().is_some()
+}
+
+/// Whether `isa` has packed kernels for `ty`.
+pub fn supports(isa: Isa, ty: GgmlType) -> bool {
+    let k = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    match isa {
+        Isa::Avx512 => k || l32::kind(ty).is_some(),
+        Isa::Avx2 => l32::kind(ty).is_some_and(l32::avx2_kind),
+        _ => false,
+    }
+}
+
+/// Whether the CPU can run `isa`'s packed kernels (whatever `PHI_ISA` says).
+fn isa_runs(isa: Isa) -> bool {
+    match isa {
+        Isa::Avx512 => dispatch::is_available(Isa::Avx512) && dispatch::has_avx512_vnni(),
+        Isa::Avx2 => dispatch::is_available(Isa::Avx2),
+        _ => false,
+    }
 }
 
 impl PackedWeights {
-    /// Repacks `w`. `Ok(None)` when there is no packed path for this type,
-    /// shape or CPU (see the module docs); `Err` when `w` is inconsistent.
+    /// Repacks `w` for [`packed_isa`]. `Ok(None)` when there is no packed
+    /// path for this type, shape or CPU (see the module docs); `Err` when `w`
+    /// is inconsistent.
     pub fn pack(w: &Weights<'_>) -> Result<Option<PackedWeights>, KernelError> {
+        crate::matmul::check_weights(w)?;
+        match packed_isa() {
+            Some(isa) => Self::pack_with_isa(isa, w),
+            None => Ok(None),
+        }
+    }
+
+    /// [`pack`](Self::pack) for the kernels of `isa` (`Avx512` or `Avx2`),
+    /// whatever `PHI_ISA` says (for tests and benchmarks).
+    /// `Err(IsaUnavailable)` when the CPU cannot run them.
+    pub fn pack_with_isa(isa: Isa, w: &Weights<'_>) -> Result<Option<PackedWeights>, KernelError> {
         let w_row = crate::matmul::check_weights(w)?;
+        if !isa_runs(isa) {
+            return Err(KernelError::IsaUnavailable(match isa {
+                Isa::Avx512 => "avx512vnni",
+                Isa::Avx2 => "avx2",
+                _ => "a packed path",
+            }));
+        }
         let k_rec = match w.ty {
             GgmlType::Q4_K => Some(Q4_K_REC),
             GgmlType::Q5_K => Some(Q5_K_REC),
@@ -216,11 +276,7 @@ impl PackedWeights {
             _ => None,
         };
         let kind = l32::kind(w.ty);
-        if (k_rec.is_none() && kind.is_none())
-            || !available()
-            || w.rows == 0
-            || w.cols == 0
-            || !w.rows.is_multiple_of(GROUP_ROWS)
+        if !supports(isa, w.ty) || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS)
         {
             return Ok(None);
         }
@@ -285,6 +341,7 @@ impl PackedWeights {
             });
         Ok(Some(PackedWeights {
             ty: w.ty,
+            isa,
             rows: w.rows,
             cols: w.cols,
             nb,
@@ -346,6 +403,7 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
         });
     Ok(PackedWeights {
         ty: w.ty,
+        isa: Isa::Avx512,
         rows: w.rows,
         cols: w.cols,
         nb,
@@ -414,8 +472,8 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !dispatch::has_avx512_vnni() {
-        return Err(KernelError::IsaUnavailable("avx512vnni"));
+    if !isa_runs(p.isa) {
+        return Err(KernelError::IsaUnavailable("the packed weights' ISA"));
     }
     let (rows, cols, nb) = (p.rows, p.cols, p.nb);
     crate::matmul::check_io(rows, cols, n_tokens, x.len(), y.len())?;
@@ -424,7 +482,7 @@ pub fn matmul_packed(
     }
     // The activation quantizer of the weight type: Q8_0 for Q4_0/Q8_0,
     // Q8_K for the K-quants.
-    let ops = table::ops(p.ty, Isa::Avx512).ok_or(KernelError::Unsupported(p.ty))?;
+    let ops = table::ops(p.ty, p.isa).ok_or(KernelError::Unsupported(p.ty))?;
     let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
     // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
     // (d_a: f32, −bias·Σa: i32); the K-quants see `k_layout`.
@@ -513,8 +571,11 @@ pub fn matmul_packed(
             _ => KKind::Q4K,
         }
     };
+    let avx2 = p.isa == Isa::Avx2;
     let tile_tokens = if kquant {
         TOKENS_PER_TILE_K
+    } else if avx2 {
+        l32::AVX2_TILE_TOKENS
     } else {
         l32::tile_tokens(kind32)
     };
@@ -560,7 +621,8 @@ pub fn matmul_packed(
                         out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
                         out_stride: nr,
                     };
-                    // SAFETY: VNNI was checked above (and by `pack`). Group g <
+                    // SAFETY: the CPU runs p.isa (checked above; `pack` only
+                    // packs these kinds for AVX2 or AVX-512 VNNI). Group g <
                     // groups has nb·qb quant bytes at `qs` and nb·sb scale bytes
                     // at `sc` inside `data` (qb, sb the kind's, as `pack` laid
                     // them out); tokens t0..t0+nt < n_tokens each have a full
@@ -569,18 +631,25 @@ pub fn matmul_packed(
                     // o[t·nr + gi·16..][..16] lies inside `o` (len nr·n_tokens)
                     // for t < t0 + nt; nt <= tile_tokens <= 16.
                     unsafe {
-                        match kind32 {
-                            l32::Q8_0 => k::group_tile_n::<{ l32::Q8_0 }>(&tile, nt),
-                            l32::Q4_1 => k::group_tile_n::<{ l32::Q4_1 }>(&tile, nt),
-                            l32::Q5_0 => k::group_tile_n::<{ l32::Q5_0 }>(&tile, nt),
-                            l32::Q5_1 => k::group_tile_n::<{ l32::Q5_1 }>(&tile, nt),
-                            l32::IQ4_NL => k::group_tile_n::<{ l32::IQ4_NL }>(&tile, nt),
+                        use crate::arch::x86_64::packed_avx2 as k2;
+                        match (avx2, kind32) {
+                            (true, l32::Q4_1) => k2::group_tile_n::<{ l32::Q4_1 }>(&tile, nt),
+                            (true, l32::Q5_0) => k2::group_tile_n::<{ l32::Q5_0 }>(&tile, nt),
+                            (true, l32::Q5_1) => k2::group_tile_n::<{ l32::Q5_1 }>(&tile, nt),
+                            (true, _) => k2::group_tile_n::<{ l32::Q4_0 }>(&tile, nt),
+                            (_, l32::Q8_0) => k::group_tile_n::<{ l32::Q8_0 }>(&tile, nt),
+                            (_, l32::Q4_1) => k::group_tile_n::<{ l32::Q4_1 }>(&tile, nt),
+                            (_, l32::Q5_0) => k::group_tile_n::<{ l32::Q5_0 }>(&tile, nt),
+                            (_, l32::Q5_1) => k::group_tile_n::<{ l32::Q5_1 }>(&tile, nt),
+                            (_, l32::IQ4_NL) => k::group_tile_n::<{ l32::IQ4_NL }>(&tile, nt),
                             _ => k::group_tile_n::<{ l32::Q4_0 }>(&tile, nt),
                         }
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (data, a, g, gi, kind32, sb, kquant, nb, a_stride, side_off);
+                let _ = (
+                    data, a, g, gi, kind32, sb, kquant, avx2, nb, a_stride, side_off,
+                );
                 t0 += nt;
             }
         }

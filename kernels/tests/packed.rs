@@ -16,6 +16,7 @@
 //! |dmin_w·d_a·imin_b|), computed with the scalar block dots.
 
 use bytemuck::Zeroable;
+use phi_kernels::dispatch::is_available;
 use phi_kernels::formats::k_quants::{
     block_dot_q4_k, block_dot_q5_k, block_dot_q6_k, quantize_row_q8_k, BlockQ4_K, BlockQ5_K,
     BlockQ6_K, BlockQ8_K,
@@ -136,11 +137,36 @@ fn abs_terms(w: &Weights<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
     out
 }
 
+/// The packed ISAs this CPU runs that have kernels for `ty`.
+fn isas(ty: GgmlType) -> Vec<Isa> {
+    [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|&isa| packed::supports(isa, ty) && is_available(isa))
+        .filter(|&isa| isa != Isa::Avx512 || phi_kernels::dispatch::has_avx512_vnni())
+        .collect()
+}
+
+/// [`check_case_isa`] on every packed ISA of `ty`.
 fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: usize) {
+    for isa in isas(ty) {
+        check_case_isa(rng, isa, ty, rows, cols, n_tokens);
+    }
+}
+
+fn check_case_isa(
+    rng: &mut Rng,
+    isa: Isa,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+) {
     let data = random_weights(rng, ty, rows, cols);
     let w = Weights::new(ty, rows, cols, &data).unwrap();
     let x = random_x(rng, cols * n_tokens);
-    let p = PackedWeights::pack(&w).unwrap().expect("packable shape");
+    let p = PackedWeights::pack_with_isa(isa, &w)
+        .unwrap()
+        .expect("packable shape");
     assert_eq!((p.ty(), p.rows(), p.cols()), (ty, rows, cols));
     assert_eq!(
         p.data().as_ptr() as usize % 64,
@@ -159,7 +185,7 @@ fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: u
         let bound = (nb + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
         assert!(
             (y[i] - yref[i]).abs() <= bound,
-            "{ty} {rows}x{cols} n_tokens={n_tokens} token {} row {}: packed {} scalar {} bound {bound}",
+            "{ty} {isa:?} {rows}x{cols} n_tokens={n_tokens} token {} row {}: packed {} scalar {} bound {bound}",
             i / rows,
             i % rows,
             y[i],
@@ -168,8 +194,10 @@ fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: u
     }
 }
 
+/// Whether to skip a test written for the AVX-512 VNNI kernels (which pack
+/// every type).
 fn skip() -> bool {
-    if !packed::available() {
+    if packed::packed_isa() != Some(Isa::Avx512) {
         eprintln!("no AVX-512 VNNI: packed path not available, test skipped");
         return true;
     }
@@ -178,9 +206,7 @@ fn skip() -> bool {
 
 #[test]
 fn packed_matches_scalar_on_odd_shapes() {
-    if skip() {
-        return;
-    }
+    // Every packed ISA of the CPU (none: nothing to check).
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     // Fixed edge cases first: 1 block, 1 group, 1 and 9 tokens (tile of 8 + 1).
     for &(rows, cols, nt) in &[
@@ -270,6 +296,21 @@ fn pack_returns_none_without_a_packed_path() {
         data: &data[..data.len() - 1],
     };
     assert!(PackedWeights::pack(&bad).is_err());
+    // Kernels the CPU cannot run are an error; types an ISA has no kernel for, None.
+    for isa in [Isa::Scalar, Isa::Neon] {
+        assert!(PackedWeights::pack_with_isa(isa, &w).is_err(), "{isa:?}");
+    }
+    if is_available(Isa::Avx2) {
+        let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
+        assert!(p.is_some(), "Q4_0 has an AVX2 packed kernel");
+        for ty in [GgmlType::Q8_0, GgmlType::IQ4_NL] {
+            let data = random_weights(&mut rng, ty, 16, 64);
+            let w = Weights::new(ty, 16, 64, &data).unwrap();
+            assert!(PackedWeights::pack_with_isa(Isa::Avx2, &w)
+                .unwrap()
+                .is_none());
+        }
+    }
 }
 
 #[test]
@@ -359,20 +400,22 @@ fn batch_invariant_gemm_rows_equal_gemv() {
             random_weights(&mut rng, ty, rows, cols)
         };
         let w = Weights::new(ty, rows, cols, &data).unwrap();
-        let p = PackedWeights::pack(&w).unwrap().unwrap();
         let x = random_x(&mut rng, cols * nt);
-        let mut s = Scratch::default();
-        let mut all = vec![0f32; rows * nt];
-        matmul_packed(&p, &x, nt, &mut all, &mut s).unwrap();
-        for t in 0..nt {
-            let mut one = vec![0f32; rows];
-            matmul_packed(&p, &x[t * cols..][..cols], 1, &mut one, &mut s).unwrap();
-            assert!(
-                one.iter()
-                    .zip(&all[t * rows..][..rows])
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{ty}: token {t} of a batch differs from its gemv"
-            );
+        for isa in isas(ty) {
+            let p = PackedWeights::pack_with_isa(isa, &w).unwrap().unwrap();
+            let mut s = Scratch::default();
+            let mut all = vec![0f32; rows * nt];
+            matmul_packed(&p, &x, nt, &mut all, &mut s).unwrap();
+            for t in 0..nt {
+                let mut one = vec![0f32; rows];
+                matmul_packed(&p, &x[t * cols..][..cols], 1, &mut one, &mut s).unwrap();
+                assert!(
+                    one.iter()
+                        .zip(&all[t * rows..][..rows])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{ty} {isa:?}: token {t} of a batch differs from its gemv"
+                );
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod k_avx2;
 pub(crate) mod k_avx512;
+pub(crate) mod packed_avx2;
 pub(crate) mod packed_avx512;
 pub(crate) mod packed_k_avx512;
 pub(crate) mod quant_act;

@@ -1,0 +1,153 @@
+//! AVX2 body of the repacked matmul (`crate::packed`) for the nibble types
+//! Q4_0, Q4_1, Q5_0 and Q5_1, on the same packed layout as the AVX-512 VNNI
+//! kernels (`packed_avx512.rs`): each 64-byte vector is read as two 32-byte
+//! halves, rows `0..8` and `8..16` of the group.
+//!
+//! Per 8 rows and 4-element group `j`, `vpmaddubsw` of the unsigned weights
+//! (0..31) with the broadcast 4 activations gives each row two i16 pair sums;
+//! four groups are added in i16 (|sum| ≤ 4 · 2 · 31 · 127 = 31 496, so
+//! nothing saturates or wraps) and `vpmaddwd` with ones folds them into one
+//! i32 per row. The integer dot per block is therefore exact and starts, as
+//! on AVX-512, at the driver's `−bias·Σa`; blocks are combined as
+//! `isum·(d_w·d_a)` (+ `m_w·s_a`) in f32.
+//!
+//! Q8_0 and IQ4_NL are not here: their unsigned bytes (up to 255) would
+//! saturate `vpmaddubsw`, and their unpacked AVX2 kernels already stream
+//! at the memory's speed (Q8_0) or close to it.
+
+use core::arch::x86_64::*;
+
+use super::packed_avx512::Tile;
+use crate::packed::l32::*;
+
+/// gemv prefetch distance in bytes of packed quants.
+const PF_DIST: usize = 4096;
+
+/// Computes 16 rows × `T` tokens of one row group of type `K` (one of
+/// `l32::avx2_kind`).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; otherwise the contract of
+/// `packed_avx512::group_tile` (`tile.qs` has `nb · quant_bytes(K)` bytes
+/// readable, `tile.sc` `nb · scale_bytes(K)`, each of the `T` activation rows
+/// has `nb · act_block(K)` bytes at its start and `nb·8` at `side_off`, and
+/// `out` has 16 writable floats at every `t·out_stride`, `t < T`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
+    let qb = quant_bytes(K);
+    let sb = scale_bytes(K);
+    let ab = act_block(K);
+    let aq = ab - 32;
+    let q5 = K == Q5_0 || K == Q5_1;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m10 = _mm256_set1_epi8(0x10);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    for b in 0..tile.nb {
+        // SAFETY: block b < nb of the group's quants and scales is readable
+        // (caller); unaligned loads need no alignment.
+        let (p, s) = unsafe { (tile.qs.add(b * qb), tile.sc.add(b * sb)) };
+        if T == 1 {
+            // gemv streams the weights: prefetch ahead (a hint, never faults).
+            let ahead = p.wrapping_add(PF_DIST);
+            for l in 0..qb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+            }
+        }
+        for h in 0..2 {
+            // SAFETY: the half-vectors 32h..32h+32 of the block's quant
+            // vectors, its fifth-bit vector (Q5_x) and the 8 f16 scales of rows
+            // 8h.. lie inside block b (caller).
+            let (wv, dw, mw) = unsafe {
+                let mut wv = [_mm256_setzero_si256(); 8];
+                for k in 0..4 {
+                    let v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
+                    wv[k] = _mm256_and_si256(v, m4);
+                    wv[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                }
+                if q5 {
+                    // Bit j of each fifth-bit byte moved to bit 4 of group j.
+                    let hv = _mm256_loadu_si256(p.add(256 + 32 * h) as *const __m256i);
+                    for (j, w) in wv.iter_mut().enumerate() {
+                        let hs = match j {
+                            0 => _mm256_slli_epi16::<4>(hv),
+                            1 => _mm256_slli_epi16::<3>(hv),
+                            2 => _mm256_slli_epi16::<2>(hv),
+                            3 => _mm256_slli_epi16::<1>(hv),
+                            4 => hv,
+                            5 => _mm256_srli_epi16::<1>(hv),
+                            6 => _mm256_srli_epi16::<2>(hv),
+                            _ => _mm256_srli_epi16::<3>(hv),
+                        };
+                        *w = _mm256_or_si256(*w, _mm256_and_si256(hs, m10));
+                    }
+                }
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h) as *const __m128i));
+                let mw = if has_min(K) {
+                    _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h) as *const __m128i))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                (wv, dw, mw)
+            };
+            for (t, acc_t) in acc.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's activation block and its 8
+                // side bytes readable (caller); all reads are unaligned.
+                let (isum, da, sa) = unsafe {
+                    let row = tile.a.add(t * tile.a_stride);
+                    let q = row.add(b * ab + aq);
+                    let side = row.add(tile.side_off + b * 8);
+                    let da = core::ptr::read_unaligned(side as *const f32);
+                    let (init, sa) = if has_min(K) {
+                        (0, core::ptr::read_unaligned(side.add(4) as *const f32))
+                    } else {
+                        (core::ptr::read_unaligned(side.add(4) as *const i32), 0.0)
+                    };
+                    let mut isum = _mm256_set1_epi32(init);
+                    for quad in 0..2 {
+                        let mut s16 = _mm256_setzero_si256();
+                        for (j, w) in wv.iter().enumerate().skip(4 * quad).take(4) {
+                            let g = core::ptr::read_unaligned(q.add(4 * j) as *const i32);
+                            let prod = _mm256_maddubs_epi16(*w, _mm256_set1_epi32(g));
+                            s16 = _mm256_add_epi16(s16, prod);
+                        }
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
+                    }
+                    (isum, da, sa)
+                };
+                acc_t[h] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(isum),
+                    _mm256_mul_ps(dw, _mm256_set1_ps(da)),
+                    acc_t[h],
+                );
+                if has_min(K) {
+                    acc_t[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sa), acc_t[h]);
+                }
+            }
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe {
+            let o = tile.out.add(t * tile.out_stride);
+            _mm256_storeu_ps(o, acc_t[0]);
+            _mm256_storeu_ps(o.add(8), acc_t[1]);
+        }
+    }
+}
+
+/// [`group_tile`] for `nt` tokens (1..=`AVX2_TILE_TOKENS`) chosen at run time.
+///
+/// # Safety
+/// As [`group_tile`] with `T = nt`; `1 <= nt <= AVX2_TILE_TOKENS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
+    // SAFETY: forwarded contract; each arm passes T = nt.
+    unsafe {
+        match nt {
+            1 => group_tile::<K, 1>(tile),
+            2 => group_tile::<K, 2>(tile),
+            _ => debug_assert!(false, "packed_avx2::group_tile_n: nt = {nt}"),
+        }
+    }
+}
