@@ -3,8 +3,9 @@
 //!
 //! `cargo bench -p phi-kernels --bench matmul` runs a short default set
 //! (~4 min: every type at 3072→9216 on the best path and, where the CPU
-//! has it, on the repacked layout the runtime uses (`avx512-packed`:
-//! Q4_0, Q8_0, Q4_K, Q5_K, Q6_K on AVX-512 VNNI); Q4_0, Q4_K and Q6_K (the
+//! has it, on the repacked layout the runtime uses (`avx512-packed` on
+//! AVX-512 VNNI: every packed type; `avx2-packed`: Q4_0, Q4_1, Q5_0, Q5_1);
+//! Q4_0, Q4_K and Q6_K (the
 //! types of Q4_0 and Q4_K_M files) at every shape);
 //! `PHI_BENCH_FULL=1` runs every type × shape × path (scalar included).
 //! `PHI_BENCH_THREADS=1,2` picks the rayon pool sizes (default 1,2).
@@ -190,10 +191,22 @@ fn bench_matmul(c: &mut Criterion) {
                     g.finish();
                 }
             }
-            if let Some(pk) = PackedWeights::pack(&w).expect("pack") {
-                bench_packed(c, &pk, &x, &mut y, &mut scratch, si == 0);
+            for isa in packed_isas() {
+                if let Some(pk) = PackedWeights::pack_with_isa(isa, &w).expect("pack") {
+                    bench_packed(c, &pk, &x, &mut y, &mut scratch, si == 0);
+                }
             }
         }
+    }
+}
+
+/// The packed kernels this process runs: the runtime's choice
+/// (`packed::packed_isa`) and, on AVX-512 VNNI, also the AVX2 ones.
+fn packed_isas() -> Vec<Isa> {
+    match phi_kernels::packed::packed_isa() {
+        Some(Isa::Avx512) => vec![Isa::Avx512, Isa::Avx2],
+        Some(isa) => vec![isa],
+        None => Vec::new(),
     }
 }
 
@@ -210,7 +223,7 @@ fn bench_packed(
     for threads in thread_counts() {
         let p = pool(threads);
         let id = BenchmarkId::new(
-            format!("avx512-packed/{threads}t"),
+            format!("{}-packed/{threads}t", pk.isa().name()),
             format!("{cols}x{rows}"),
         );
         let mut g = c.benchmark_group(format!("gemv/{ty}"));

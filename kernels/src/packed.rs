@@ -357,6 +357,11 @@ impl PackedWeights {
         self.ty
     }
 
+    /// The ISA whose kernels it was packed for (`Avx512` or `Avx2`).
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
     /// Output rows.
     pub fn rows(&self) -> usize {
         self.rows
