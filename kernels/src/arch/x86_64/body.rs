@@ -382,8 +382,23 @@ macro_rules! x86_kernels {
             let es = f_size(K);
             let mut acc = [[_mm256_setzero_ps(); T]; R];
             let n8 = n / 8 * 8;
+            // gemv: prefetch into L2 the tile after the next one, spread over
+            // this tile's 8-element steps (as `qtile` does).
+            let tile_bytes = R * n * es;
+            let pf_lines = if T == 1 && R > 1 {
+                tile_bytes.div_ceil(64).div_ceil((n / 8).max(1))
+            } else {
+                0
+            };
+            let pf_base = w[0].wrapping_add(2 * tile_bytes);
             let mut i = 0;
             while i < n8 {
+                for k in 0..pf_lines {
+                    // A prefetch is only a hint: it never faults, even past the end.
+                    _mm_prefetch::<_MM_HINT_T1>(
+                        pf_base.wrapping_add((i / 8 * pf_lines + k) * 64) as *const i8
+                    );
+                }
                 let mut wv = [_mm256_setzero_ps(); R];
                 for r in 0..R {
                     // SAFETY: i + 8 <= n elements are readable (caller).
