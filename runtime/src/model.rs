@@ -66,9 +66,10 @@ pub struct Model {
 /// How a model is loaded.
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
-    /// Repack the weights the kernels have a faster interleaved layout for
-    /// (Q4_0 / Q8_0 on AVX-512 VNNI) and release their mapped pages, so the
-    /// weights are still resident only once. `false` keeps every weight in the
+    /// Repack the weights the kernels have a faster interleaved layout for on
+    /// this CPU (`phi_kernels::packed::supports`; e.g. on AVX2 the Q4_x /
+    /// Q5_x types, on AVX-512 VNNI also Q8_0, IQ4_NL and K-quants) and release
+    /// their mapped pages, so the weights are still resident only once. `false` keeps every weight in the
     /// mapping (zero-copy). Default: true, unless `PHI_REPACK=0`.
     pub repack: bool,
 }
