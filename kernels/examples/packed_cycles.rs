@@ -15,6 +15,9 @@ fn main() {
         "q8_0" => GgmlType::Q8_0,
         "q5_k" => GgmlType::Q5_K,
         "q6_k" => GgmlType::Q6_K,
+        "q3_k" => GgmlType::Q3_K,
+        "q2_k" => GgmlType::Q2_K,
+        "iq4_xs" => GgmlType::IQ4_XS,
         _ => GgmlType::Q4_K,
     };
     let nt: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);

@@ -1,4 +1,5 @@
-//! `matmul` vs `matmul_packed` on a 3072 → 9216 Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K matrix
+//! `matmul` vs `matmul_packed` on a 3072 → 9216 Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K / Q3_K / Q2_K /
+//! IQ4_XS matrix
 //! (Phi-3-mini's gate/up projection), 1 thread, 1 / 16 / 64 tokens.
 //!
 //! `CARGO_TARGET_DIR=... cargo run --release -p phi-kernels --example packed_speed`
@@ -35,6 +36,9 @@ fn main() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q3_K,
+        GgmlType::Q2_K,
+        GgmlType::IQ4_XS,
     ] {
         let name = format!("{ty}").to_lowercase();
         if only

@@ -1,5 +1,5 @@
-//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K weights and their
-//! matmul.
+//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K / Q3_K weights
+//! and their matmul.
 //!
 //! [`PackedWeights::pack`] copies a Q4_0 or Q8_0 matrix once (at load) into
 //! groups of 16 rows whose 4-byte weight groups are interleaved, so that one
@@ -12,7 +12,7 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K, rows not a multiple of 16, no AVX-512 VNNI, or the
+//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K, rows not a multiple of 16, no AVX-512 VNNI, or the
 //! active ISA forced below AVX-512); the caller then keeps using `matmul`.
 //!
 //! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
@@ -25,14 +25,17 @@
 //! Then, at `scale_off`, for group `g`, block `b`, at `(g·nb + b)·32`, the 16
 //! rows' f16 scales.
 //!
-//! Q4_K / Q5_K / Q6_K (activations Q8_K, `nb = cols / 256`): one record of
-//! [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] / [`k_layout::Q6_K_REC`] bytes per group and
+//! Q4_K / Q5_K / Q6_K / Q3_K (activations Q8_K, `nb = cols / 256`): one
+//! record of [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] /
+//! [`k_layout::Q6_K_REC`] / [`k_layout::Q3_K_REC`] bytes per group and
 //! super-block, group-major, at `(g·nb + b)·rec`; the record layout is
 //! described in `arch/x86_64/packed_k_avx512.rs`. It holds the same bits as
-//! the file's blocks (scales unpacked to bytes), 148 / 180 / 212 bytes per row
-//! and super-block against the file's 144 / 176 / 210.
+//! the file's blocks (scales unpacked to bytes; Q3_K's 3-bit quants
+//! regrouped, its scales as 6-bit bytes whose spare top bits carry `d`),
+//! 148 / 180 / 212 / 112 bytes per row and super-block against the file's
+//! 144 / 176 / 210 / 110.
 
-use crate::formats::k_quants::{unpack_scales_mins_k4, K_SCALE_SIZE, QK_K};
+use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, K_SCALE_SIZE, QK_K};
 use crate::matmul::{aligned_bytes, Line, Scratch};
 use crate::{dispatch, matrix_bytes, table, GgmlType, Isa, KernelError, Weights};
 use rayon::prelude::*;
@@ -68,16 +71,22 @@ pub(crate) mod k_layout {
     pub(crate) const Q6K_QH: usize = 2048;
     pub(crate) const Q6K_SC: usize = 3072;
     pub(crate) const Q6K_D: usize = 3328;
+    /// Q3_K: 24 vectors of 3-bit quants, then 4 scale vectors
+    /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
+    pub(crate) const Q3_K_REC: usize = 1792;
+    pub(crate) const Q3K_SC: usize = 1536;
     /// Bytes of one Q8_K activation block (f32 d, 256 × i8, 16 × i16 bsums).
     pub(crate) const A_BLOCK: usize = 292;
     /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
-    /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`).
+    /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`),
+    /// Q3_K 16 i32 (`−4·bsum`).
     pub(crate) const Q4K_SIDE: usize = 16;
     pub(crate) const Q6K_SIDE: usize = 64;
+    pub(crate) const Q3K_SIDE: usize = 64;
 }
 use k_layout::*;
 
-/// A Q4_0, Q8_0, Q4_K, Q5_K or Q6_K weight matrix repacked for [`matmul_packed`].
+/// A Q4_0, Q8_0, Q4_K, Q5_K, Q6_K or Q3_K weight matrix repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
     rows: usize,
@@ -121,12 +130,13 @@ impl PackedWeights {
             GgmlType::Q4_K => Q4_K_REC,
             GgmlType::Q5_K => Q5_K_REC,
             GgmlType::Q6_K => Q6_K_REC,
+            GgmlType::Q3_K => Q3_K_REC,
             _ => return Ok(None),
         };
         if !available() || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
             return Ok(None);
         }
-        if matches!(w.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
+        if is_k(w.ty) {
             return pack_k(w, w_row, qb).map(Some);
         }
         let nb = w.cols / QK;
@@ -176,7 +186,7 @@ impl PackedWeights {
         }))
     }
 
-    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K or Q6_K).
+    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K or Q3_K).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -197,7 +207,7 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q5_K / Q6_K matrix (`rows` a multiple of 16, `data` checked
+/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K matrix (`rows` a multiple of 16, `data` checked
 /// by the caller) into `rec`-byte records (layout: `k_layout`).
 fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
@@ -220,6 +230,7 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
                     match ty {
                         GgmlType::Q4_K => pack_q4_k(blk, r, out),
                         GgmlType::Q5_K => pack_q5_k(blk, r, out),
+                        GgmlType::Q3_K => pack_q3_k(blk, r, out),
                         _ => pack_q6_k(blk, r, out),
                     }
                 }
@@ -284,6 +295,62 @@ fn pack_q6_k(blk: &[u8], r: usize, out: &mut [u8]) {
     out[Q6K_D + 2 * r..][..2].copy_from_slice(&blk[208..210]);
 }
 
+/// Row `r`'s share of a Q3_K record from its 110-byte block (32 hmask,
+/// 64 qs, 12 scale bytes, f16 d).
+fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    let (hmask, qs) = (&blk[..32], &blk[32..96]);
+    // Element i = 128n + 32j + l (l < 32): bits 2j..2j+2 of qs[32n + l] and
+    // bit 4n + j of hmask[l]; u = low | high << 2 is q + 4, in 0..8.
+    let u = |i: usize| {
+        let (n, j, l) = (i / 128, (i % 128) / 32, i % 32);
+        let low = (qs[32 * n + l] >> (2 * j)) & 3;
+        let high = (hmask[l] >> (4 * n + j)) & 1;
+        low | (high << 2)
+    };
+    // Vectors 3t, 3t+1, 3t+2 (x, y, z) hold the 8 quant vectors e = 0..8 of
+    // sub-blocks 2t, 2t+1 (quant vector 8t + e: elements 32t + 4e..+4).
+    for t in 0..8 {
+        for c in 0..4 {
+            let e = |k: usize| u(32 * t + 4 * k + c);
+            let x = e(0) | e(1) << 3 | (e(6) & 3) << 6;
+            let y = e(2) | e(3) << 3 | (e(7) & 3) << 6;
+            let z = e(4) | e(5) << 3 | (e(6) >> 2) << 6 | (e(7) >> 2) << 7;
+            for (k, v) in [x, y, z].into_iter().enumerate() {
+                out[64 * (3 * t + k) + 4 * r + c] = v;
+            }
+        }
+    }
+    let scales: &[u8; K_SCALE_SIZE] = blk[96..108].try_into().expect("12 scale bytes");
+    let d = u16::from_le_bytes([blk[108], blk[109]]);
+    pack_scales6(&unpack_scales_q3_k(scales), d, true, r, &mut out[Q3K_SC..]);
+}
+
+/// Row `r`'s 6-bit signed scales (−32..32) and f16 `d` into scale vectors
+/// `[quad q][row][4]`: sub-block `4q + i` at byte `i` of the row's lane, or
+/// (`paired`) at byte `[0, 2, 1, 3][i]`, so that the i16 halves of a lane
+/// hold the pairs (4q, 4q+1) and (4q+2, 4q+3); the top 2 bits of lane byte
+/// `c` hold bits `4c + 2q..+2` of `d` in quads 0 and 1.
+fn pack_scales6(sc: &[i8], d: u16, paired: bool, r: usize, out: &mut [u8]) {
+    for (g, &s) in sc.iter().enumerate() {
+        let i = g % 4;
+        let c = if paired { 2 * (i & 1) + (i >> 1) } else { i };
+        out[64 * (g / 4) + 4 * r + c] = s as u8 & 0x3F;
+    }
+    for q in 0..2 {
+        for c in 0..4 {
+            out[64 * q + 4 * r + c] |= (((d >> (4 * c + 2 * q)) & 3) as u8) << 6;
+        }
+    }
+}
+
+/// Whether `ty` is packed as K-quant records (Q8_K activations).
+fn is_k(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q3_K
+    )
+}
+
 /// `y[t * p.rows + r] = Σ_c W[r, c] · x[t * p.cols + c]` for `t < n_tokens`:
 /// the semantics of [`crate::matmul`] on the weights `p` was packed from.
 /// Runs on the current rayon pool; nothing allocates once `scratch` has
@@ -306,12 +373,13 @@ pub fn matmul_packed(
     // The activation quantizer of the weight type: Q8_0 for Q4_0/Q8_0,
     // Q8_K for the K-quants.
     let ops = table::ops(p.ty, Isa::Avx512).ok_or(KernelError::Unsupported(p.ty))?;
-    let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    let kquant = is_k(p.ty);
     // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
     // (d_a: f32, −bias·Σa: i32); the K-quants see `k_layout`.
     let (a_block, side) = match p.ty {
         GgmlType::Q4_K | GgmlType::Q5_K => (A_BLOCK, Q4K_SIDE),
         GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
+        GgmlType::Q3_K => (A_BLOCK, Q3K_SIDE),
         _ => (34, 8),
     };
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
@@ -343,6 +411,11 @@ pub fn matmul_packed(
                 GgmlType::Q6_K => {
                     for (g, o) in s.chunks_exact_mut(4).enumerate() {
                         o.copy_from_slice(&(-32 * bsum(g)).to_le_bytes());
+                    }
+                }
+                GgmlType::Q3_K => {
+                    for (g, o) in s.chunks_exact_mut(4).enumerate() {
+                        o.copy_from_slice(&(-4 * bsum(g)).to_le_bytes());
                     }
                 }
                 _ => {
@@ -384,6 +457,7 @@ pub fn matmul_packed(
         match p.ty {
             GgmlType::Q5_K => KKind::Q5K,
             GgmlType::Q6_K => KKind::Q6K,
+            GgmlType::Q3_K => KKind::Q3K,
             _ => KKind::Q4K,
         }
     };

@@ -1,4 +1,5 @@
-//! AVX-512 VNNI bodies of the repacked Q4_K / Q6_K matmul (`crate::packed`).
+//! AVX-512 VNNI bodies of the repacked Q4_K / Q5_K / Q6_K / Q3_K matmul
+//! (`crate::packed`).
 //!
 //! A row group is 16 weight rows; for each 256-element super-block the
 //! group has one record (layouts below, written by `PackedWeights::pack`).
@@ -24,6 +25,21 @@
 //! `8n + k` holding `qh[32n + 4k..][..4]`; at 3072 the scales
 //! `[pair p][row][2]` (`sc_{2p}`, `sc_{2p+1}`) as i8; at 3328 the rows' f16
 //! `d`; 32 bytes of padding keep records 64-byte aligned.
+//!
+//! Q3_K record (1792 bytes, the file's 110 bytes per row plus 2): the
+//! quants as `u = q + 4` (0..8), quant vector `o` (elements `4o..4o+4`,
+//! sub-block `o / 4`) stored in three vectors `x, y, z` = vectors
+//! `3t, 3t+1, 3t+2` for `t = o / 8`, `e = o % 8`: `x = u0 | u1<<3 |
+//! (u6&3)<<6`, `y = u2 | u3<<3 | (u7&3)<<6`, `z = u4 | u5<<3 | (u6>>2)<<6 |
+//! (u7>>2)<<7` (`u_e` the byte of quant vector `8t + e`), so that every
+//! vector decodes with at most a shift, an and and a ternlog; at 1536 four
+//! scale vectors `[quad q][row][4]`, the 6-bit signed scale of sub-block
+//! `4q + i` at lane byte `[0, 2, 1, 3][i]` (i16 halves = pairs (4q, 4q+1),
+//! (4q+2, 4q+3)), the top two bits of lane byte `c` holding bits
+//! `4c + 2q..+2` of the row's f16 `d` in quads 0 and 1. The offset 4 is
+//! removed by starting each 16-element dot at `−4·Σa`; as |dot| ≤ 16·4·128
+//! two sub-blocks' dots share one i32 lane (i16 halves) and one `vpdpwssd`
+//! with the scale pair adds both products.
 
 use core::arch::x86_64::*;
 
@@ -270,13 +286,135 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
     }
 }
 
+/// The f32 `d` of the 16 rows from the top two bits of the bytes of scale
+/// vectors `v0`, `v1` (lane byte `c` holds bits `4c..4c+2` of `d` in `v0`,
+/// `4c+2..4c+4` in `v1`; see `packed::pack_scales6`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn d_from_scale_tops(v0: __m512i, v1: __m512i) -> __m512 {
+    // Byte c: bits 0..2 from v0's bits 6..8, bits 2..4 from v1's: nibble c.
+    let lo = _mm512_srli_epi32::<6>(v0);
+    let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v1), _mm512_set1_epi8(0x0C));
+    let nib = _mm512_ternarylogic_epi32::<0xE4>(lo, hi, _mm512_set1_epi8(0x03));
+    // Nibbles → bytes (n0 + 16·n1) → the 16-bit d in each i32 lane.
+    let bytes = _mm512_maddubs_epi16(nib, _mm512_set1_epi16(0x1001));
+    let d = _mm512_madd_epi16(bytes, _mm512_set1_epi32(0x0100_0001));
+    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))
+}
+
+/// Computes 16 rows × `T` tokens of one Q3_K row group.
+///
+/// # Safety
+/// As [`q4_k_tile`] (Q4_K), with records of [`Q3_K_REC`] bytes and `nb·64` side
+/// bytes per activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
+    let m3 = _mm512_set1_epi8(3);
+    let m4 = _mm512_set1_epi8(4);
+    let m7 = _mm512_set1_epi8(7);
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * Q3_K_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        for p in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, Q3_K_REC, p, 8);
+            }
+            // SAFETY: vectors 3p..3p+3 and scale vector p/2 lie inside record b.
+            let (x, y, z, sv) = unsafe {
+                let v = rec.add(64 * 3 * p) as *const __m512i;
+                (
+                    _mm512_loadu_si512(v),
+                    _mm512_loadu_si512(v.add(1)),
+                    _mm512_loadu_si512(v.add(2)),
+                    _mm512_loadu_si512(rec.add(Q3K_SC + 64 * (p / 2)) as *const __m512i),
+                )
+            };
+            // Scales of sub-blocks (2p, 2p+1) as the i16 halves of each lane.
+            let sc = if p % 2 == 0 {
+                _mm512_srai_epi16::<10>(_mm512_slli_epi16::<10>(sv))
+            } else {
+                _mm512_srai_epi16::<10>(_mm512_slli_epi16::<2>(sv))
+            };
+            // The 8 quant vectors u = q + 4 (16-bit shifts only move bits of
+            // the next byte into bits the masks drop).
+            let wv = [
+                _mm512_and_si512(x, m7),
+                _mm512_and_si512(_mm512_srli_epi16::<3>(x), m7),
+                _mm512_and_si512(y, m7),
+                _mm512_and_si512(_mm512_srli_epi16::<3>(y), m7),
+                _mm512_and_si512(z, m7),
+                _mm512_and_si512(_mm512_srli_epi16::<3>(z), m7),
+                _mm512_ternarylogic_epi32::<0xF8>(
+                    _mm512_and_si512(_mm512_srli_epi16::<6>(x), m3),
+                    _mm512_srli_epi16::<4>(z),
+                    m4,
+                ),
+                _mm512_ternarylogic_epi32::<0xF8>(
+                    _mm512_and_si512(_mm512_srli_epi16::<6>(y), m3),
+                    _mm512_srli_epi16::<5>(z),
+                    m4,
+                ),
+            ];
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's quants and its 64 side
+                // bytes readable (caller).
+                let s = unsafe {
+                    let row = tile.a.add(t * tile.a_stride);
+                    let q = row.add(b * A_BLOCK + 4 + 32 * p);
+                    let side = row.add(tile.side_off + b * Q3K_SIDE + 8 * p);
+                    let mut s = [
+                        _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32)),
+                        _mm512_set1_epi32(core::ptr::read_unaligned(side.add(4) as *const i32)),
+                    ];
+                    for (k, w) in wv.iter().enumerate() {
+                        let a4 = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s[k / 4] = _mm512_dpbusd_epi32(s[k / 4], *w, _mm512_set1_epi32(a4));
+                    }
+                    s
+                };
+                // |s| ≤ 16·4·128: the pair fits i16 halves; one vpdpwssd
+                // adds sc_2p·s_2p + sc_2p+1·s_2p+1.
+                let pair =
+                    _mm512_ternarylogic_epi32::<0xE4>(s[0], _mm512_slli_epi32::<16>(s[1]), low16);
+                *isum_t = _mm512_dpwssd_epi32(*isum_t, pair, sc);
+            }
+        }
+        // SAFETY: scale vectors 0 and 1 lie inside record b.
+        let (s0, s1) = unsafe {
+            (
+                _mm512_loadu_si512(rec.add(Q3K_SC) as *const __m512i),
+                _mm512_loadu_si512(rec.add(Q3K_SC + 64) as *const __m512i),
+            )
+        };
+        let dw = d_from_scale_tops(s0, s1);
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d) is readable (caller).
+            let da = unsafe {
+                core::ptr::read_unaligned(tile.a.add(t * tile.a_stride + b * A_BLOCK) as *const f32)
+            };
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum[t]),
+                _mm512_mul_ps(dw, _mm512_set1_ps(da)),
+                acc[t],
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
 /// The K-quant tile functions: [`q4_k_tile`] for Q4_K and Q5_K,
-/// [`q6_k_tile`] for Q6_K.
+/// [`q6_k_tile`] for Q6_K, [`q3_k_tile`] for Q3_K.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KKind {
     Q4K,
     Q5K,
     Q6K,
+    Q3K,
 }
 
 /// The tile function of `kind` for `nt` tokens (1..=16).
@@ -292,6 +430,7 @@ pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
                     KKind::Q4K => q4_k_tile::<false, $n>(tile),
                     KKind::Q5K => q4_k_tile::<true, $n>(tile),
                     KKind::Q6K => q6_k_tile::<$n>(tile),
+                    KKind::Q3K => q3_k_tile::<$n>(tile),
                 },)*
                 _ => debug_assert!(false, "k_tile_n: nt = {nt}"),
             }
