@@ -1,5 +1,5 @@
-//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K / Q3_K weights
-//! and their matmul.
+//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K / Q3_K / Q2_K
+//! weights and their matmul.
 //!
 //! [`PackedWeights::pack`] copies a Q4_0 or Q8_0 matrix once (at load) into
 //! groups of 16 rows whose 4-byte weight groups are interleaved, so that one
@@ -12,7 +12,7 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K, rows not a multiple of 16, no AVX-512 VNNI, or the
+//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K/Q2_K, rows not a multiple of 16, no AVX-512 VNNI, or the
 //! active ISA forced below AVX-512); the caller then keeps using `matmul`.
 //!
 //! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
@@ -25,15 +25,16 @@
 //! Then, at `scale_off`, for group `g`, block `b`, at `(g·nb + b)·32`, the 16
 //! rows' f16 scales.
 //!
-//! Q4_K / Q5_K / Q6_K / Q3_K (activations Q8_K, `nb = cols / 256`): one
-//! record of [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] /
-//! [`k_layout::Q6_K_REC`] / [`k_layout::Q3_K_REC`] bytes per group and
+//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K (activations Q8_K, `nb = cols / 256`):
+//! one record of [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] /
+//! [`k_layout::Q6_K_REC`] / [`k_layout::Q3_K_REC`] / [`k_layout::Q2_K_REC`]
+//! bytes per group and
 //! super-block, group-major, at `(g·nb + b)·rec`; the record layout is
 //! described in `arch/x86_64/packed_k_avx512.rs`. It holds the same bits as
 //! the file's blocks (scales unpacked to bytes; Q3_K's 3-bit quants
 //! regrouped, its scales as 6-bit bytes whose spare top bits carry `d`),
-//! 148 / 180 / 212 / 112 bytes per row and super-block against the file's
-//! 144 / 176 / 210 / 110.
+//! 148 / 180 / 212 / 112 / 84 bytes per row and super-block against the
+//! file's 144 / 176 / 210 / 110 / 84.
 
 use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, K_SCALE_SIZE, QK_K};
 use crate::matmul::{aligned_bytes, Line, Scratch};
@@ -75,6 +76,12 @@ pub(crate) mod k_layout {
     /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
     pub(crate) const Q3_K_REC: usize = 1792;
     pub(crate) const Q3K_SC: usize = 1536;
+    /// Q2_K: 16 quant vectors (the file's `qs`), scale|min<<4 bytes
+    /// `[quad][row][4]`, f16 d, f16 dmin.
+    pub(crate) const Q2_K_REC: usize = 1344;
+    pub(crate) const Q2K_SC: usize = 1024;
+    pub(crate) const Q2K_D: usize = 1280;
+    pub(crate) const Q2K_DMIN: usize = 1312;
     /// Bytes of one Q8_K activation block (f32 d, 256 × i8, 16 × i16 bsums).
     pub(crate) const A_BLOCK: usize = 292;
     /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
@@ -86,7 +93,7 @@ pub(crate) mod k_layout {
 }
 use k_layout::*;
 
-/// A Q4_0, Q8_0, Q4_K, Q5_K, Q6_K or Q3_K weight matrix repacked for [`matmul_packed`].
+/// A Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K or Q2_K weight matrix repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
     rows: usize,
@@ -131,6 +138,7 @@ impl PackedWeights {
             GgmlType::Q5_K => Q5_K_REC,
             GgmlType::Q6_K => Q6_K_REC,
             GgmlType::Q3_K => Q3_K_REC,
+            GgmlType::Q2_K => Q2_K_REC,
             _ => return Ok(None),
         };
         if !available() || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
@@ -186,7 +194,7 @@ impl PackedWeights {
         }))
     }
 
-    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K or Q3_K).
+    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K or Q2_K).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -207,7 +215,7 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K matrix (`rows` a multiple of 16, `data` checked
+/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K matrix (`rows` a multiple of 16, `data` checked
 /// by the caller) into `rec`-byte records (layout: `k_layout`).
 fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
@@ -231,6 +239,7 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
                         GgmlType::Q4_K => pack_q4_k(blk, r, out),
                         GgmlType::Q5_K => pack_q5_k(blk, r, out),
                         GgmlType::Q3_K => pack_q3_k(blk, r, out),
+                        GgmlType::Q2_K => pack_q2_k(blk, r, out),
                         _ => pack_q6_k(blk, r, out),
                     }
                 }
@@ -325,6 +334,24 @@ fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
     pack_scales6(&unpack_scales_q3_k(scales), d, true, r, &mut out[Q3K_SC..]);
 }
 
+/// Row `r`'s share of a Q2_K record from its 84-byte block (16 scale|min
+/// bytes, 64 qs, f16 d, f16 dmin).
+fn pack_q2_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    for v in 0..16 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[16 + 4 * v..][..4]);
+    }
+    for (g, &b) in blk[..16].iter().enumerate() {
+        out[Q2K_SC + 64 * (g / 4) + 4 * r + PAIRED[g % 4]] = b;
+    }
+    out[Q2K_D + 2 * r..][..2].copy_from_slice(&blk[80..82]);
+    out[Q2K_DMIN + 2 * r..][..2].copy_from_slice(&blk[82..84]);
+}
+
+/// Lane byte of sub-block `4q + i` in the paired scale layouts: the i16
+/// halves of a lane hold sub-blocks (4q, 4q+1) in their low bytes and
+/// (4q+2, 4q+3) in their high bytes.
+const PAIRED: [usize; 4] = [0, 2, 1, 3];
+
 /// Row `r`'s 6-bit signed scales (−32..32) and f16 `d` into scale vectors
 /// `[quad q][row][4]`: sub-block `4q + i` at byte `i` of the row's lane, or
 /// (`paired`) at byte `[0, 2, 1, 3][i]`, so that the i16 halves of a lane
@@ -333,7 +360,7 @@ fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
 fn pack_scales6(sc: &[i8], d: u16, paired: bool, r: usize, out: &mut [u8]) {
     for (g, &s) in sc.iter().enumerate() {
         let i = g % 4;
-        let c = if paired { 2 * (i & 1) + (i >> 1) } else { i };
+        let c = if paired { PAIRED[i] } else { i };
         out[64 * (g / 4) + 4 * r + c] = s as u8 & 0x3F;
     }
     for q in 0..2 {
@@ -347,7 +374,7 @@ fn pack_scales6(sc: &[i8], d: u16, paired: bool, r: usize, out: &mut [u8]) {
 fn is_k(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q3_K
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q3_K | GgmlType::Q2_K
     )
 }
 
@@ -380,6 +407,8 @@ pub fn matmul_packed(
         GgmlType::Q4_K | GgmlType::Q5_K => (A_BLOCK, Q4K_SIDE),
         GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
         GgmlType::Q3_K => (A_BLOCK, Q3K_SIDE),
+        // Q2_K reads its mins' activation sums from the Q8_K bsums.
+        GgmlType::Q2_K => (A_BLOCK, 0),
         _ => (34, 8),
     };
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
@@ -396,7 +425,8 @@ pub fn matmul_packed(
         let (q, sides) = o.split_at_mut(side_off);
         (ops.quantize_act)(xt, &mut q[..a_row]);
         let blocks = q[..a_row].chunks_exact(a_block);
-        for (blk, s) in blocks.zip(sides.chunks_exact_mut(side)) {
+        // (No side words: `sides` is empty and the loop does not run.)
+        for (blk, s) in blocks.zip(sides.chunks_exact_mut(side.max(1))) {
             let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
             match ty {
                 GgmlType::Q4_K | GgmlType::Q5_K => {
@@ -458,6 +488,7 @@ pub fn matmul_packed(
             GgmlType::Q5_K => KKind::Q5K,
             GgmlType::Q6_K => KKind::Q6K,
             GgmlType::Q3_K => KKind::Q3K,
+            GgmlType::Q2_K => KKind::Q2K,
             _ => KKind::Q4K,
         }
     };

@@ -1,5 +1,5 @@
-//! AVX-512 VNNI bodies of the repacked Q4_K / Q5_K / Q6_K / Q3_K matmul
-//! (`crate::packed`).
+//! AVX-512 VNNI bodies of the repacked Q4_K / Q5_K / Q6_K / Q3_K / Q2_K
+//! matmul (`crate::packed`).
 //!
 //! A row group is 16 weight rows; for each 256-element super-block the
 //! group has one record (layouts below, written by `PackedWeights::pack`).
@@ -40,6 +40,15 @@
 //! removed by starting each 16-element dot at `−4·Σa`; as |dot| ≤ 16·4·128
 //! two sub-blocks' dots share one i32 lane (i16 halves) and one `vpdpwssd`
 //! with the scale pair adds both products.
+//!
+//! Q2_K record (1344 bytes, the file's 84 bytes per row): 16 quant vectors,
+//! vector `v` holding `qs[4v..][..4]` (bits `2j..2j+2` of `qs[32n + l]`:
+//! element `128n + 32j + l`); at 1024 four vectors `[quad q][row][4]` of the
+//! file's scale|min<<4 bytes, sub-block `4q + i` at lane byte `[0, 2, 1,
+//! 3][i]` as for Q3_K; at 1280 the rows' f16 `d`, at 1312 their f16 `dmin`.
+//! Field `j` is only masked, not shifted (its dot comes out times `4^j`,
+//! removed exactly when the pair of sub-block dots is packed into i16
+//! halves); the mins go through `vpdpwssd` with the Q8_K block's own bsums.
 
 use core::arch::x86_64::*;
 
@@ -407,14 +416,135 @@ pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
     }
 }
 
+/// Computes 16 rows × `T` tokens of one Q2_K row group. The mins use the
+/// Q8_K blocks' own 16-element sums (no side words).
+///
+/// # Safety
+/// As [`q4_k_tile`] (Q4_K), with records of [`Q2_K_REC`] bytes and no side
+/// bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q2_k_tile<const T: usize>(tile: &KTile) {
+    let m15 = _mm512_set1_epi16(0x0F);
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * Q2_K_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        // Pair p: sub-blocks 2p, 2p+1 = 8n + 2j + (0, 1), bits 2j..2j+2 of
+        // quant vectors 8n..8n+4 and 8n+4..8n+8.
+        for p in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, Q2_K_REC, p, 8);
+            }
+            let (n, j) = (p / 4, p % 4);
+            // SAFETY: quant vectors 8n..8n+8 and scale vector p/2 lie
+            // inside record b.
+            let (mut wv, sv) = unsafe {
+                let v = rec.add(64 * 8 * n) as *const __m512i;
+                let mut wv = [_mm512_setzero_si512(); 8];
+                for (k, w) in wv.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(v.add(k));
+                }
+                let sv = _mm512_loadu_si512(rec.add(Q2K_SC + 64 * (p / 2)) as *const __m512i);
+                (wv, sv)
+            };
+            // Field j kept in place (u·4^j ≤ 192): the dots come out
+            // scaled by 4^j, which the pair packing below removes exactly.
+            let mj = _mm512_set1_epi8((3u8 << (2 * j)) as i8);
+            for w in wv.iter_mut() {
+                *w = _mm512_and_si512(*w, mj);
+            }
+            // Scales of sub-blocks (2p, 2p+1) as the i16 halves of each lane.
+            let sc = if p % 2 == 0 {
+                _mm512_and_si512(sv, m15)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<8>(sv), m15)
+            };
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's quants readable (caller).
+                let s = unsafe {
+                    let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + 4 + 32 * p);
+                    let mut s = [_mm512_setzero_si512(); 2];
+                    for (k, w) in wv.iter().enumerate() {
+                        let a4 = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s[k / 4] = _mm512_dpbusd_epi32(s[k / 4], *w, _mm512_set1_epi32(a4));
+                    }
+                    s
+                };
+                // s = 4^j·dot with |dot| ≤ 16·3·128: dot_2p into the low
+                // i16 half of each lane, dot_2p+1 into the high one.
+                let pair = match j {
+                    0 => _mm512_ternarylogic_epi32::<0xE4>(
+                        s[0],
+                        _mm512_slli_epi32::<16>(s[1]),
+                        low16,
+                    ),
+                    1 => _mm512_ternarylogic_epi32::<0xE4>(
+                        _mm512_srai_epi32::<2>(s[0]),
+                        _mm512_slli_epi32::<14>(s[1]),
+                        low16,
+                    ),
+                    2 => _mm512_ternarylogic_epi32::<0xE4>(
+                        _mm512_srai_epi32::<4>(s[0]),
+                        _mm512_slli_epi32::<12>(s[1]),
+                        low16,
+                    ),
+                    _ => _mm512_ternarylogic_epi32::<0xE4>(
+                        _mm512_srai_epi32::<6>(s[0]),
+                        _mm512_slli_epi32::<10>(s[1]),
+                        low16,
+                    ),
+                };
+                *isum_t = _mm512_dpwssd_epi32(*isum_t, pair, sc);
+            }
+        }
+        // SAFETY: d, dmin and the scale vectors lie inside record b.
+        let (dw, mw, mins) = unsafe {
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q2K_D) as *const __m256i));
+            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q2K_DMIN) as *const __m256i));
+            let mut mins = [_mm512_setzero_si512(); 8];
+            for q in 0..4 {
+                let sv = _mm512_loadu_si512(rec.add(Q2K_SC + 64 * q) as *const __m512i);
+                // Min pairs (4q, 4q+1) and (4q+2, 4q+3) as i16 halves.
+                mins[2 * q] = _mm512_and_si512(_mm512_srli_epi16::<4>(sv), m15);
+                mins[2 * q + 1] = _mm512_srli_epi16::<12>(sv);
+            }
+            (dw, mw, mins)
+        };
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d and 16 i16 bsums) is
+            // readable (caller).
+            let (da, im) = unsafe {
+                let blk = tile.a.add(t * tile.a_stride + b * A_BLOCK);
+                let da = core::ptr::read_unaligned(blk as *const f32);
+                let mut im = _mm512_setzero_si512();
+                for (p, m) in mins.iter().enumerate() {
+                    // bsums 2p, 2p+1 as one i32.
+                    let pair = core::ptr::read_unaligned(blk.add(260 + 4 * p) as *const i32);
+                    im = _mm512_dpwssd_epi32(im, *m, _mm512_set1_epi32(pair));
+                }
+                (da, im)
+            };
+            let vda = _mm512_set1_ps(da);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, vda), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(mw, vda), acc[t]);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
 /// The K-quant tile functions: [`q4_k_tile`] for Q4_K and Q5_K,
-/// [`q6_k_tile`] for Q6_K, [`q3_k_tile`] for Q3_K.
+/// [`q6_k_tile`] for Q6_K, [`q3_k_tile`] for Q3_K, [`q2_k_tile`] for Q2_K.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KKind {
     Q4K,
     Q5K,
     Q6K,
     Q3K,
+    Q2K,
 }
 
 /// The tile function of `kind` for `nt` tokens (1..=16).
@@ -431,6 +561,7 @@ pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
                     KKind::Q5K => q4_k_tile::<true, $n>(tile),
                     KKind::Q6K => q6_k_tile::<$n>(tile),
                     KKind::Q3K => q3_k_tile::<$n>(tile),
+                    KKind::Q2K => q2_k_tile::<$n>(tile),
                 },)*
                 _ => debug_assert!(false, "k_tile_n: nt = {nt}"),
             }
