@@ -1,5 +1,5 @@
-//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K / Q3_K / Q2_K
-//! weights and their matmul.
+//! Repacked (row-interleaved) Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K / Q3_K / Q2_K /
+//! IQ4_XS weights and their matmul.
 //!
 //! [`PackedWeights::pack`] copies a Q4_0 or Q8_0 matrix once (at load) into
 //! groups of 16 rows whose 4-byte weight groups are interleaved, so that one
@@ -12,7 +12,7 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K/Q2_K, rows not a multiple of 16, no AVX-512 VNNI, or the
+//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K/Q2_K/IQ4_XS, rows not a multiple of 16, no AVX-512 VNNI, or the
 //! active ISA forced below AVX-512); the caller then keeps using `matmul`.
 //!
 //! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
@@ -25,16 +25,16 @@
 //! Then, at `scale_off`, for group `g`, block `b`, at `(g·nb + b)·32`, the 16
 //! rows' f16 scales.
 //!
-//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K (activations Q8_K, `nb = cols / 256`):
-//! one record of [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] /
-//! [`k_layout::Q6_K_REC`] / [`k_layout::Q3_K_REC`] / [`k_layout::Q2_K_REC`]
-//! bytes per group and
+//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS (activations Q8_K, `nb = cols /
+//! 256`): one record of [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] /
+//! [`k_layout::Q6_K_REC`] / [`k_layout::Q3_K_REC`] / [`k_layout::Q2_K_REC`] /
+//! [`k_layout::IQ4_XS_REC`] bytes per group and
 //! super-block, group-major, at `(g·nb + b)·rec`; the record layout is
 //! described in `arch/x86_64/packed_k_avx512.rs`. It holds the same bits as
 //! the file's blocks (scales unpacked to bytes; Q3_K's 3-bit quants
-//! regrouped, its scales as 6-bit bytes whose spare top bits carry `d`),
-//! 148 / 180 / 212 / 112 / 84 bytes per row and super-block against the
-//! file's 144 / 176 / 210 / 110 / 84.
+//! regrouped; Q3_K's and IQ4_XS's scales as 6-bit bytes whose spare top bits
+//! carry `d`), 148 / 180 / 212 / 112 / 84 / 136 bytes per row and
+//! super-block against the file's 144 / 176 / 210 / 110 / 84 / 136.
 
 use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, K_SCALE_SIZE, QK_K};
 use crate::matmul::{aligned_bytes, Line, Scratch};
@@ -82,6 +82,10 @@ pub(crate) mod k_layout {
     pub(crate) const Q2K_SC: usize = 1024;
     pub(crate) const Q2K_D: usize = 1280;
     pub(crate) const Q2K_DMIN: usize = 1312;
+    /// IQ4_XS: 32 nibble vectors (the file's `qs`), then 2 scale vectors
+    /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
+    pub(crate) const IQ4_XS_REC: usize = 2176;
+    pub(crate) const IQ4XS_SC: usize = 2048;
     /// Bytes of one Q8_K activation block (f32 d, 256 × i8, 16 × i16 bsums).
     pub(crate) const A_BLOCK: usize = 292;
     /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
@@ -90,10 +94,13 @@ pub(crate) mod k_layout {
     pub(crate) const Q4K_SIDE: usize = 16;
     pub(crate) const Q6K_SIDE: usize = 64;
     pub(crate) const Q3K_SIDE: usize = 64;
+    /// IQ4_XS: 8 i32 (`−128·Σa` per 32-element sub-block).
+    pub(crate) const IQ4XS_SIDE: usize = 32;
 }
 use k_layout::*;
 
-/// A Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K or Q2_K weight matrix repacked for [`matmul_packed`].
+/// A Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K or IQ4_XS weight matrix
+/// repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
     rows: usize,
@@ -139,6 +146,7 @@ impl PackedWeights {
             GgmlType::Q6_K => Q6_K_REC,
             GgmlType::Q3_K => Q3_K_REC,
             GgmlType::Q2_K => Q2_K_REC,
+            GgmlType::IQ4_XS => IQ4_XS_REC,
             _ => return Ok(None),
         };
         if !available() || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
@@ -194,7 +202,7 @@ impl PackedWeights {
         }))
     }
 
-    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K or Q2_K).
+    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K or IQ4_XS).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -215,7 +223,7 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K matrix (`rows` a multiple of 16, `data` checked
+/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS matrix (`rows` a multiple of 16, `data` checked
 /// by the caller) into `rec`-byte records (layout: `k_layout`).
 fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
@@ -240,6 +248,7 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
                         GgmlType::Q5_K => pack_q5_k(blk, r, out),
                         GgmlType::Q3_K => pack_q3_k(blk, r, out),
                         GgmlType::Q2_K => pack_q2_k(blk, r, out),
+                        GgmlType::IQ4_XS => pack_iq4_xs(blk, r, out),
                         _ => pack_q6_k(blk, r, out),
                     }
                 }
@@ -347,6 +356,23 @@ fn pack_q2_k(blk: &[u8], r: usize, out: &mut [u8]) {
     out[Q2K_DMIN + 2 * r..][..2].copy_from_slice(&blk[82..84]);
 }
 
+/// Row `r`'s share of an IQ4_XS record from its 136-byte block (f16 d,
+/// u16 scales_h, 4 scales_l bytes, 128 qs).
+fn pack_iq4_xs(blk: &[u8], r: usize, out: &mut [u8]) {
+    for v in 0..32 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[8 + 4 * v..][..4]);
+    }
+    let h = u16::from_le_bytes([blk[2], blk[3]]);
+    let mut sc = [0i8; 8];
+    for (ib, s) in sc.iter_mut().enumerate() {
+        let low = (blk[4 + ib / 2] >> (4 * (ib % 2))) & 0xF;
+        let high = ((h >> (2 * ib)) & 3) as u8;
+        *s = (low | (high << 4)) as i8 - 32;
+    }
+    let d = u16::from_le_bytes([blk[0], blk[1]]);
+    pack_scales6(&sc, d, false, r, &mut out[IQ4XS_SC..]);
+}
+
 /// Lane byte of sub-block `4q + i` in the paired scale layouts: the i16
 /// halves of a lane hold sub-blocks (4q, 4q+1) in their low bytes and
 /// (4q+2, 4q+3) in their high bytes.
@@ -374,7 +400,12 @@ fn pack_scales6(sc: &[i8], d: u16, paired: bool, r: usize, out: &mut [u8]) {
 fn is_k(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q3_K | GgmlType::Q2_K
+        GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::Q3_K
+            | GgmlType::Q2_K
+            | GgmlType::IQ4_XS
     )
 }
 
@@ -409,6 +440,7 @@ pub fn matmul_packed(
         GgmlType::Q3_K => (A_BLOCK, Q3K_SIDE),
         // Q2_K reads its mins' activation sums from the Q8_K bsums.
         GgmlType::Q2_K => (A_BLOCK, 0),
+        GgmlType::IQ4_XS => (A_BLOCK, IQ4XS_SIDE),
         _ => (34, 8),
     };
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
@@ -446,6 +478,12 @@ pub fn matmul_packed(
                 GgmlType::Q3_K => {
                     for (g, o) in s.chunks_exact_mut(4).enumerate() {
                         o.copy_from_slice(&(-4 * bsum(g)).to_le_bytes());
+                    }
+                }
+                GgmlType::IQ4_XS => {
+                    for (ib, o) in s.chunks_exact_mut(4).enumerate() {
+                        let sum = bsum(2 * ib) + bsum(2 * ib + 1);
+                        o.copy_from_slice(&(-128 * sum).to_le_bytes());
                     }
                 }
                 _ => {
@@ -489,6 +527,7 @@ pub fn matmul_packed(
             GgmlType::Q6_K => KKind::Q6K,
             GgmlType::Q3_K => KKind::Q3K,
             GgmlType::Q2_K => KKind::Q2K,
+            GgmlType::IQ4_XS => KKind::IQ4XS,
             _ => KKind::Q4K,
         }
     };

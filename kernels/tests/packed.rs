@@ -8,12 +8,13 @@
 //! weights × dequantized activations, which bounds Σ_b |isum_b · d_w · d_a|),
 //! plus 1e-30 for exact zeros.
 //!
-//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K (Q8_K activations): the integer parts per super-block are
+//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS (Q8_K activations): the integer parts per super-block are
 //! exact; the f32 combination `d·isum − dmin·imin` differs in order and
 //! fusing, so the bound is (nb + 2) · ε · Σ_b (|d_w·d_a·isum_b| +
 //! |dmin_w·d_a·imin_b|), computed with the scalar block dots.
 
 use bytemuck::Zeroable;
+use phi_kernels::formats::iq4::{block_dot_iq4_xs, BlockIQ4_XS};
 use phi_kernels::formats::k_quants::{
     block_dot_q2_k, block_dot_q3_k, block_dot_q4_k, block_dot_q5_k, block_dot_q6_k,
     quantize_row_q8_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K,
@@ -315,6 +316,7 @@ fn batch_invariant_gemm_rows_equal_gemv() {
         GgmlType::Q6_K,
         GgmlType::Q3_K,
         GgmlType::Q2_K,
+        GgmlType::IQ4_XS,
     ] {
         let (rows, cols, nt) = (64, 1024, 21);
         let data = if ty.block_size() == 256 {
@@ -341,9 +343,9 @@ fn batch_invariant_gemm_rows_equal_gemv() {
     }
 }
 
-/// Random Q4_K / Q5_K / Q6_K / Q3_K / Q2_K blocks: every quant, scale and min byte
-/// random, the f16 scales finite in [2⁻¹², 2⁻⁸) (Q6_K's and Q3_K's of either
-/// sign).
+/// Random Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS blocks: every quant,
+/// scale and min byte random, the f16 scales finite in [2⁻¹², 2⁻⁸) (Q6_K's,
+/// Q3_K's and IQ4_XS's of either sign).
 fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let bsz = ty.type_size();
     let mut v = vec![0u8; rows * cols / 256 * bsz];
@@ -359,6 +361,7 @@ fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Ve
         match ty {
             GgmlType::Q6_K => blk[208..210].copy_from_slice(&f16(neg)),
             GgmlType::Q3_K => blk[108..110].copy_from_slice(&f16(neg)),
+            GgmlType::IQ4_XS => blk[..2].copy_from_slice(&f16(neg)),
             GgmlType::Q2_K => {
                 let (d, m) = (f16(false), f16(false));
                 blk[80..82].copy_from_slice(&d);
@@ -404,6 +407,11 @@ fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: u
                     let (i, m) = block_dot_q2_k(bw, ba);
                     sum += (bw.d.to_f32() * ba.d * i as f32).abs()
                         + (bw.dmin.to_f32() * ba.d * m as f32).abs();
+                }
+            } else if ty == GgmlType::IQ4_XS {
+                let w: &[BlockIQ4_XS] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    sum += (bw.d.to_f32() * ba.d * block_dot_iq4_xs(bw, ba) as f32).abs();
                 }
             } else if ty == GgmlType::Q3_K {
                 let w: &[BlockQ3_K] = bytemuck::cast_slice(row);
@@ -474,14 +482,16 @@ fn packed_k_quants_match_scalar() {
         check_k_case(&mut rng, GgmlType::Q6_K, 256, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q3_K, 256, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q2_K, 256, 3072, nt);
+        check_k_case(&mut rng, GgmlType::IQ4_XS, 256, 3072, nt);
     }
 }
 
 /// The packed K-quant types.
-const K_TYPES: [GgmlType; 5] = [
+const K_TYPES: [GgmlType; 6] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::Q3_K,
     GgmlType::Q2_K,
+    GgmlType::IQ4_XS,
 ];

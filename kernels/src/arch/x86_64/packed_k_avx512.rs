@@ -1,5 +1,5 @@
-//! AVX-512 VNNI bodies of the repacked Q4_K / Q5_K / Q6_K / Q3_K / Q2_K
-//! matmul (`crate::packed`).
+//! AVX-512 VNNI bodies of the repacked Q4_K / Q5_K / Q6_K / Q3_K / Q2_K /
+//! IQ4_XS matmul (`crate::packed`).
 //!
 //! A row group is 16 weight rows; for each 256-element super-block the
 //! group has one record (layouts below, written by `PackedWeights::pack`).
@@ -49,6 +49,14 @@
 //! Field `j` is only masked, not shifted (its dot comes out times `4^j`,
 //! removed exactly when the pair of sub-block dots is packed into i16
 //! halves); the mins go through `vpdpwssd` with the Q8_K block's own bsums.
+//!
+//! IQ4_XS record (2176 bytes, the file's 136 bytes per row): 32 nibble
+//! vectors, vector `4ib + k` holding `qs[16ib + 4k..][..4]` (low nibbles:
+//! elements `32ib + 4k..`, high nibbles: `32ib + 16 + 4k..`); at 2048 two
+//! scale vectors `[quad q][row][4]`, the 6-bit signed scale of sub-block
+//! `4q + i` at lane byte `i`, with `d` in the top bits as for Q3_K. One
+//! `vpshufb` maps a nibble to `K[n] + 128` (unsigned); the offset 128 is
+//! removed by starting each 32-element dot at `−128·Σa`.
 
 use core::arch::x86_64::*;
 
@@ -536,8 +544,112 @@ pub(crate) unsafe fn q2_k_tile<const T: usize>(tile: &KTile) {
     }
 }
 
+/// IQ4_XS codebook plus 128 (`KVALUES_IQ4NL[n] + 128`, all in 1..=241).
+const IQ4_U8: [u8; 16] = {
+    let k = crate::formats::iq4::KVALUES_IQ4NL;
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (k[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Computes 16 rows × `T` tokens of one IQ4_XS row group.
+///
+/// # Safety
+/// As [`q4_k_tile`] (Q4_K), with records of [`IQ4_XS_REC`] bytes and `nb·32`
+/// side bytes per activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn iq4_xs_tile<const T: usize>(tile: &KTile) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    // SAFETY: IQ4_U8 is 16 readable bytes.
+    let table =
+        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4_U8.as_ptr() as *const __m128i) });
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * IQ4_XS_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        for ib in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, IQ4_XS_REC, ib, 8);
+            }
+            // SAFETY: nibble vectors 4ib..4ib+4 and scale vector ib/4 lie
+            // inside record b.
+            let (v, sv) = unsafe {
+                let p = rec.add(64 * 4 * ib) as *const __m512i;
+                (
+                    [
+                        _mm512_loadu_si512(p),
+                        _mm512_loadu_si512(p.add(1)),
+                        _mm512_loadu_si512(p.add(2)),
+                        _mm512_loadu_si512(p.add(3)),
+                    ],
+                    _mm512_loadu_si512(rec.add(IQ4XS_SC + 64 * (ib / 4)) as *const __m512i),
+                )
+            };
+            // K[n] + 128 for the low nibbles (elements 32ib + 4k..), then
+            // the high nibbles (elements 32ib + 16 + 4k..).
+            let mut wv = [_mm512_setzero_si512(); 8];
+            for k in 0..4 {
+                wv[k] = _mm512_shuffle_epi8(table, _mm512_and_si512(v[k], m4));
+                wv[4 + k] =
+                    _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(v[k]), m4));
+            }
+            // The signed 6-bit scale of sub-block ib (lane byte ib % 4).
+            let sc = match ib % 4 {
+                0 => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<26>(sv)),
+                1 => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<18>(sv)),
+                2 => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<10>(sv)),
+                _ => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<2>(sv)),
+            };
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's quants and its 32 side
+                // bytes readable (caller).
+                let s = unsafe {
+                    let row = tile.a.add(t * tile.a_stride);
+                    let q = row.add(b * A_BLOCK + 4 + 32 * ib);
+                    let side = row.add(tile.side_off + b * IQ4XS_SIDE + 4 * ib);
+                    let mut s = _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32));
+                    for (k, w) in wv.iter().enumerate() {
+                        let a4 = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(a4));
+                    }
+                    s
+                };
+                *isum_t = _mm512_add_epi32(*isum_t, _mm512_mullo_epi32(s, sc));
+            }
+        }
+        // SAFETY: both scale vectors lie inside record b.
+        let (s0, s1) = unsafe {
+            (
+                _mm512_loadu_si512(rec.add(IQ4XS_SC) as *const __m512i),
+                _mm512_loadu_si512(rec.add(IQ4XS_SC + 64) as *const __m512i),
+            )
+        };
+        let dw = d_from_scale_tops(s0, s1);
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d) is readable (caller).
+            let da = unsafe {
+                core::ptr::read_unaligned(tile.a.add(t * tile.a_stride + b * A_BLOCK) as *const f32)
+            };
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum[t]),
+                _mm512_mul_ps(dw, _mm512_set1_ps(da)),
+                acc[t],
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
 /// The K-quant tile functions: [`q4_k_tile`] for Q4_K and Q5_K,
-/// [`q6_k_tile`] for Q6_K, [`q3_k_tile`] for Q3_K, [`q2_k_tile`] for Q2_K.
+/// [`q6_k_tile`] for Q6_K, [`q3_k_tile`] for Q3_K, [`q2_k_tile`] for Q2_K,
+/// [`iq4_xs_tile`] for IQ4_XS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KKind {
     Q4K,
@@ -545,6 +657,7 @@ pub(crate) enum KKind {
     Q6K,
     Q3K,
     Q2K,
+    IQ4XS,
 }
 
 /// The tile function of `kind` for `nt` tokens (1..=16).
@@ -562,6 +675,7 @@ pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
                     KKind::Q6K => q6_k_tile::<$n>(tile),
                     KKind::Q3K => q3_k_tile::<$n>(tile),
                     KKind::Q2K => q2_k_tile::<$n>(tile),
+                    KKind::IQ4XS => iq4_xs_tile::<$n>(tile),
                 },)*
                 _ => debug_assert!(false, "k_tile_n: nt = {nt}"),
             }
