@@ -90,7 +90,7 @@ pub(crate) mod k_layout {
     pub(crate) const A_BLOCK: usize = 292;
     /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
     /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`),
-    /// Q3_K 16 i32 (`−4·bsum`).
+    /// Q3_K 16 i32 (`−4·bsum`, odd sub-blocks `−32·bsum`).
     pub(crate) const Q4K_SIDE: usize = 16;
     pub(crate) const Q6K_SIDE: usize = 64;
     pub(crate) const Q3K_SIDE: usize = 64;
@@ -325,14 +325,16 @@ fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
         let high = (hmask[l] >> (4 * n + j)) & 1;
         low | (high << 2)
     };
-    // Vectors 3t, 3t+1, 3t+2 (x, y, z) hold the 8 quant vectors e = 0..8 of
-    // sub-blocks 2t, 2t+1 (quant vector 8t + e: elements 32t + 4e..+4).
+    // Vectors 3t, 3t+1, 3t+2 (x, y, z) hold the quant vectors k = 0..4 of
+    // sub-blocks 2t (a_k: elements 32t + 4k..+4) and 2t+1 (b_k: elements
+    // 32t + 16 + 4k..+4).
     for t in 0..8 {
         for c in 0..4 {
-            let e = |k: usize| u(32 * t + 4 * k + c);
-            let x = e(0) | e(1) << 3 | (e(6) & 3) << 6;
-            let y = e(2) | e(3) << 3 | (e(7) & 3) << 6;
-            let z = e(4) | e(5) << 3 | (e(6) >> 2) << 6 | (e(7) >> 2) << 7;
+            let a = |k: usize| u(32 * t + 4 * k + c);
+            let b = |k: usize| u(32 * t + 16 + 4 * k + c);
+            let x = a(0) | b(0) << 3 | (a(3) & 3) << 6;
+            let y = a(1) | b(1) << 3 | (b(3) & 3) << 6;
+            let z = a(2) | b(2) << 3 | (a(3) >> 2) << 6 | (b(3) >> 2) << 7;
             for (k, v) in [x, y, z].into_iter().enumerate() {
                 out[64 * (3 * t + k) + 4 * r + c] = v;
             }
@@ -476,8 +478,10 @@ pub fn matmul_packed(
                     }
                 }
                 GgmlType::Q3_K => {
+                    // Odd sub-blocks' quants reach the kernel times 8.
                     for (g, o) in s.chunks_exact_mut(4).enumerate() {
-                        o.copy_from_slice(&(-4 * bsum(g)).to_le_bytes());
+                        let off = if g % 2 == 0 { -4 } else { -32 };
+                        o.copy_from_slice(&(off * bsum(g)).to_le_bytes());
                     }
                 }
                 GgmlType::IQ4_XS => {

@@ -27,19 +27,20 @@
 //! `d`; 32 bytes of padding keep records 64-byte aligned.
 //!
 //! Q3_K record (1792 bytes, the file's 110 bytes per row plus 2): the
-//! quants as `u = q + 4` (0..8), quant vector `o` (elements `4o..4o+4`,
-//! sub-block `o / 4`) stored in three vectors `x, y, z` = vectors
-//! `3t, 3t+1, 3t+2` for `t = o / 8`, `e = o % 8`: `x = u0 | u1<<3 |
-//! (u6&3)<<6`, `y = u2 | u3<<3 | (u7&3)<<6`, `z = u4 | u5<<3 | (u6>>2)<<6 |
-//! (u7>>2)<<7` (`u_e` the byte of quant vector `8t + e`), so that every
-//! vector decodes with at most a shift, an and and a ternlog; at 1536 four
+//! quants as `u = q + 4` (0..8), the 4 quant vectors `a_k` of sub-block `2t`
+//! (elements `32t + 4k..+4`) and `b_k` of sub-block `2t+1` (elements
+//! `32t + 16 + 4k..+4`) stored in three vectors `x, y, z` = vectors `3t,
+//! 3t+1, 3t+2`: `x = a0 | b0<<3 | (a3&3)<<6`, `y = a1 | b1<<3 | (b3&3)<<6`,
+//! `z = a2 | b2<<3 | (a3>>2)<<6 | (b3>>2)<<7`, so that six of the eight
+//! vectors decode with one and (the `b` ones left in place as `8·u`, their
+//! side word `−32·Σa`) and two with shift, and, shift, ternlog; at 1536 four
 //! scale vectors `[quad q][row][4]`, the 6-bit signed scale of sub-block
 //! `4q + i` at lane byte `[0, 2, 1, 3][i]` (i16 halves = pairs (4q, 4q+1),
 //! (4q+2, 4q+3)), the top two bits of lane byte `c` holding bits
 //! `4c + 2q..+2` of the row's f16 `d` in quads 0 and 1. The offset 4 is
 //! removed by starting each 16-element dot at `−4·Σa`; as |dot| ≤ 16·4·128
-//! two sub-blocks' dots share one i32 lane (i16 halves) and one `vpdpwssd`
-//! with the scale pair adds both products.
+//! two sub-blocks' dots share one i32 lane (i16 halves, the `8·dot` shifted
+//! by 13) and one `vpdpwssd` with the scale pair adds both products.
 //!
 //! Q2_K record (1344 bytes, the file's 84 bytes per row): 16 quant vectors,
 //! vector `v` holding `qs[4v..][..4]` (bits `2j..2j+2` of `qs[32n + l]`:
@@ -329,6 +330,9 @@ pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
     let m3 = _mm512_set1_epi8(3);
     let m4 = _mm512_set1_epi8(4);
     let m7 = _mm512_set1_epi8(7);
+    let m18 = _mm512_set1_epi8(0x18);
+    let m20 = _mm512_set1_epi8(0x20);
+    let m38 = _mm512_set1_epi8(0x38);
     let low16 = _mm512_set1_epi32(0xFFFF);
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..tile.nb {
@@ -354,24 +358,25 @@ pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
             } else {
                 _mm512_srai_epi16::<10>(_mm512_slli_epi16::<2>(sv))
             };
-            // The 8 quant vectors u = q + 4 (16-bit shifts only move bits of
+            // The quant vectors u = q + 4 of sub-block 2p, then 8·u of
+            // sub-block 2p+1 (left in place; 16-bit shifts only move bits of
             // the next byte into bits the masks drop).
             let wv = [
                 _mm512_and_si512(x, m7),
-                _mm512_and_si512(_mm512_srli_epi16::<3>(x), m7),
                 _mm512_and_si512(y, m7),
-                _mm512_and_si512(_mm512_srli_epi16::<3>(y), m7),
                 _mm512_and_si512(z, m7),
-                _mm512_and_si512(_mm512_srli_epi16::<3>(z), m7),
                 _mm512_ternarylogic_epi32::<0xF8>(
                     _mm512_and_si512(_mm512_srli_epi16::<6>(x), m3),
                     _mm512_srli_epi16::<4>(z),
                     m4,
                 ),
+                _mm512_and_si512(x, m38),
+                _mm512_and_si512(y, m38),
+                _mm512_and_si512(z, m38),
                 _mm512_ternarylogic_epi32::<0xF8>(
-                    _mm512_and_si512(_mm512_srli_epi16::<6>(y), m3),
-                    _mm512_srli_epi16::<5>(z),
-                    m4,
+                    _mm512_and_si512(_mm512_srli_epi16::<3>(y), m18),
+                    _mm512_srli_epi16::<2>(z),
+                    m20,
                 ),
             ];
             for (t, isum_t) in isum.iter_mut().enumerate() {
@@ -391,10 +396,11 @@ pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
                     }
                     s
                 };
-                // |s| ≤ 16·4·128: the pair fits i16 halves; one vpdpwssd
-                // adds sc_2p·s_2p + sc_2p+1·s_2p+1.
+                // s = (dot_2p, 8·dot_2p+1), |dot| ≤ 16·4·128: the dots fit
+                // the i16 halves of a lane; one vpdpwssd adds
+                // sc_2p·dot_2p + sc_2p+1·dot_2p+1.
                 let pair =
-                    _mm512_ternarylogic_epi32::<0xE4>(s[0], _mm512_slli_epi32::<16>(s[1]), low16);
+                    _mm512_ternarylogic_epi32::<0xE4>(s[0], _mm512_slli_epi32::<13>(s[1]), low16);
                 *isum_t = _mm512_dpwssd_epi32(*isum_t, pair, sc);
             }
         }
