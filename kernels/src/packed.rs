@@ -12,8 +12,9 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (type
-//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K/Q2_K/IQ4_XS, rows not a multiple of 16, no AVX-512 VNNI, or the
-//! active ISA forced below AVX-512); the caller then keeps using `matmul`.
+//! other than Q4_0/Q8_0/Q4_K/Q5_K/Q6_K/Q3_K/Q2_K/IQ4_XS, rows not a multiple
+//! of 16, no AVX-512 VNNI, or the active ISA forced below AVX-512); the
+//! caller then keeps using `matmul`.
 //!
 //! Packed layout (`data`, 64-byte aligned): `groups = rows / 16`,
 //! `nb = cols / 32`. First the quants: for group `g`, block `b`, at
@@ -223,8 +224,9 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS matrix (`rows` a multiple of 16, `data` checked
-/// by the caller) into `rec`-byte records (layout: `k_layout`).
+/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS matrix (`rows` a
+/// multiple of 16, `data` checked by the caller) into `rec`-byte records
+/// (layout: `k_layout`).
 fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
     let groups = w.rows / GROUP_ROWS;
