@@ -5,8 +5,10 @@
 //!
 //! `cargo run --release -p phi-kernels --example gemv_bw -- [types] [isas] [threads] [reps] [MiB]`
 //! e.g. `-- q4_0,q3_k avx512,avx2 1,2 5 256` (defaults: all types, all SIMD
-//! paths, 1 and 2 threads, 5 reps, 256 MiB).
+//! paths, 1 and 2 threads, 5 reps, 256 MiB). `packed` (only when named)
+//! measures `matmul_packed` on the repacked matrix, against the file's bytes.
 
+use phi_kernels::packed::{matmul_packed, PackedWeights};
 use phi_kernels::{dispatch, matmul_with_isa, quantize_row, GgmlType, Isa, Scratch, Weights};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -79,9 +81,14 @@ fn main() {
             .map(|n| GgmlType::from_name(n).unwrap())
             .collect(),
     };
-    let isas: Vec<Isa> = match args.next() {
+    let isa_arg = args.next();
+    let packed = isa_arg
+        .as_deref()
+        .is_some_and(|s| s.split(',').any(|n| n == "packed"));
+    let isas: Vec<Isa> = match isa_arg {
         Some(s) if s != "all" => s
             .split(',')
+            .filter(|&n| n != "packed")
             .map(|n| match n {
                 "scalar" => Isa::Scalar,
                 "avx2" => Isa::Avx2,
@@ -136,6 +143,24 @@ fn main() {
                         100.0 * g / bw
                     );
                 }
+                let (Some(pb), Some(ph)) = (
+                    PackedWeights::pack(&wb).unwrap().filter(|_| packed),
+                    PackedWeights::pack(&hot).unwrap().filter(|_| packed),
+                ) else {
+                    return;
+                };
+                let bw = memread(&buf, reps);
+                let ts = best(reps, || matmul_packed(&pb, &x, 1, &mut y, &mut s).unwrap());
+                let th = best(reps * 20, || {
+                    matmul_packed(&ph, &x, 1, &mut y[..hot_rows], &mut s).unwrap()
+                });
+                let g = big.len() as f64 / ts / 1e9;
+                let h = (hot_rows * rb) as f64 / th / 1e9;
+                println!(
+                    "{:7} packed  {t}: {g:5.1} ({:3.0}% of {bw:4.1}) | hot {h:5.1}",
+                    ty.name(),
+                    100.0 * g / bw
+                );
             });
         }
     }

@@ -39,6 +39,9 @@ fn main() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q3_K,
+        GgmlType::Q2_K,
+        GgmlType::IQ4_XS,
     ] {
         let name = format!("{ty}").to_lowercase();
         if only

@@ -1,6 +1,6 @@
 //! Repacked (row-interleaved) weights and their matmul: the 32-element
-//! types Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL / Q8_0 and the K-quants
-//! Q4_K / Q5_K / Q6_K.
+//! types Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL / Q8_0 and the 256-element
+//! Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_XS.
 //!
 //! [`PackedWeights::pack`] copies a matrix once (at load) into
 //! groups of 16 rows whose 4-byte weight groups are interleaved, so that one
@@ -30,14 +30,18 @@
 //! 16 rows' f16 `d` and, for Q4_1 / Q5_1, the 16 rows' f16 `m`. Same bytes
 //! per row as the file (Q5_0 / Q5_1: the same too, 22 / 24).
 //!
-//! Q4_K / Q5_K / Q6_K (activations Q8_K, `nb = cols / 256`): one record of
-//! [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] / [`k_layout::Q6_K_REC`] bytes per group and
+//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS (activations Q8_K, `nb = cols /
+//! 256`): one record of [`k_layout::Q4_K_REC`] / [`k_layout::Q5_K_REC`] /
+//! [`k_layout::Q6_K_REC`] / [`k_layout::Q3_K_REC`] / [`k_layout::Q2_K_REC`] /
+//! [`k_layout::IQ4_XS_REC`] bytes per group and
 //! super-block, group-major, at `(g·nb + b)·rec`; the record layout is
 //! described in `arch/x86_64/packed_k_avx512.rs`. It holds the same bits as
-//! the file's blocks (scales unpacked to bytes), 148 / 180 / 212 bytes per row
-//! and super-block against the file's 144 / 176 / 210.
+//! the file's blocks (scales unpacked to bytes; Q3_K's 3-bit quants
+//! regrouped; Q3_K's and IQ4_XS's scales as 6-bit bytes whose spare top bits
+//! carry `d`), 148 / 180 / 212 / 112 / 84 / 136 bytes per row and
+//! super-block against the file's 144 / 176 / 210 / 110 / 84 / 136.
 
-use crate::formats::k_quants::{unpack_scales_mins_k4, K_SCALE_SIZE, QK_K};
+use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, K_SCALE_SIZE, QK_K};
 use crate::matmul::{aligned_bytes, Line, Scratch};
 use crate::{dispatch, matrix_bytes, table, GgmlType, Isa, KernelError, Weights};
 use rayon::prelude::*;
@@ -171,12 +175,30 @@ pub(crate) mod k_layout {
     pub(crate) const Q6K_QH: usize = 2048;
     pub(crate) const Q6K_SC: usize = 3072;
     pub(crate) const Q6K_D: usize = 3328;
+    /// Q3_K: 24 vectors of 3-bit quants, then 4 scale vectors
+    /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
+    pub(crate) const Q3_K_REC: usize = 1792;
+    pub(crate) const Q3K_SC: usize = 1536;
+    /// Q2_K: 16 quant vectors (the file's `qs`), scale|min<<4 bytes
+    /// `[quad][row][4]`, f16 d, f16 dmin.
+    pub(crate) const Q2_K_REC: usize = 1344;
+    pub(crate) const Q2K_SC: usize = 1024;
+    pub(crate) const Q2K_D: usize = 1280;
+    pub(crate) const Q2K_DMIN: usize = 1312;
+    /// IQ4_XS: 32 nibble vectors (the file's `qs`), then 2 scale vectors
+    /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
+    pub(crate) const IQ4_XS_REC: usize = 2176;
+    pub(crate) const IQ4XS_SC: usize = 2048;
     /// Bytes of one Q8_K activation block (f32 d, 256 × i8, 16 × i16 bsums).
     pub(crate) const A_BLOCK: usize = 292;
     /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
-    /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`).
+    /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`),
+    /// Q3_K 16 i32 (`−4·bsum`, odd sub-blocks `−32·bsum`).
     pub(crate) const Q4K_SIDE: usize = 16;
     pub(crate) const Q6K_SIDE: usize = 64;
+    pub(crate) const Q3K_SIDE: usize = 64;
+    /// IQ4_XS: 8 i32 (`−128·Σa` per 32-element sub-block).
+    pub(crate) const IQ4XS_SIDE: usize = 32;
 }
 use k_layout::*;
 
@@ -228,7 +250,7 @@ pub fn available() -> bool {
 
 /// Whether `isa` has packed kernels for `ty`.
 pub fn supports(isa: Isa, ty: GgmlType) -> bool {
-    let k = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    let k = is_k(ty);
     match isa {
         Isa::Avx512 => k || l32::kind(ty).is_some(),
         Isa::Avx2 => l32::kind(ty).is_some_and(l32::avx2_kind),
@@ -273,6 +295,9 @@ impl PackedWeights {
             GgmlType::Q4_K => Some(Q4_K_REC),
             GgmlType::Q5_K => Some(Q5_K_REC),
             GgmlType::Q6_K => Some(Q6_K_REC),
+            GgmlType::Q3_K => Some(Q3_K_REC),
+            GgmlType::Q2_K => Some(Q2_K_REC),
+            GgmlType::IQ4_XS => Some(IQ4_XS_REC),
             _ => None,
         };
         let kind = l32::kind(w.ty);
@@ -352,7 +377,7 @@ impl PackedWeights {
         }))
     }
 
-    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K or Q6_K).
+    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K or IQ4_XS).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -378,8 +403,9 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q5_K / Q6_K matrix (`rows` a multiple of 16, `data` checked
-/// by the caller) into `rec`-byte records (layout: `k_layout`).
+/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS matrix (`rows` a
+/// multiple of 16, `data` checked by the caller) into `rec`-byte records
+/// (layout: `k_layout`).
 fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
     let groups = w.rows / GROUP_ROWS;
@@ -401,6 +427,9 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
                     match ty {
                         GgmlType::Q4_K => pack_q4_k(blk, r, out),
                         GgmlType::Q5_K => pack_q5_k(blk, r, out),
+                        GgmlType::Q3_K => pack_q3_k(blk, r, out),
+                        GgmlType::Q2_K => pack_q2_k(blk, r, out),
+                        GgmlType::IQ4_XS => pack_iq4_xs(blk, r, out),
                         _ => pack_q6_k(blk, r, out),
                     }
                 }
@@ -466,6 +495,104 @@ fn pack_q6_k(blk: &[u8], r: usize, out: &mut [u8]) {
     out[Q6K_D + 2 * r..][..2].copy_from_slice(&blk[208..210]);
 }
 
+/// Row `r`'s share of a Q3_K record from its 110-byte block (32 hmask,
+/// 64 qs, 12 scale bytes, f16 d).
+fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    let (hmask, qs) = (&blk[..32], &blk[32..96]);
+    // Element i = 128n + 32j + l (l < 32): bits 2j..2j+2 of qs[32n + l] and
+    // bit 4n + j of hmask[l]; u = low | high << 2 is q + 4, in 0..8.
+    let u = |i: usize| {
+        let (n, j, l) = (i / 128, (i % 128) / 32, i % 32);
+        let low = (qs[32 * n + l] >> (2 * j)) & 3;
+        let high = (hmask[l] >> (4 * n + j)) & 1;
+        low | (high << 2)
+    };
+    // Vectors 3t, 3t+1, 3t+2 (x, y, z) hold the quant vectors k = 0..4 of
+    // sub-blocks 2t (a_k: elements 32t + 4k..+4) and 2t+1 (b_k: elements
+    // 32t + 16 + 4k..+4).
+    for t in 0..8 {
+        for c in 0..4 {
+            let a = |k: usize| u(32 * t + 4 * k + c);
+            let b = |k: usize| u(32 * t + 16 + 4 * k + c);
+            let x = a(0) | b(0) << 3 | (a(3) & 3) << 6;
+            let y = a(1) | b(1) << 3 | (b(3) & 3) << 6;
+            let z = a(2) | b(2) << 3 | (a(3) >> 2) << 6 | (b(3) >> 2) << 7;
+            for (k, v) in [x, y, z].into_iter().enumerate() {
+                out[64 * (3 * t + k) + 4 * r + c] = v;
+            }
+        }
+    }
+    let scales: &[u8; K_SCALE_SIZE] = blk[96..108].try_into().expect("12 scale bytes");
+    let d = u16::from_le_bytes([blk[108], blk[109]]);
+    pack_scales6(&unpack_scales_q3_k(scales), d, true, r, &mut out[Q3K_SC..]);
+}
+
+/// Row `r`'s share of a Q2_K record from its 84-byte block (16 scale|min
+/// bytes, 64 qs, f16 d, f16 dmin).
+fn pack_q2_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    for v in 0..16 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[16 + 4 * v..][..4]);
+    }
+    for (g, &b) in blk[..16].iter().enumerate() {
+        out[Q2K_SC + 64 * (g / 4) + 4 * r + PAIRED[g % 4]] = b;
+    }
+    out[Q2K_D + 2 * r..][..2].copy_from_slice(&blk[80..82]);
+    out[Q2K_DMIN + 2 * r..][..2].copy_from_slice(&blk[82..84]);
+}
+
+/// Row `r`'s share of an IQ4_XS record from its 136-byte block (f16 d,
+/// u16 scales_h, 4 scales_l bytes, 128 qs).
+fn pack_iq4_xs(blk: &[u8], r: usize, out: &mut [u8]) {
+    for v in 0..32 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[8 + 4 * v..][..4]);
+    }
+    let h = u16::from_le_bytes([blk[2], blk[3]]);
+    let mut sc = [0i8; 8];
+    for (ib, s) in sc.iter_mut().enumerate() {
+        let low = (blk[4 + ib / 2] >> (4 * (ib % 2))) & 0xF;
+        let high = ((h >> (2 * ib)) & 3) as u8;
+        *s = (low | (high << 4)) as i8 - 32;
+    }
+    let d = u16::from_le_bytes([blk[0], blk[1]]);
+    pack_scales6(&sc, d, false, r, &mut out[IQ4XS_SC..]);
+}
+
+/// Lane byte of sub-block `4q + i` in the paired scale layouts: the i16
+/// halves of a lane hold sub-blocks (4q, 4q+1) in their low bytes and
+/// (4q+2, 4q+3) in their high bytes.
+const PAIRED: [usize; 4] = [0, 2, 1, 3];
+
+/// Row `r`'s 6-bit signed scales (−32..32) and f16 `d` into scale vectors
+/// `[quad q][row][4]`: sub-block `4q + i` at byte `i` of the row's lane, or
+/// (`paired`) at byte `[0, 2, 1, 3][i]`, so that the i16 halves of a lane
+/// hold the pairs (4q, 4q+1) and (4q+2, 4q+3); the top 2 bits of lane byte
+/// `c` hold bits `4c + 2q..+2` of `d` in quads 0 and 1.
+fn pack_scales6(sc: &[i8], d: u16, paired: bool, r: usize, out: &mut [u8]) {
+    for (g, &s) in sc.iter().enumerate() {
+        let i = g % 4;
+        let c = if paired { PAIRED[i] } else { i };
+        out[64 * (g / 4) + 4 * r + c] = s as u8 & 0x3F;
+    }
+    for q in 0..2 {
+        for c in 0..4 {
+            out[64 * q + 4 * r + c] |= (((d >> (4 * c + 2 * q)) & 3) as u8) << 6;
+        }
+    }
+}
+
+/// Whether `ty` is packed as K-quant records (Q8_K activations).
+fn is_k(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::Q3_K
+            | GgmlType::Q2_K
+            | GgmlType::IQ4_XS
+    )
+}
+
 /// `y[t * p.rows + r] = Σ_c W[r, c] · x[t * p.cols + c]` for `t < n_tokens`:
 /// the semantics of [`crate::matmul`] on the weights `p` was packed from.
 /// Runs on the current rayon pool; nothing allocates once `scratch` has
@@ -488,13 +615,17 @@ pub fn matmul_packed(
     // The activation quantizer of the weight type: Q8_0 for Q4_0/Q8_0,
     // Q8_K for the K-quants.
     let ops = table::ops(p.ty, p.isa).ok_or(KernelError::Unsupported(p.ty))?;
-    let kquant = matches!(p.ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    let kquant = is_k(p.ty);
     // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
     // (d_a: f32, −bias·Σa: i32); the K-quants see `k_layout`.
     let kind = l32::kind(p.ty);
     let (a_block, side) = match p.ty {
         GgmlType::Q4_K | GgmlType::Q5_K => (A_BLOCK, Q4K_SIDE),
         GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
+        GgmlType::Q3_K => (A_BLOCK, Q3K_SIDE),
+        // Q2_K reads its mins' activation sums from the Q8_K bsums.
+        GgmlType::Q2_K => (A_BLOCK, 0),
+        GgmlType::IQ4_XS => (A_BLOCK, IQ4XS_SIDE),
         _ => (kind.map_or(34, l32::act_block), 8),
     };
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
@@ -511,7 +642,8 @@ pub fn matmul_packed(
         let (q, sides) = o.split_at_mut(side_off);
         (ops.quantize_act)(xt, &mut q[..a_row]);
         let blocks = q[..a_row].chunks_exact(a_block);
-        for (blk, s) in blocks.zip(sides.chunks_exact_mut(side)) {
+        // (No side words: `sides` is empty and the loop does not run.)
+        for (blk, s) in blocks.zip(sides.chunks_exact_mut(side.max(1))) {
             let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
             match ty {
                 GgmlType::Q4_K | GgmlType::Q5_K => {
@@ -526,6 +658,19 @@ pub fn matmul_packed(
                 GgmlType::Q6_K => {
                     for (g, o) in s.chunks_exact_mut(4).enumerate() {
                         o.copy_from_slice(&(-32 * bsum(g)).to_le_bytes());
+                    }
+                }
+                GgmlType::Q3_K => {
+                    // Odd sub-blocks' quants reach the kernel times 8.
+                    for (g, o) in s.chunks_exact_mut(4).enumerate() {
+                        let off = if g % 2 == 0 { -4 } else { -32 };
+                        o.copy_from_slice(&(off * bsum(g)).to_le_bytes());
+                    }
+                }
+                GgmlType::IQ4_XS => {
+                    for (ib, o) in s.chunks_exact_mut(4).enumerate() {
+                        let sum = bsum(2 * ib) + bsum(2 * ib + 1);
+                        o.copy_from_slice(&(-128 * sum).to_le_bytes());
                     }
                 }
                 _ => {
@@ -573,6 +718,9 @@ pub fn matmul_packed(
         match p.ty {
             GgmlType::Q5_K => KKind::Q5K,
             GgmlType::Q6_K => KKind::Q6K,
+            GgmlType::Q3_K => KKind::Q3K,
+            GgmlType::Q2_K => KKind::Q2K,
+            GgmlType::IQ4_XS => KKind::IQ4XS,
             _ => KKind::Q4K,
         }
     };

@@ -10,16 +10,17 @@
 //! |m_w · s_a|) (from dequantized weights without their min × dequantized
 //! activations, which bounds the first part), plus 1e-30 for exact zeros.
 //!
-//! Q4_K / Q5_K / Q6_K (Q8_K activations): the integer parts per super-block are
+//! Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS (Q8_K activations): the integer parts per super-block are
 //! exact; the f32 combination `d·isum − dmin·imin` differs in order and
 //! fusing, so the bound is (nb + 2) · ε · Σ_b (|d_w·d_a·isum_b| +
 //! |dmin_w·d_a·imin_b|), computed with the scalar block dots.
 
 use bytemuck::Zeroable;
 use phi_kernels::dispatch::is_available;
+use phi_kernels::formats::iq4::{block_dot_iq4_xs, BlockIQ4_XS};
 use phi_kernels::formats::k_quants::{
-    block_dot_q4_k, block_dot_q5_k, block_dot_q6_k, quantize_row_q8_k, BlockQ4_K, BlockQ5_K,
-    BlockQ6_K, BlockQ8_K,
+    block_dot_q2_k, block_dot_q3_k, block_dot_q4_k, block_dot_q5_k, block_dot_q6_k,
+    quantize_row_q8_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K,
 };
 use phi_kernels::packed::{self, matmul_packed, PackedWeights};
 use phi_kernels::{
@@ -278,6 +279,12 @@ fn pack_returns_none_without_a_packed_path() {
             "{ty} {rows}x{cols}"
         );
     }
+    // Packed K-quants need whole 16-row groups too.
+    for ty in K_TYPES {
+        let data = random_k_weights(&mut rng, ty, 8, 256);
+        let w = Weights::new(ty, 8, 256, &data).unwrap();
+        assert!(PackedWeights::pack(&w).unwrap().is_none(), "{ty} 8x256");
+    }
     let f = vec![0u8; 16 * 32 * 4];
     let w = Weights::new(GgmlType::F32, 16, 32, &f).unwrap();
     assert!(PackedWeights::pack(&w).unwrap().is_none());
@@ -392,6 +399,9 @@ fn batch_invariant_gemm_rows_equal_gemv() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q3_K,
+        GgmlType::Q2_K,
+        GgmlType::IQ4_XS,
     ] {
         let (rows, cols, nt) = (64, 1024, 21);
         let data = if ty.block_size() == 256 {
@@ -420,8 +430,9 @@ fn batch_invariant_gemm_rows_equal_gemv() {
     }
 }
 
-/// Random Q4_K / Q5_K / Q6_K blocks: every quant, scale and min byte random, the
-/// f16 scales finite in [2⁻¹², 2⁻⁸) (Q6_K's of either sign).
+/// Random Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS blocks: every quant,
+/// scale and min byte random, the f16 scales finite in [2⁻¹², 2⁻⁸) (Q6_K's,
+/// Q3_K's and IQ4_XS's of either sign).
 fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let bsz = ty.type_size();
     let mut v = vec![0u8; rows * cols / 256 * bsz];
@@ -434,12 +445,20 @@ fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Ve
             let d = (1.0 + rng.f32().abs()) * 2f32.powi(-(8 + rng.below(5) as i32));
             half::f16::from_f32(if neg { -d } else { d }).to_le_bytes()
         };
-        if ty != GgmlType::Q6_K {
-            let (d, m) = (f16(false), f16(false));
-            blk[..2].copy_from_slice(&d);
-            blk[2..4].copy_from_slice(&m);
-        } else {
-            blk[208..210].copy_from_slice(&f16(neg));
+        match ty {
+            GgmlType::Q6_K => blk[208..210].copy_from_slice(&f16(neg)),
+            GgmlType::Q3_K => blk[108..110].copy_from_slice(&f16(neg)),
+            GgmlType::IQ4_XS => blk[..2].copy_from_slice(&f16(neg)),
+            GgmlType::Q2_K => {
+                let (d, m) = (f16(false), f16(false));
+                blk[80..82].copy_from_slice(&d);
+                blk[82..84].copy_from_slice(&m);
+            }
+            _ => {
+                let (d, m) = (f16(false), f16(false));
+                blk[..2].copy_from_slice(&d);
+                blk[2..4].copy_from_slice(&m);
+            }
         }
     }
     v
@@ -468,6 +487,23 @@ fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: u
                     let (i, m) = block_dot_q5_k(bw, ba);
                     sum += (bw.d.to_f32() * ba.d * i as f32).abs()
                         + (bw.dmin.to_f32() * ba.d * m as f32).abs();
+                }
+            } else if ty == GgmlType::Q2_K {
+                let w: &[BlockQ2_K] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    let (i, m) = block_dot_q2_k(bw, ba);
+                    sum += (bw.d.to_f32() * ba.d * i as f32).abs()
+                        + (bw.dmin.to_f32() * ba.d * m as f32).abs();
+                }
+            } else if ty == GgmlType::IQ4_XS {
+                let w: &[BlockIQ4_XS] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    sum += (bw.d.to_f32() * ba.d * block_dot_iq4_xs(bw, ba) as f32).abs();
+                }
+            } else if ty == GgmlType::Q3_K {
+                let w: &[BlockQ3_K] = bytemuck::cast_slice(row);
+                for (bw, ba) in w.iter().zip(&a) {
+                    sum += (bw.d.to_f32() * ba.d * block_dot_q3_k(bw, ba) as f32).abs();
                 }
             } else {
                 let w: &[BlockQ6_K] = bytemuck::cast_slice(row);
@@ -515,12 +551,12 @@ fn packed_k_quants_match_scalar() {
     }
     let mut rng = Rng(0x51_7C_C1_B7_27_22_0A_95);
     for &(rows, cols, nt) in &[(16, 256, 1), (16, 256, 9), (32, 512, 8), (48, 3072, 3)] {
-        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for ty in K_TYPES {
             check_k_case(&mut rng, ty, rows, cols, nt);
         }
     }
-    for _ in 0..60 {
-        let ty = [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K][rng.below(3)];
+    for _ in 0..80 {
+        let ty = K_TYPES[rng.below(K_TYPES.len())];
         let cols = 256 * (1 + rng.below(12));
         let rows = 16 * (1 + rng.below(10));
         let nt = 1 + rng.below(20);
@@ -531,5 +567,18 @@ fn packed_k_quants_match_scalar() {
         check_k_case(&mut rng, GgmlType::Q4_K, 512, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q5_K, 256, 3072, nt);
         check_k_case(&mut rng, GgmlType::Q6_K, 256, 3072, nt);
+        check_k_case(&mut rng, GgmlType::Q3_K, 256, 3072, nt);
+        check_k_case(&mut rng, GgmlType::Q2_K, 256, 3072, nt);
+        check_k_case(&mut rng, GgmlType::IQ4_XS, 256, 3072, nt);
     }
 }
+
+/// The packed K-quant types.
+const K_TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q3_K,
+    GgmlType::Q2_K,
+    GgmlType::IQ4_XS,
+];

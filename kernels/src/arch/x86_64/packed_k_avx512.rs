@@ -1,4 +1,5 @@
-//! AVX-512 VNNI bodies of the repacked Q4_K / Q6_K matmul (`crate::packed`).
+//! AVX-512 VNNI bodies of the repacked Q4_K / Q5_K / Q6_K / Q3_K / Q2_K /
+//! IQ4_XS matmul (`crate::packed`).
 //!
 //! A row group is 16 weight rows; for each 256-element super-block the
 //! group has one record (layouts below, written by `PackedWeights::pack`).
@@ -24,6 +25,39 @@
 //! `8n + k` holding `qh[32n + 4k..][..4]`; at 3072 the scales
 //! `[pair p][row][2]` (`sc_{2p}`, `sc_{2p+1}`) as i8; at 3328 the rows' f16
 //! `d`; 32 bytes of padding keep records 64-byte aligned.
+//!
+//! Q3_K record (1792 bytes, the file's 110 bytes per row plus 2): the
+//! quants as `u = q + 4` (0..8), the 4 quant vectors `a_k` of sub-block `2t`
+//! (elements `32t + 4k..+4`) and `b_k` of sub-block `2t+1` (elements
+//! `32t + 16 + 4k..+4`) stored in three vectors `x, y, z` = vectors `3t,
+//! 3t+1, 3t+2`: `x = a0 | b0<<3 | (a3&3)<<6`, `y = a1 | b1<<3 | (b3&3)<<6`,
+//! `z = a2 | b2<<3 | (a3>>2)<<6 | (b3>>2)<<7`, so that six of the eight
+//! vectors decode with one and (the `b` ones left in place as `8·u`, their
+//! side word `−32·Σa`) and two with shift, and, shift, ternlog; at 1536 four
+//! scale vectors `[quad q][row][4]`, the 6-bit signed scale of sub-block
+//! `4q + i` at lane byte `[0, 2, 1, 3][i]` (i16 halves = pairs (4q, 4q+1),
+//! (4q+2, 4q+3)), the top two bits of lane byte `c` holding bits
+//! `4c + 2q..+2` of the row's f16 `d` in quads 0 and 1. The offset 4 is
+//! removed by starting each 16-element dot at `−4·Σa`; as |dot| ≤ 16·4·128
+//! two sub-blocks' dots share one i32 lane (i16 halves, the `8·dot` shifted
+//! by 13) and one `vpdpwssd` with the scale pair adds both products.
+//!
+//! Q2_K record (1344 bytes, the file's 84 bytes per row): 16 quant vectors,
+//! vector `v` holding `qs[4v..][..4]` (bits `2j..2j+2` of `qs[32n + l]`:
+//! element `128n + 32j + l`); at 1024 four vectors `[quad q][row][4]` of the
+//! file's scale|min<<4 bytes, sub-block `4q + i` at lane byte `[0, 2, 1,
+//! 3][i]` as for Q3_K; at 1280 the rows' f16 `d`, at 1312 their f16 `dmin`.
+//! Field `j` is only masked, not shifted (its dot comes out times `4^j`,
+//! removed exactly when the pair of sub-block dots is packed into i16
+//! halves); the mins go through `vpdpwssd` with the Q8_K block's own bsums.
+//!
+//! IQ4_XS record (2176 bytes, the file's 136 bytes per row): 32 nibble
+//! vectors, vector `4ib + k` holding `qs[16ib + 4k..][..4]` (low nibbles:
+//! elements `32ib + 4k..`, high nibbles: `32ib + 16 + 4k..`); at 2048 two
+//! scale vectors `[quad q][row][4]`, the 6-bit signed scale of sub-block
+//! `4q + i` at lane byte `i`, with `d` in the top bits as for Q3_K. One
+//! `vpshufb` maps a nibble to `K[n] + 128` (unsigned); the offset 128 is
+//! removed by starting each 32-element dot at `−128·Σa`.
 
 use core::arch::x86_64::*;
 
@@ -270,13 +304,366 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
     }
 }
 
+/// The f32 `d` of the 16 rows from the top two bits of the bytes of scale
+/// vectors `v0`, `v1` (lane byte `c` holds bits `4c..4c+2` of `d` in `v0`,
+/// `4c+2..4c+4` in `v1`; see `packed::pack_scales6`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn d_from_scale_tops(v0: __m512i, v1: __m512i) -> __m512 {
+    // Byte c: bits 0..2 from v0's bits 6..8, bits 2..4 from v1's: nibble c.
+    let lo = _mm512_srli_epi32::<6>(v0);
+    let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v1), _mm512_set1_epi8(0x0C));
+    let nib = _mm512_ternarylogic_epi32::<0xE4>(lo, hi, _mm512_set1_epi8(0x03));
+    // Nibbles → bytes (n0 + 16·n1) → the 16-bit d in each i32 lane.
+    let bytes = _mm512_maddubs_epi16(nib, _mm512_set1_epi16(0x1001));
+    let d = _mm512_madd_epi16(bytes, _mm512_set1_epi32(0x0100_0001));
+    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))
+}
+
+/// Computes 16 rows × `T` tokens of one Q3_K row group.
+///
+/// # Safety
+/// As [`q4_k_tile`] (Q4_K), with records of [`Q3_K_REC`] bytes and `nb·64` side
+/// bytes per activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
+    let m3 = _mm512_set1_epi8(3);
+    let m4 = _mm512_set1_epi8(4);
+    let m7 = _mm512_set1_epi8(7);
+    let m18 = _mm512_set1_epi8(0x18);
+    let m20 = _mm512_set1_epi8(0x20);
+    let m38 = _mm512_set1_epi8(0x38);
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * Q3_K_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        for p in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, Q3_K_REC, p, 8);
+            }
+            // SAFETY: vectors 3p..3p+3 and scale vector p/2 lie inside record b.
+            let (x, y, z, sv) = unsafe {
+                let v = rec.add(64 * 3 * p) as *const __m512i;
+                (
+                    _mm512_loadu_si512(v),
+                    _mm512_loadu_si512(v.add(1)),
+                    _mm512_loadu_si512(v.add(2)),
+                    _mm512_loadu_si512(rec.add(Q3K_SC + 64 * (p / 2)) as *const __m512i),
+                )
+            };
+            // Scales of sub-blocks (2p, 2p+1) as the i16 halves of each lane.
+            let sc = if p % 2 == 0 {
+                _mm512_srai_epi16::<10>(_mm512_slli_epi16::<10>(sv))
+            } else {
+                _mm512_srai_epi16::<10>(_mm512_slli_epi16::<2>(sv))
+            };
+            // The quant vectors u = q + 4 of sub-block 2p, then 8·u of
+            // sub-block 2p+1 (left in place; 16-bit shifts only move bits of
+            // the next byte into bits the masks drop).
+            let wv = [
+                _mm512_and_si512(x, m7),
+                _mm512_and_si512(y, m7),
+                _mm512_and_si512(z, m7),
+                _mm512_ternarylogic_epi32::<0xF8>(
+                    _mm512_and_si512(_mm512_srli_epi16::<6>(x), m3),
+                    _mm512_srli_epi16::<4>(z),
+                    m4,
+                ),
+                _mm512_and_si512(x, m38),
+                _mm512_and_si512(y, m38),
+                _mm512_and_si512(z, m38),
+                _mm512_ternarylogic_epi32::<0xF8>(
+                    _mm512_and_si512(_mm512_srli_epi16::<3>(y), m18),
+                    _mm512_srli_epi16::<2>(z),
+                    m20,
+                ),
+            ];
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's quants and its 64 side
+                // bytes readable (caller).
+                let s = unsafe {
+                    let row = tile.a.add(t * tile.a_stride);
+                    let q = row.add(b * A_BLOCK + 4 + 32 * p);
+                    let side = row.add(tile.side_off + b * Q3K_SIDE + 8 * p);
+                    let mut s = [
+                        _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32)),
+                        _mm512_set1_epi32(core::ptr::read_unaligned(side.add(4) as *const i32)),
+                    ];
+                    for (k, w) in wv.iter().enumerate() {
+                        let a4 = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s[k / 4] = _mm512_dpbusd_epi32(s[k / 4], *w, _mm512_set1_epi32(a4));
+                    }
+                    s
+                };
+                // s = (dot_2p, 8·dot_2p+1), |dot| ≤ 16·4·128: the dots fit
+                // the i16 halves of a lane; one vpdpwssd adds
+                // sc_2p·dot_2p + sc_2p+1·dot_2p+1.
+                let pair =
+                    _mm512_ternarylogic_epi32::<0xE4>(s[0], _mm512_slli_epi32::<13>(s[1]), low16);
+                *isum_t = _mm512_dpwssd_epi32(*isum_t, pair, sc);
+            }
+        }
+        // SAFETY: scale vectors 0 and 1 lie inside record b.
+        let (s0, s1) = unsafe {
+            (
+                _mm512_loadu_si512(rec.add(Q3K_SC) as *const __m512i),
+                _mm512_loadu_si512(rec.add(Q3K_SC + 64) as *const __m512i),
+            )
+        };
+        let dw = d_from_scale_tops(s0, s1);
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d) is readable (caller).
+            let da = unsafe {
+                core::ptr::read_unaligned(tile.a.add(t * tile.a_stride + b * A_BLOCK) as *const f32)
+            };
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum[t]),
+                _mm512_mul_ps(dw, _mm512_set1_ps(da)),
+                acc[t],
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
+/// Computes 16 rows × `T` tokens of one Q2_K row group. The mins use the
+/// Q8_K blocks' own 16-element sums (no side words).
+///
+/// # Safety
+/// As [`q4_k_tile`] (Q4_K), with records of [`Q2_K_REC`] bytes and no side
+/// bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q2_k_tile<const T: usize>(tile: &KTile) {
+    let m15 = _mm512_set1_epi16(0x0F);
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * Q2_K_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        // Pair p: sub-blocks 2p, 2p+1 = 8n + 2j + (0, 1), bits 2j..2j+2 of
+        // quant vectors 8n..8n+4 and 8n+4..8n+8.
+        for p in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, Q2_K_REC, p, 8);
+            }
+            let (n, j) = (p / 4, p % 4);
+            // SAFETY: quant vectors 8n..8n+8 and scale vector p/2 lie
+            // inside record b.
+            let (mut wv, sv) = unsafe {
+                let v = rec.add(64 * 8 * n) as *const __m512i;
+                let mut wv = [_mm512_setzero_si512(); 8];
+                for (k, w) in wv.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(v.add(k));
+                }
+                let sv = _mm512_loadu_si512(rec.add(Q2K_SC + 64 * (p / 2)) as *const __m512i);
+                (wv, sv)
+            };
+            // Field j kept in place (u·4^j ≤ 192): the dots come out
+            // scaled by 4^j, which the pair packing below removes exactly.
+            let mj = _mm512_set1_epi8((3u8 << (2 * j)) as i8);
+            for w in wv.iter_mut() {
+                *w = _mm512_and_si512(*w, mj);
+            }
+            // Scales of sub-blocks (2p, 2p+1) as the i16 halves of each lane.
+            let sc = if p % 2 == 0 {
+                _mm512_and_si512(sv, m15)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<8>(sv), m15)
+            };
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's quants readable (caller).
+                let s = unsafe {
+                    let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + 4 + 32 * p);
+                    let mut s = [_mm512_setzero_si512(); 2];
+                    for (k, w) in wv.iter().enumerate() {
+                        let a4 = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s[k / 4] = _mm512_dpbusd_epi32(s[k / 4], *w, _mm512_set1_epi32(a4));
+                    }
+                    s
+                };
+                // s = 4^j·dot with |dot| ≤ 16·3·128: dot_2p into the low
+                // i16 half of each lane, dot_2p+1 into the high one.
+                let pair = match j {
+                    0 => _mm512_ternarylogic_epi32::<0xE4>(
+                        s[0],
+                        _mm512_slli_epi32::<16>(s[1]),
+                        low16,
+                    ),
+                    1 => _mm512_ternarylogic_epi32::<0xE4>(
+                        _mm512_srai_epi32::<2>(s[0]),
+                        _mm512_slli_epi32::<14>(s[1]),
+                        low16,
+                    ),
+                    2 => _mm512_ternarylogic_epi32::<0xE4>(
+                        _mm512_srai_epi32::<4>(s[0]),
+                        _mm512_slli_epi32::<12>(s[1]),
+                        low16,
+                    ),
+                    _ => _mm512_ternarylogic_epi32::<0xE4>(
+                        _mm512_srai_epi32::<6>(s[0]),
+                        _mm512_slli_epi32::<10>(s[1]),
+                        low16,
+                    ),
+                };
+                *isum_t = _mm512_dpwssd_epi32(*isum_t, pair, sc);
+            }
+        }
+        // SAFETY: d, dmin and the scale vectors lie inside record b.
+        let (dw, mw, mins) = unsafe {
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q2K_D) as *const __m256i));
+            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(Q2K_DMIN) as *const __m256i));
+            let mut mins = [_mm512_setzero_si512(); 8];
+            for q in 0..4 {
+                let sv = _mm512_loadu_si512(rec.add(Q2K_SC + 64 * q) as *const __m512i);
+                // Min pairs (4q, 4q+1) and (4q+2, 4q+3) as i16 halves.
+                mins[2 * q] = _mm512_and_si512(_mm512_srli_epi16::<4>(sv), m15);
+                mins[2 * q + 1] = _mm512_srli_epi16::<12>(sv);
+            }
+            (dw, mw, mins)
+        };
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d and 16 i16 bsums) is
+            // readable (caller).
+            let (da, im) = unsafe {
+                let blk = tile.a.add(t * tile.a_stride + b * A_BLOCK);
+                let da = core::ptr::read_unaligned(blk as *const f32);
+                let mut im = _mm512_setzero_si512();
+                for (p, m) in mins.iter().enumerate() {
+                    // bsums 2p, 2p+1 as one i32.
+                    let pair = core::ptr::read_unaligned(blk.add(260 + 4 * p) as *const i32);
+                    im = _mm512_dpwssd_epi32(im, *m, _mm512_set1_epi32(pair));
+                }
+                (da, im)
+            };
+            let vda = _mm512_set1_ps(da);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, vda), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(mw, vda), acc[t]);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
+/// IQ4_XS codebook plus 128 (`KVALUES_IQ4NL[n] + 128`, all in 1..=241).
+const IQ4_U8: [u8; 16] = {
+    let k = crate::formats::iq4::KVALUES_IQ4NL;
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (k[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Computes 16 rows × `T` tokens of one IQ4_XS row group.
+///
+/// # Safety
+/// As [`q4_k_tile`] (Q4_K), with records of [`IQ4_XS_REC`] bytes and `nb·32`
+/// side bytes per activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn iq4_xs_tile<const T: usize>(tile: &KTile) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    // SAFETY: IQ4_U8 is 16 readable bytes.
+    let table =
+        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4_U8.as_ptr() as *const __m128i) });
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..tile.nb {
+        let rec = tile.w.wrapping_add(b * IQ4_XS_REC);
+        let mut isum = [_mm512_setzero_si512(); T];
+        for ib in 0..8 {
+            if T == 1 {
+                prefetch_part(rec, IQ4_XS_REC, ib, 8);
+            }
+            // SAFETY: nibble vectors 4ib..4ib+4 and scale vector ib/4 lie
+            // inside record b.
+            let (v, sv) = unsafe {
+                let p = rec.add(64 * 4 * ib) as *const __m512i;
+                (
+                    [
+                        _mm512_loadu_si512(p),
+                        _mm512_loadu_si512(p.add(1)),
+                        _mm512_loadu_si512(p.add(2)),
+                        _mm512_loadu_si512(p.add(3)),
+                    ],
+                    _mm512_loadu_si512(rec.add(IQ4XS_SC + 64 * (ib / 4)) as *const __m512i),
+                )
+            };
+            // K[n] + 128 for the low nibbles (elements 32ib + 4k..), then
+            // the high nibbles (elements 32ib + 16 + 4k..).
+            let mut wv = [_mm512_setzero_si512(); 8];
+            for k in 0..4 {
+                wv[k] = _mm512_shuffle_epi8(table, _mm512_and_si512(v[k], m4));
+                wv[4 + k] =
+                    _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(v[k]), m4));
+            }
+            // The signed 6-bit scale of sub-block ib (lane byte ib % 4).
+            let sc = match ib % 4 {
+                0 => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<26>(sv)),
+                1 => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<18>(sv)),
+                2 => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<10>(sv)),
+                _ => _mm512_srai_epi32::<26>(_mm512_slli_epi32::<2>(sv)),
+            };
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                // SAFETY: token t < T has block b's quants and its 32 side
+                // bytes readable (caller).
+                let s = unsafe {
+                    let row = tile.a.add(t * tile.a_stride);
+                    let q = row.add(b * A_BLOCK + 4 + 32 * ib);
+                    let side = row.add(tile.side_off + b * IQ4XS_SIDE + 4 * ib);
+                    let mut s = _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32));
+                    for (k, w) in wv.iter().enumerate() {
+                        let a4 = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
+                        s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(a4));
+                    }
+                    s
+                };
+                *isum_t = _mm512_add_epi32(*isum_t, _mm512_mullo_epi32(s, sc));
+            }
+        }
+        // SAFETY: both scale vectors lie inside record b.
+        let (s0, s1) = unsafe {
+            (
+                _mm512_loadu_si512(rec.add(IQ4XS_SC) as *const __m512i),
+                _mm512_loadu_si512(rec.add(IQ4XS_SC + 64) as *const __m512i),
+            )
+        };
+        let dw = d_from_scale_tops(s0, s1);
+        for t in 0..T {
+            // SAFETY: token t's block b (its f32 d) is readable (caller).
+            let da = unsafe {
+                core::ptr::read_unaligned(tile.a.add(t * tile.a_stride + b * A_BLOCK) as *const f32)
+            };
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum[t]),
+                _mm512_mul_ps(dw, _mm512_set1_ps(da)),
+                acc[t],
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
+}
+
 /// The K-quant tile functions: [`q4_k_tile`] for Q4_K and Q5_K,
-/// [`q6_k_tile`] for Q6_K.
+/// [`q6_k_tile`] for Q6_K, [`q3_k_tile`] for Q3_K, [`q2_k_tile`] for Q2_K,
+/// [`iq4_xs_tile`] for IQ4_XS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KKind {
     Q4K,
     Q5K,
     Q6K,
+    Q3K,
+    Q2K,
+    IQ4XS,
 }
 
 /// The tile function of `kind` for `nt` tokens (1..=16).
@@ -292,6 +679,9 @@ pub(crate) unsafe fn k_tile_n(kind: KKind, tile: &KTile, nt: usize) {
                     KKind::Q4K => q4_k_tile::<false, $n>(tile),
                     KKind::Q5K => q4_k_tile::<true, $n>(tile),
                     KKind::Q6K => q6_k_tile::<$n>(tile),
+                    KKind::Q3K => q3_k_tile::<$n>(tile),
+                    KKind::Q2K => q2_k_tile::<$n>(tile),
+                    KKind::IQ4XS => iq4_xs_tile::<$n>(tile),
                 },)*
                 _ => debug_assert!(false, "k_tile_n: nt = {nt}"),
             }
