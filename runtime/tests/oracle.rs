@@ -201,6 +201,8 @@ fn repacked_and_zero_copy_weights_agree() {
         "phi3-hd96-q4_0.gguf",
         "phi3-tiny-q4_k_m.gguf",
         "phi3-tiny-q6_k.gguf",
+        "phi3-tiny-q3_k_m.gguf",
+        "phi3-tiny-q2_k.gguf",
     ] {
         let path = fixtures().join("models").join(file);
         let load = |repack| {
@@ -235,13 +237,14 @@ fn repacked_and_zero_copy_weights_agree() {
         let max = diffs.iter().fold(0f32, |m, d| m.max(*d));
         let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
         eprintln!("{file}: repacked vs mapped: max {max:.3e}, mean {mean:.3e}");
-        // Q4_1 flips far more often (its `d·isum + m·s` terms cancel): on this
-        // file an independent f64 implementation that rounds activations like
-        // llama.cpp differs from llama.cpp by a mean of 1.4e-3
-        // (tests/fixtures/noise_floor.md), as does our scalar reference, and
-        // on these 40 positions packed vs mapped by ~1.4e-2; a wrong block
-        // term gives means ≥ 0.1.
-        let flippy = file.contains("q4_1");
+        // Q4_1 and Q2_K flip far more often (their `d·isum ± m·s` terms
+        // cancel): on these files an independent f64 implementation that
+        // rounds activations like llama.cpp differs from llama.cpp by a mean
+        // of 1.4e-3 / 6.2e-3 (tests/fixtures/noise_floor.md), as do our
+        // scalar reference and the packed path, and on these 40 positions
+        // packed vs mapped by ~1.4e-2 / 6.9e-3; a wrong block term gives
+        // means ≥ 0.1.
+        let flippy = file.contains("q4_1") || file.contains("q2_k");
         let mean_tol = if flippy { 3e-2 } else { 2e-3 };
         assert!(
             max < 0.25 && mean < mean_tol,
