@@ -64,7 +64,7 @@ use core::arch::x86_64::*;
 use crate::packed::k_layout::*;
 
 /// gemv prefetch distance in records.
-const PF_RECS: usize = 2;
+const PF_RECS: usize = 4;
 
 /// Where one call of a tile function reads and writes.
 #[derive(Clone, Copy)]
@@ -92,7 +92,7 @@ fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
     let lines = len / 64;
     for l in part * lines / parts..(part + 1) * lines / parts {
         // SAFETY: prefetch is a hint; it does not fault on any address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8) };
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l) as *const i8) };
     }
 }
 
