@@ -16,6 +16,18 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
+/// The codebook plus 128 as unsigned bytes (1..=241), for `u8 × i8` dot
+/// instructions; the offset is removed as `−128·Σa`.
+pub const KVALUES_IQ4NL_U8: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// IQ4_NL: `x[j] = d * K[qs[j] & 15]`, `x[j + 16] = d * K[qs[j] >> 4]`.
 #[allow(non_camel_case_types)]
 #[repr(C)]

@@ -21,19 +21,37 @@
 
 use core::arch::x86_64::*;
 
-use crate::formats::iq4::KVALUES_IQ4NL;
+use crate::formats::iq4::KVALUES_IQ4NL_U8;
 use crate::packed::l32::*;
 
-/// The IQ4_NL codebook plus 128, as unsigned bytes.
-const IQ4_LUT: [u8; 16] = {
-    let mut t = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
-        i += 1;
-    }
-    t
-};
+/// `KVALUES_IQ4NL_U8` in every 128-bit lane, for one `vpshufb` lookup of
+/// 64 nibbles (shared with the packed IQ4_XS kernel).
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn iq4_u8_table() -> __m512i {
+    // SAFETY: KVALUES_IQ4NL_U8 is 16 readable bytes.
+    _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(KVALUES_IQ4NL_U8.as_ptr() as *const __m128i) })
+}
+
+/// `w | (bit j of h moved to bit 4)` in every byte: merges fifth bits stored
+/// as bit planes (bit `j` of a byte belongs to vector `j`) into nibbles;
+/// 16-bit shifts only spill into bits the `0x10` mask drops. Shared with
+/// the packed Q5_K kernel.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(crate) fn merge_fifth_bit(w: __m512i, h: __m512i, j: usize) -> __m512i {
+    let hs = match j {
+        0 => _mm512_slli_epi16::<4>(h),
+        1 => _mm512_slli_epi16::<3>(h),
+        2 => _mm512_slli_epi16::<2>(h),
+        3 => _mm512_slli_epi16::<1>(h),
+        4 => h,
+        5 => _mm512_srli_epi16::<1>(h),
+        6 => _mm512_srli_epi16::<2>(h),
+        _ => _mm512_srli_epi16::<3>(h),
+    };
+    _mm512_ternarylogic_epi32::<0xF8>(w, hs, _mm512_set1_epi8(0x10))
+}
 
 /// gemv prefetch distance in bytes of packed quants.
 const PF_DIST: usize = 4096;
@@ -75,10 +93,7 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
     // Offset of the 32 quants inside an activation block.
     let aq = ab - 32;
     let m4 = _mm512_set1_epi8(0x0F);
-    let m10 = _mm512_set1_epi8(0x10);
-    // SAFETY: IQ4_LUT is 16 readable bytes.
-    let lut =
-        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4_LUT.as_ptr() as *const __m128i) });
+    let lut = iq4_u8_table();
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..tile.nb {
         // SAFETY: block b < nb of the group's quants and scales is readable
@@ -117,18 +132,7 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
                 // (16-bit shifts only spill into bits the 0x10 mask drops).
                 let h = _mm512_loadu_si512(p.add(256) as *const __m512i);
                 for (j, w) in wv.iter_mut().enumerate() {
-                    let hs = match j {
-                        0 => _mm512_slli_epi16::<4>(h),
-                        1 => _mm512_slli_epi16::<3>(h),
-                        2 => _mm512_slli_epi16::<2>(h),
-                        3 => _mm512_slli_epi16::<1>(h),
-                        4 => h,
-                        5 => _mm512_srli_epi16::<1>(h),
-                        6 => _mm512_srli_epi16::<2>(h),
-                        _ => _mm512_srli_epi16::<3>(h),
-                    };
-                    // w | (hs & 0x10)
-                    *w = _mm512_ternarylogic_epi32::<0xF8>(*w, hs, m10);
+                    *w = merge_fifth_bit(*w, h, j);
                 }
             }
             let s = tile.sc.add(b * sb);

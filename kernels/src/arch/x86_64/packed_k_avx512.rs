@@ -61,6 +61,7 @@
 
 use core::arch::x86_64::*;
 
+use super::packed_avx512::{iq4_u8_table, merge_fifth_bit};
 use crate::packed::k_layout::*;
 
 /// gemv prefetch distance in records.
@@ -109,7 +110,6 @@ fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
     let m4 = _mm512_set1_epi8(0x0F);
-    let m10 = _mm512_set1_epi8(0x10);
     let rec_len = if Q5 { Q5_K_REC } else { Q4_K_REC };
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..tile.nb {
@@ -132,21 +132,9 @@ pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
                         _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4)
                     };
                     if Q5 {
-                        // Bit j of each qh byte moved to bit 4 (16-bit shifts
-                        // only spill into bits the 0x10 mask drops).
+                        // Bit j of each qh byte is sub-block j's bit 4.
                         let h = _mm512_loadu_si512(rec.add(Q5K_QH + 64 * k) as *const __m512i);
-                        let hs = match j {
-                            0 => _mm512_slli_epi16::<4>(h),
-                            1 => _mm512_slli_epi16::<3>(h),
-                            2 => _mm512_slli_epi16::<2>(h),
-                            3 => _mm512_slli_epi16::<1>(h),
-                            4 => h,
-                            5 => _mm512_srli_epi16::<1>(h),
-                            6 => _mm512_srli_epi16::<2>(h),
-                            _ => _mm512_srli_epi16::<3>(h),
-                        };
-                        // w | (hs & 0x10)
-                        *w = _mm512_ternarylogic_epi32::<0xF8>(*w, hs, m10);
+                        *w = merge_fifth_bit(*w, h, j);
                     }
                 }
                 let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(
@@ -550,18 +538,6 @@ pub(crate) unsafe fn q2_k_tile<const T: usize>(tile: &KTile) {
     }
 }
 
-/// IQ4_XS codebook plus 128 (`KVALUES_IQ4NL[n] + 128`, all in 1..=241).
-const IQ4_U8: [u8; 16] = {
-    let k = crate::formats::iq4::KVALUES_IQ4NL;
-    let mut t = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = (k[i] as i16 + 128) as u8;
-        i += 1;
-    }
-    t
-};
-
 /// Computes 16 rows × `T` tokens of one IQ4_XS row group.
 ///
 /// # Safety
@@ -570,9 +546,7 @@ const IQ4_U8: [u8; 16] = {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn iq4_xs_tile<const T: usize>(tile: &KTile) {
     let m4 = _mm512_set1_epi8(0x0F);
-    // SAFETY: IQ4_U8 is 16 readable bytes.
-    let table =
-        _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(IQ4_U8.as_ptr() as *const __m128i) });
+    let table = iq4_u8_table();
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..tile.nb {
         let rec = tile.w.wrapping_add(b * IQ4_XS_REC);
