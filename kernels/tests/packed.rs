@@ -464,6 +464,26 @@ fn random_k_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Ve
     v
 }
 
+/// Σ_b Σ_parts |scale · d_a · integer part| over one row's blocks of type
+/// `B`; `parts` gives a block's (scale, exact integer) pairs (d·isum and
+/// dmin·imin).
+fn row_terms<B: bytemuck::Pod>(
+    row: &[u8],
+    a: &[BlockQ8_K],
+    parts: impl Fn(&B, &BlockQ8_K) -> [(f32, i32); 2],
+) -> f32 {
+    let w: &[B] = bytemuck::cast_slice(row);
+    w.iter()
+        .zip(a)
+        .map(|(bw, ba)| {
+            parts(bw, ba)
+                .iter()
+                .map(|&(d, i)| (d * ba.d * i as f32).abs())
+                .sum::<f32>()
+        })
+        .sum()
+}
+
 /// Per (token, row): Σ_b |d_w·d_a·isum_b| + |dmin_w·d_a·imin_b|.
 fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: usize) -> Vec<f32> {
     let nb = cols / 256;
@@ -473,44 +493,30 @@ fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: u
         quantize_row_q8_k(&x[t * cols..][..cols], &mut a);
         for r in 0..rows {
             let row = &data[r * nb * ty.type_size()..][..nb * ty.type_size()];
-            let mut sum = 0f32;
-            if ty == GgmlType::Q4_K {
-                let w: &[BlockQ4_K] = bytemuck::cast_slice(row);
-                for (bw, ba) in w.iter().zip(&a) {
-                    let (i, m) = block_dot_q4_k(bw, ba);
-                    sum += (bw.d.to_f32() * ba.d * i as f32).abs()
-                        + (bw.dmin.to_f32() * ba.d * m as f32).abs();
-                }
-            } else if ty == GgmlType::Q5_K {
-                let w: &[BlockQ5_K] = bytemuck::cast_slice(row);
-                for (bw, ba) in w.iter().zip(&a) {
-                    let (i, m) = block_dot_q5_k(bw, ba);
-                    sum += (bw.d.to_f32() * ba.d * i as f32).abs()
-                        + (bw.dmin.to_f32() * ba.d * m as f32).abs();
-                }
-            } else if ty == GgmlType::Q2_K {
-                let w: &[BlockQ2_K] = bytemuck::cast_slice(row);
-                for (bw, ba) in w.iter().zip(&a) {
-                    let (i, m) = block_dot_q2_k(bw, ba);
-                    sum += (bw.d.to_f32() * ba.d * i as f32).abs()
-                        + (bw.dmin.to_f32() * ba.d * m as f32).abs();
-                }
-            } else if ty == GgmlType::IQ4_XS {
-                let w: &[BlockIQ4_XS] = bytemuck::cast_slice(row);
-                for (bw, ba) in w.iter().zip(&a) {
-                    sum += (bw.d.to_f32() * ba.d * block_dot_iq4_xs(bw, ba) as f32).abs();
-                }
-            } else if ty == GgmlType::Q3_K {
-                let w: &[BlockQ3_K] = bytemuck::cast_slice(row);
-                for (bw, ba) in w.iter().zip(&a) {
-                    sum += (bw.d.to_f32() * ba.d * block_dot_q3_k(bw, ba) as f32).abs();
-                }
-            } else {
-                let w: &[BlockQ6_K] = bytemuck::cast_slice(row);
-                for (bw, ba) in w.iter().zip(&a) {
-                    sum += (bw.d.to_f32() * ba.d * block_dot_q6_k(bw, ba) as f32).abs();
-                }
-            }
+            let d = |x: half::f16| x.to_f32();
+            let sum = match ty {
+                GgmlType::Q4_K => row_terms(row, &a, |w: &BlockQ4_K, q| {
+                    let (i, m) = block_dot_q4_k(w, q);
+                    [(d(w.d), i), (d(w.dmin), m)]
+                }),
+                GgmlType::Q5_K => row_terms(row, &a, |w: &BlockQ5_K, q| {
+                    let (i, m) = block_dot_q5_k(w, q);
+                    [(d(w.d), i), (d(w.dmin), m)]
+                }),
+                GgmlType::Q2_K => row_terms(row, &a, |w: &BlockQ2_K, q| {
+                    let (i, m) = block_dot_q2_k(w, q);
+                    [(d(w.d), i), (d(w.dmin), m)]
+                }),
+                GgmlType::IQ4_XS => row_terms(row, &a, |w: &BlockIQ4_XS, q| {
+                    [(d(w.d), block_dot_iq4_xs(w, q)), (0.0, 0)]
+                }),
+                GgmlType::Q3_K => row_terms(row, &a, |w: &BlockQ3_K, q| {
+                    [(d(w.d), block_dot_q3_k(w, q)), (0.0, 0)]
+                }),
+                _ => row_terms(row, &a, |w: &BlockQ6_K, q| {
+                    [(d(w.d), block_dot_q6_k(w, q)), (0.0, 0)]
+                }),
+            };
             out[t * rows + r] = sum;
         }
     }
