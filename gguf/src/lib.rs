@@ -31,7 +31,10 @@ mod value;
 mod writer;
 
 pub use error::GgufError;
-pub use parse::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_METADATA_VALUES};
+pub use parse::{
+    is_unsafe_to_show, printable, printable_up_to, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
+    MAX_DIMS, MAX_METADATA_VALUES,
+};
 pub use types::GgmlType;
 pub use value::{Value, ValueType};
 pub use writer::GgufWriter;

@@ -119,17 +119,36 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A key or tensor name as shown in error messages: control characters
-/// escaped (messages stay on one line) and very long names shortened.
-pub(crate) fn printable(name: &str) -> String {
-    const MAX_CHARS: usize = 96;
+/// Whether a character from a file must not reach a terminal as it is:
+/// C0 and C1 controls and DEL (terminal escape sequences start with ESC or
+/// the 8-bit CSI U+009B; line breaks fake output lines), the line and
+/// paragraph separators, and the bidi controls that reorder the text around
+/// them ("Trojan Source"). [`printable`] escapes them in error messages;
+/// the `phi` command escapes them in everything it shows from a file.
+pub fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// A key or tensor name as shown in error messages: the characters of
+/// [`is_unsafe_to_show`] escaped (messages stay on one line and carry no
+/// terminal escape sequences) and very long names shortened.
+pub fn printable(name: &str) -> String {
+    printable_up_to(name, 96)
+}
+
+/// [`printable`] with another length limit, in characters.
+pub fn printable_up_to(name: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
-        if i == MAX_CHARS {
+        if i == max_chars {
             out.push_str(&format!("...({} bytes)", name.len()));
             break;
         }
-        if c.is_control() {
+        if is_unsafe_to_show(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -413,6 +432,21 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Header, GgufError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert_eq!(printable("blk.0.attn_q.weight"), "blk.0.attn_q.weight");
+        assert_eq!(printable("日本語 ▁x"), "日本語 ▁x");
+        assert_eq!(printable("a\nb\x1b[2J"), "a\\nb\\u{1b}[2J");
+        assert_eq!(printable("\u{9b}31m\u{7f}"), "\\u{9b}31m\\u{7f}");
+        assert_eq!(printable("abc\u{202e}d\u{2028}"), "abc\\u{202e}d\\u{2028}");
+        let long = "y".repeat(1000);
+        assert_eq!(
+            printable(&long),
+            format!("{}...(1000 bytes)", "y".repeat(96))
+        );
+        assert_eq!(printable_up_to(&long, 3), "yyy...(1000 bytes)");
+    }
 
     fn u8_array(count: u64) -> Vec<u8> {
         let mut b = ValueType::U8.id().to_le_bytes().to_vec();

@@ -84,7 +84,7 @@ impl Config {
         let arch = match arch_name {
             "phi3" => Arch::Phi3,
             "llama" => Arch::Llama,
-            other => return Err(PhiError::UnsupportedArch(other.to_string())),
+            other => return Err(PhiError::UnsupportedArch(phi_gguf::printable(other))),
         };
         let a = arch.name();
         let k = |s: &str| format!("{a}.{s}");

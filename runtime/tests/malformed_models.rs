@@ -221,3 +221,48 @@ fn a_huge_layer_count_fails_on_the_first_missing_layer_without_allocating() {
         "largest single allocation: {largest} bytes"
     );
 }
+
+/// Issue 18: a model whose special-token ids lie outside its vocabulary
+/// used to load (the ids were silently ignored) and generate. Every
+/// token-id key the tokenizer reads is refused, naming the key and the
+/// vocabulary size, and in-range ids still load.
+#[test]
+fn special_token_ids_outside_the_vocabulary() {
+    let good = Gguf::from_bytes(build(&SyntheticSpec::tiny_phi3()).unwrap()).unwrap();
+    let n_vocab = good.get_array("tokenizer.ggml.tokens").unwrap().len();
+    let vocab_msg = format!("outside the vocabulary of {n_vocab} tokens");
+    let past = n_vocab as u32;
+    for key in [
+        "bos_token_id",
+        "eos_token_id",
+        "eot_token_id",
+        "eom_token_id",
+        "unknown_token_id",
+        "seperator_token_id",
+        "padding_token_id",
+        "mask_token_id",
+        "prefix_token_id",
+        "suffix_token_id",
+        "middle_token_id",
+        "fim_pre_token_id",
+        "fim_suf_token_id",
+        "fim_mid_token_id",
+        "fim_pad_token_id",
+        "fim_rep_token_id",
+        "fim_sep_token_id",
+    ] {
+        let key = format!("tokenizer.ggml.{key}");
+        for v in [Value::U32(past), Value::U32(u32::MAX), Value::I32(-1)] {
+            let e = expect_err(&good, Change::Meta(&key, v), &[&key, &vocab_msg]);
+            assert!(
+                matches!(
+                    e,
+                    PhiError::Tokenizer(phi::tokenizer::TokenizerError::SpecialIdOutOfRange { .. })
+                ),
+                "{e}"
+            );
+        }
+        // The last token is a valid id for every key.
+        rebuild(&good, &Change::Meta(&key, Value::U32(past - 1))).unwrap();
+    }
+}

@@ -375,12 +375,31 @@ fn hostile_vocab_never_panics() {
         2.0,
     ]);
     s.token_types = Some(vec![3, 1, 6, 1, 4, -7, 1, 99]);
-    s.special_ids.bos = Some(1_000_000);
-    s.special_ids.eos = Some(u32::MAX);
     s.special_ids.unk = Some(7);
     s.add_eos = Some(true);
+    // Special ids outside the vocabulary are refused, naming the key.
+    for (field, key) in [
+        (0, "tokenizer.ggml.bos_token_id"),
+        (1, "tokenizer.ggml.eos_token_id"),
+        (2, "tokenizer.ggml.padding_token_id"),
+        (3, "tokenizer.ggml.fim_sep_token_id"),
+    ] {
+        for bad in [8, 1_000_000, u32::MAX] {
+            let mut lying = s.clone();
+            let ids = &mut lying.special_ids;
+            *[&mut ids.bos, &mut ids.eos, &mut ids.pad, &mut ids.fim_sep][field] = Some(bad);
+            let e = Tokenizer::from_spec(lying).unwrap_err();
+            assert!(
+                matches!(&e, TokenizerError::SpecialIdOutOfRange { key: k, id, n_vocab: 8 }
+                    if k == key && *id == i128::from(bad)),
+                "{e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(key) && msg.contains("8 tokens"), "{msg}");
+        }
+    }
     let tok = Tokenizer::from_spec(s).unwrap();
-    assert_eq!(tok.bos(), Some(1), "out-of-range key keeps the default");
+    assert_eq!(tok.bos(), Some(1), "absent keys keep the default");
     assert_eq!(tok.eos(), Some(2));
     assert_eq!(tok.token_text(0), Some("[EMPTY_0]"));
     for text in [
@@ -663,22 +682,106 @@ fn hostile_gguf_metadata() {
     ])
     .unwrap_err();
     assert!(matches!(e, TokenizerError::Gguf(_)), "{e}");
-    // Negative / out-of-range special ids are ignored; the defaults stay.
-    let tok = build(vec![
-        model("llama"),
-        tokens(),
-        ("tokenizer.ggml.bos_token_id", phi_gguf::Value::I32(-1)),
+    // Negative, too large and out-of-vocabulary special ids are refused,
+    // naming the key (also the older fim keys and the chat template's
+    // bos/eos); in-range ones are used.
+    let n_vocab = 4; // tokens()
+    for (key, value, shown) in [
+        (
+            "tokenizer.ggml.bos_token_id",
+            phi_gguf::Value::I32(-1),
+            -1i128,
+        ),
         (
             "tokenizer.ggml.eos_token_id",
             phi_gguf::Value::U32(4_000_000_000),
+            4_000_000_000,
         ),
-        ("tokenizer.ggml.unknown_token_id", phi_gguf::Value::U32(3)),
+        ("tokenizer.ggml.eos_token_id", phi_gguf::Value::U32(4), 4),
+        (
+            "tokenizer.ggml.eot_token_id",
+            phi_gguf::Value::U64(1 << 40),
+            1 << 40,
+        ),
+        ("tokenizer.ggml.eom_token_id", phi_gguf::Value::U32(9), 9),
+        (
+            "tokenizer.ggml.unknown_token_id",
+            phi_gguf::Value::I64(-7),
+            -7,
+        ),
+        (
+            "tokenizer.ggml.seperator_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        (
+            "tokenizer.ggml.padding_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        ("tokenizer.ggml.mask_token_id", phi_gguf::Value::U16(5), 5),
+        ("tokenizer.ggml.prefix_token_id", phi_gguf::Value::U32(5), 5),
+        ("tokenizer.ggml.suffix_token_id", phi_gguf::Value::U32(5), 5),
+        ("tokenizer.ggml.middle_token_id", phi_gguf::Value::U32(5), 5),
+        (
+            "tokenizer.ggml.fim_pre_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        (
+            "tokenizer.ggml.fim_suf_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        (
+            "tokenizer.ggml.fim_mid_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        (
+            "tokenizer.ggml.fim_pad_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        (
+            "tokenizer.ggml.fim_rep_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+        (
+            "tokenizer.ggml.fim_sep_token_id",
+            phi_gguf::Value::U32(5),
+            5,
+        ),
+    ] {
+        let e = build(vec![model("llama"), tokens(), (key, value)]).unwrap_err();
+        assert!(
+            matches!(&e, TokenizerError::SpecialIdOutOfRange { key: k, id, n_vocab: n }
+                if k == key && *id == shown && *n == n_vocab),
+            "{key}: {e}"
+        );
+        assert!(
+            e.to_string().contains("outside the vocabulary of 4 tokens"),
+            "{e}"
+        );
+    }
+    let tok = build(vec![
+        model("llama"),
+        tokens(),
+        ("tokenizer.ggml.bos_token_id", phi_gguf::Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id", phi_gguf::Value::U8(3)),
     ])
     .unwrap();
     assert_eq!(
         (tok.bos(), tok.eos(), tok.unk()),
-        (Some(1), Some(2), Some(3))
+        (Some(2), Some(2), Some(3))
     );
+    // A "none" tokenizer has no vocabulary and ignores its ids.
+    build(vec![
+        model("none"),
+        ("tokenizer.ggml.bos_token_id", phi_gguf::Value::U32(7)),
+    ])
+    .unwrap();
     // A gpt2 model without merges.
     let e = build(vec![model("gpt2"), tokens()]).unwrap_err();
     assert!(
@@ -737,6 +840,7 @@ mod hostile_specs {
                 0..8,
             ),
             ids in proptest::collection::vec(0u32..30, 4),
+            lie in proptest::option::weighted(0.1, 0usize..4),
             name in prop_oneof![Just("phi3"), Just("x")],
             text in "[a-c▁ <>|/s\\n]{0,24}|\\PC{0,12}",
             decode in proptest::collection::vec(0u32..40, 0..12),
@@ -749,6 +853,11 @@ mod hostile_specs {
                 tokens.push(tokens[0].clone()); // sometimes a duplicate
             }
             let n = tokens.len();
+            // Ids inside the vocabulary, except (sometimes) one that lies.
+            let mut ids: Vec<u32> = ids.iter().map(|&i| i % (n.max(1) as u32)).collect();
+            if let Some(l) = lie {
+                ids[l] += n as u32;
+            }
             let spec = VocabSpec {
                 model: if bpe { "gpt2" } else { "llama" }.into(),
                 pre: bpe.then(|| "gpt-2".to_string()),
@@ -767,6 +876,8 @@ mod hostile_specs {
                 ..VocabSpec::default()
             };
             let loaded = Tokenizer::from_spec(spec);
+            // (Refused as SpecialIdOutOfRange, or for an earlier defect.)
+            prop_assert!(lie.is_none() || loaded.is_err(), "a lying special id loaded");
             if let Ok(tok) = loaded {
                 LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for (a, p) in [(false, false), (true, true), (true, false), (false, true)] {

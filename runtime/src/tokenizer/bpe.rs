@@ -80,7 +80,7 @@ impl Merges {
             let Some(p) = split else {
                 return Err(TokenizerError::MalformedMerge {
                     index,
-                    merge: truncate_for_error(entry),
+                    merge: phi_gguf::printable(entry),
                 });
             };
             let rank = u32::try_from(index).map_err(|_| TokenizerError::TooLarge {
@@ -107,18 +107,6 @@ impl Merges {
         let r = *self.parts.get(right)?;
         self.ranks.get(&(l, r)).copied()
     }
-}
-
-pub(crate) fn truncate_for_error(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// A candidate merge in the queue: lowest rank first, then leftmost.

@@ -48,7 +48,9 @@ pub enum ChatTemplateError {
 
 impl From<Error> for ChatTemplateError {
     fn from(e: Error) -> Self {
-        ChatTemplateError::Render(e.to_string())
+        // The message may quote the template (raise_exception): one line,
+        // no control characters.
+        ChatTemplateError::Render(phi_gguf::printable_up_to(&e.to_string(), 512))
     }
 }
 

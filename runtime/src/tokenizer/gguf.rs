@@ -1,8 +1,8 @@
 //! Reading a [`VocabSpec`] out of GGUF metadata.
 
-use phi_gguf::{Gguf, GgufError, Value};
+use phi_gguf::{Gguf, Value};
 
-use super::{SpecialIds, TokenizerError, VocabSpec};
+use super::{special_id, SpecialIds, TokenizerError, VocabSpec};
 
 fn bad(key: &str, problem: impl Into<String>) -> TokenizerError {
     TokenizerError::BadValue {
@@ -34,14 +34,17 @@ fn opt_array<T>(
         .map(Some)
 }
 
-/// An optional token id key. Ids that are not representable (negative,
-/// too large) are treated like out-of-range ids: ignored, as llama.cpp
-/// ignores ids beyond the vocabulary.
-fn opt_id(g: &Gguf, key: &str) -> Result<Option<u32>, TokenizerError> {
-    match g.opt_u32(key) {
-        Ok(v) => Ok(v),
-        Err(GgufError::ValueOutOfRange { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+/// An optional token id key, which must name one of the `n_vocab` tokens:
+/// negative, too large and out-of-vocabulary ids are errors that name the
+/// key (a file that lies about its vocabulary is refused).
+fn opt_id(g: &Gguf, key: &str, n_vocab: usize) -> Result<Option<u32>, TokenizerError> {
+    let Some(v) = g.get(key) else {
+        return Ok(None);
+    };
+    match v.as_integer() {
+        Some(id) => special_id(key, id, n_vocab).map(Some),
+        // Not an integer: the typed accessor says what it is instead.
+        None => Ok(g.opt_u32(key)?),
     }
 }
 
@@ -76,7 +79,14 @@ pub(super) fn read_spec(g: &Gguf) -> Result<VocabSpec, TokenizerError> {
         v.as_str().map(str::to_owned)
     })?;
 
-    let id = |k: &str| opt_id(g, &key(k));
+    // A tokenizer-less model ("none") ignores its ids, like llama.cpp.
+    let id = |k: &str| {
+        if none {
+            Ok(None)
+        } else {
+            opt_id(g, &key(k), tokens.len())
+        }
+    };
     let special_ids = SpecialIds {
         bos: id("bos_token_id")?,
         eos: id("eos_token_id")?,
