@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use crate::show;
 use phi_gguf::{Gguf, TensorInfo, Value};
 use serde_json::{json, Map, Value as Json};
 
@@ -56,13 +57,24 @@ const TOKEN_IDS: &[&str] = &[
 /// Arrays longer than this are abbreviated in text output.
 const MAX_ARRAY_ITEMS: usize = 8;
 
+/// Strings from the file longer than this (escaped) are cut in text output.
+const MAX_STRING_CHARS: usize = 200;
+
+/// The widest the tensor-name column grows; longer names are cut.
+const MAX_NAME_CHARS: usize = 64;
+
+/// A string from the file, quoted, escaped and cut for text output.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", show::shortened(s, MAX_STRING_CHARS))
+}
+
 pub fn run(args: Args) -> crate::CliResult {
     let g = Gguf::open(&args.model).map_err(|e| match e {
         phi_gguf::GgufError::Open { .. } => e.to_string(),
         e => format!("{}: {e}", args.model.display()),
     })?;
     let out = if args.json {
-        let mut s = serde_json::to_string_pretty(&to_json(&g, args.metadata))?;
+        let mut s = terminal_safe_json(&to_json(&g, args.metadata))?;
         s.push('\n');
         s
     } else {
@@ -149,10 +161,7 @@ fn abbreviated(v: &Value) -> String {
             let all: Vec<String> = items.iter().map(abbreviated).collect();
             format!("[{}]", all.join(", "))
         }
-        Value::String(s) if s.chars().count() > 200 => {
-            let head: String = s.chars().take(120).collect();
-            format!("{head:?}... ({} bytes)", s.len())
-        }
+        Value::String(s) => quoted(s),
         v => v.to_string(),
     }
 }
@@ -168,6 +177,16 @@ fn type_label(v: &Value) -> String {
     }
 }
 
+/// A short identifier-like string (architecture, model name) as it is;
+/// anything with escapes or too long, quoted like other strings.
+fn quoted_if_odd(s: &str) -> String {
+    if show::escaped_width(s, MAX_STRING_CHARS) <= MAX_STRING_CHARS && show::escaped(s) == s {
+        s.to_owned()
+    } else {
+        quoted(s)
+    }
+}
+
 fn shape(t: &TensorInfo) -> String {
     let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
     format!("[{}]", dims.join(", "))
@@ -180,9 +199,10 @@ fn to_text(g: &Gguf, args: &Args) -> Result<String, std::fmt::Error> {
     writeln!(s, "size:          {} bytes", g.bytes().len())?;
     writeln!(s, "GGUF version:  {}", g.version())?;
     writeln!(s, "alignment:     {}", g.alignment())?;
-    writeln!(s, "architecture:  {}", arch.unwrap_or("(none)"))?;
+    let arch_shown = arch.map_or_else(|| "(none)".to_owned(), quoted_if_odd);
+    writeln!(s, "architecture:  {arch_shown}")?;
     if let Ok(name) = g.get_str("general.name") {
-        writeln!(s, "name:          {name}")?;
+        writeln!(s, "name:          {}", quoted_if_odd(name))?;
     }
     if let Some((ft, name)) = file_type(g) {
         writeln!(s, "file type:     {name} ({ft})")?;
@@ -198,7 +218,7 @@ fn to_text(g: &Gguf, args: &Args) -> Result<String, std::fmt::Error> {
     if let Some(arch) = arch {
         let hp = hparams(g, arch);
         if !hp.is_empty() {
-            writeln!(s, "\nhyper-parameters ({arch}.*):")?;
+            writeln!(s, "\nhyper-parameters ({}.*):", quoted_if_odd(arch))?;
             for (k, v) in hp {
                 writeln!(s, "  {k:<38} {}", abbreviated(v))?;
             }
@@ -221,14 +241,14 @@ fn to_text(g: &Gguf, args: &Args) -> Result<String, std::fmt::Error> {
         for key in TOKEN_IDS {
             if let Some(id) = g.get(&format!("tokenizer.ggml.{key}")) {
                 match token_text(tokens, id) {
-                    Some(text) => writeln!(s, "  {key:<38} {id} ({text:?})")?,
-                    None => writeln!(s, "  {key:<38} {id}")?,
+                    Some(text) => writeln!(s, "  {key:<38} {id} ({})", quoted(text))?,
+                    None => writeln!(s, "  {key:<38} {}", abbreviated(id))?,
                 }
             }
         }
         for key in ["add_bos_token", "add_eos_token", "add_space_prefix"] {
             if let Some(v) = g.get(&format!("tokenizer.ggml.{key}")) {
-                writeln!(s, "  {key:<38} {v}")?;
+                writeln!(s, "  {key:<38} {}", abbreviated(v))?;
             }
         }
         if let Ok(t) = g.get_str("tokenizer.chat_template") {
@@ -242,7 +262,7 @@ fn to_text(g: &Gguf, args: &Args) -> Result<String, std::fmt::Error> {
             writeln!(
                 s,
                 "  {} ({}) = {}",
-                k.escape_debug(),
+                show::shortened(k, MAX_STRING_CHARS),
                 type_label(v),
                 abbreviated(v)
             )?;
@@ -250,24 +270,29 @@ fn to_text(g: &Gguf, args: &Args) -> Result<String, std::fmt::Error> {
     }
 
     if !g.tensors().is_empty() {
+        // Width from the file, so padded by `show::cell`, never by a
+        // formatting width argument (those panic above 65535).
         let name_w = g
             .tensors()
             .iter()
-            .map(|t| t.name.escape_debug().count())
+            .map(|t| show::escaped_width(&t.name, MAX_NAME_CHARS).min(MAX_NAME_CHARS))
             .max()
             .unwrap_or(0)
             .max(4);
         writeln!(s, "\ntensors:")?;
         writeln!(
             s,
-            "  {:<name_w$}  {:<8} {:<22} {:>12}",
-            "name", "type", "shape", "bytes"
+            "  {}  {:<8} {:<22} {:>12}",
+            show::cell("name", name_w),
+            "type",
+            "shape",
+            "bytes"
         )?;
         for t in g.tensors() {
             writeln!(
                 s,
-                "  {:<name_w$}  {:<8} {:<22} {:>12}",
-                t.name.escape_debug().to_string(),
+                "  {}  {:<8} {:<22} {:>12}",
+                show::cell(&t.name, name_w),
                 t.ggml_type.name(),
                 shape(t),
                 t.n_bytes
@@ -275,6 +300,77 @@ fn to_text(g: &Gguf, args: &Args) -> Result<String, std::fmt::Error> {
         }
     }
     Ok(s)
+}
+
+/// Pretty JSON in which the characters `show` escapes in text output (DEL,
+/// C1 controls such as the 8-bit CSI, bidi controls, line separators) are
+/// written as `\uXXXX` too: serde_json escapes only C0 controls, and the
+/// output may go to a terminal. The JSON value is the same.
+fn terminal_safe_json(v: &Json) -> Result<String, serde_json::Error> {
+    use serde::Serialize as _;
+    use serde_json::ser::{Formatter, PrettyFormatter};
+    use std::io::{self, Write};
+
+    struct Safe<'a>(PrettyFormatter<'a>);
+    impl Formatter for Safe<'_> {
+        fn write_string_fragment<W: ?Sized + Write>(
+            &mut self,
+            w: &mut W,
+            fragment: &str,
+        ) -> io::Result<()> {
+            let mut start = 0;
+            for (i, c) in fragment.char_indices() {
+                if phi_gguf::is_unsafe_to_show(c) {
+                    w.write_all(&fragment.as_bytes()[start..i])?;
+                    // Every escaped character is in the BMP: one \uXXXX.
+                    write!(w, "\\u{:04x}", c as u32)?;
+                    start = i + c.len_utf8();
+                }
+            }
+            w.write_all(&fragment.as_bytes()[start..])
+        }
+        fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.begin_array(w)
+        }
+        fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_array(w)
+        }
+        fn begin_array_value<W: ?Sized + Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            self.0.begin_array_value(w, first)
+        }
+        fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_array_value(w)
+        }
+        fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.begin_object(w)
+        }
+        fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_object(w)
+        }
+        fn begin_object_key<W: ?Sized + Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            self.0.begin_object_key(w, first)
+        }
+        fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.begin_object_value(w)
+        }
+        fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_object_value(w)
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Safe(PrettyFormatter::new()));
+    v.serialize(&mut ser)?;
+    // serde_json writes valid UTF-8: the lossy conversion never replaces.
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A metadata value as JSON (full arrays; non-finite floats become null).

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use crate::show;
 use phi_gguf::{GgmlType, Gguf, GgufWriter, TensorInfo, Value};
 use rayon::prelude::*;
 
@@ -360,11 +361,12 @@ fn mix_type(
     } else if cat == Category::FfnDown {
         let (i, n) = if n_expert > 1 {
             let i = layer_of(&info.name)
-                .ok_or_else(|| format!("cannot tell the layer of tensor {}", info.name))?;
+                .ok_or_else(|| format!("cannot tell the layer of tensor {}", shown(&info.name)))?;
             if i >= hp.n_layer {
                 return Err(format!(
                     "tensor {} is in layer {i}, the model has {}",
-                    info.name, hp.n_layer
+                    shown(&info.name),
+                    hp.n_layer
                 ));
             }
             (i, hp.n_layer)
@@ -418,7 +420,7 @@ fn fallback(info: &TensorInfo, ty: GgmlType) -> (GgmlType, Option<String>) {
     }
     let note = format!(
         "{}: row length {ncols} is not a multiple of {} (the {ty} block): using {new} instead",
-        info.name,
+        shown(&info.name),
         ty.block_size()
     );
     (new, Some(note))
@@ -475,7 +477,7 @@ fn plan(
 /// pool; each worker holds one f32 row).
 fn convert(info: &TensorInfo, data: &[u8], to: GgmlType) -> Result<Vec<u8>, String> {
     let from = info.ggml_type;
-    let name = &info.name;
+    let name = shown(&info.name);
     let too_big = || format!("tensor {name} is too large for this machine");
     let row_len = usize::try_from(info.row_len()).map_err(|_| too_big())?;
     let n_rows = usize::try_from(info.n_rows()).map_err(|_| too_big())?;
@@ -539,6 +541,14 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// Tensor names longer than this (escaped) are cut in messages.
+const MAX_NAME_CHARS: usize = 64;
+
+/// A tensor name from the file as shown in messages and progress lines.
+fn shown(name: &str) -> String {
+    show::shortened(name, MAX_NAME_CHARS)
+}
+
 const SPLIT_KEYS: [&str; 3] = ["split.no", "split.count", "split.tensors.count"];
 
 pub fn run(args: Args) -> crate::CliResult {
@@ -578,12 +588,12 @@ pub fn run(args: Args) -> crate::CliResult {
                 "{} is already quantized ({} is {from}); requantizing loses quality, \
                  start from an F32/F16/BF16 model or pass --allow-requantize",
                 args.input.display(),
-                info.name
+                shown(&info.name)
             )
             .into());
         }
         if !phi_kernels::supports(from) {
-            return Err(format!("cannot convert {} from type {from}", info.name).into());
+            return Err(format!("cannot convert {} from type {from}", shown(&info.name)).into());
         }
     }
     for n in &notes {
@@ -621,7 +631,12 @@ pub fn run(args: Args) -> crate::CliResult {
         .map_err(|e| format!("cannot start {} threads: {e}", args.threads))?;
     let n = g.tensors().len();
     let width = n.to_string().len();
-    let name_width = g.tensors().iter().map(|t| t.name.len()).max().unwrap_or(0);
+    let name_width = g
+        .tensors()
+        .iter()
+        .map(|t| show::escaped_width(&t.name, MAX_NAME_CHARS).min(MAX_NAME_CHARS))
+        .max()
+        .unwrap_or(0);
     let (mut size_in, mut size_out) = (0u64, 0u64);
     eprintln!(
         "quantizing {} -> {} as {}{} ({n} tensors)",
@@ -653,9 +668,9 @@ pub fn run(args: Args) -> crate::CliResult {
             format!("{from} -> {to}  {} -> {}", human(a), human(b))
         };
         eprintln!(
-            "[{:>width$}/{n}] {:<name_width$} {:?} {change}",
+            "[{:>width$}/{n}] {} {:?} {change}",
             i + 1,
-            info.name,
+            show::cell(&info.name, name_width),
             info.dims,
         );
         size_in += view.data.len() as u64;

@@ -156,3 +156,85 @@ fn malformed_files_fail_with_one_line() {
     assert_clean_failure(&out, "missing.gguf");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 18: a tensor name of 100 000 characters made `phi inspect` panic
+/// ("Formatting argument out of range": the name column's width went into a
+/// formatting width argument). Names and strings from the file are now
+/// shortened with a marker and escaped; `--json` keeps them whole.
+#[test]
+fn long_and_hostile_strings_are_shortened_and_escaped() {
+    use phi_gguf::{GgmlType, GgufWriter, Value};
+    let dir = std::env::temp_dir().join(format!("phi-inspect-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = "x".repeat(100_000);
+    let evil = "blk.\x1b[2J\x1b]0;pwned\x07\n\u{9b}31m\u{202e}.weight";
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", Value::String("llama".into()))
+        .unwrap();
+    w.add_metadata("general.name", Value::String(evil.into()))
+        .unwrap();
+    w.add_metadata(format!("general.{evil}"), Value::String(long.clone()))
+        .unwrap();
+    for name in [long.as_str(), evil, "short"] {
+        w.add_tensor(name, GgmlType::F32, &[4], vec![0u8; 16])
+            .unwrap();
+    }
+    let path = dir.join("hostile.gguf");
+    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+
+    let out = phi(&["inspect".as_ref(), "--metadata".as_ref(), path.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n') && !text.contains('\u{202e}'),
+        "raw control characters in {text:?}"
+    );
+    // The shown name: 64 columns at most, then the marker with the true size.
+    assert!(text.contains("...(100000 bytes)"), "{text}");
+    assert!(text.len() < 4000, "{} bytes shown", text.len());
+    let shown_evil = "blk.\\x1b[2J\\x1b]0;pwned\\x07\\n\\u{9b}31m\\u{202e}.weight";
+    assert!(
+        text.contains(&format!("name:          \"{shown_evil}\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("general.{shown_evil} (string) = \"xxx")),
+        "{text}"
+    );
+    // The tensor table stays aligned: every row has its type at one column.
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "tensors:")
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}"); // header + 3 tensors
+    let col = rows[0].find("type").unwrap();
+    for r in &rows[1..] {
+        assert_eq!(
+            r.chars().skip(col).take(3).collect::<String>(),
+            "F32",
+            "{text}"
+        );
+    }
+
+    // JSON: the same strings, exact, with C1 and bidi controls as \u escapes.
+    let out = phi(&["inspect".as_ref(), "--json".as_ref(), path.as_os_str()]);
+    assert!(out.status.success());
+    let raw = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !raw.contains('\u{9b}') && !raw.contains('\u{202e}'),
+        "{raw}"
+    );
+    assert!(raw.contains("\\u009b31m\\u202e"), "{raw}");
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["name"], evil);
+    let names: Vec<&str> = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [long.as_str(), evil, "short"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
