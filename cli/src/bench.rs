@@ -205,7 +205,10 @@ fn synthetic_model(
         ty: ty.name().to_string(),
         ..info
     };
-    Ok((Model::from_gguf(gguf)?, info))
+    Ok((
+        Model::from_gguf_with(gguf, &phi::ModelOptions::from_env())?,
+        info,
+    ))
 }
 
 /// Summary statistics of one test's runs (tokens/s).
@@ -334,13 +337,13 @@ pub fn run(args: Args) -> crate::CliResult {
         (None, reference) => {
             let reference = reference.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
             let path = crate::hub::resolve(reference, args.offline)?;
-            let model = Model::load(&path)?;
+            let model = Model::load_with(&path, &phi::ModelOptions::from_env())?;
             let info = model_info(reference.to_string(), model.gguf());
             (model, info)
         }
     };
     let model = Arc::new(model);
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = model.config().n_vocab;
     let threads = if args.threads.is_empty() {
         vec![phi::context::default_threads()]
     } else {
@@ -390,6 +393,7 @@ pub fn run(args: Args) -> crate::CliResult {
             kv_type: args.kv_type.into(),
             sliding_window: false,
             max_memory: args.max_memory.bytes(),
+            ..ContextParams::default()
         };
         let mut ctx = Context::new(Arc::clone(&model), &params)?;
         for test in &tests {

@@ -54,11 +54,14 @@ impl From<KvArg> for KvType {
 }
 
 pub fn run(args: Args) -> crate::CliResult {
-    let model = Arc::new(Model::load(&args.model)?);
-    let n_vocab = model.config.n_vocab;
+    let model = Arc::new(Model::load_with(
+        &args.model,
+        &phi::ModelOptions::from_env(),
+    )?);
+    let n_vocab = model.config().n_vocab;
     let params = ContextParams {
         n_ctx: if args.ctx_size == 0 {
-            (args.tokens.len() + args.greedy).max(model.config.n_ctx_train.min(4096))
+            (args.tokens.len() + args.greedy).max(model.config().n_ctx_train.min(4096))
         } else {
             args.ctx_size
         },

@@ -91,9 +91,10 @@ pub fn run(args: Args) -> crate::CliResult {
         kv_type: args.kv_type.into(),
         sliding_window: false,
         max_memory: args.max_memory.bytes(),
+        ..ContextParams::default()
     };
     let mut ctx = Context::new(Arc::clone(&model), &params)?;
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = model.config().n_vocab;
     let first = c / 2;
 
     let bar = ProgressBar::with_draw_target(Some(n_windows as u64), ProgressDrawTarget::stderr());
