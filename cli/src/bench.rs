@@ -11,7 +11,7 @@
 use crate::logits::KvArg;
 use phi::synthetic::{self, SyntheticSpec};
 use phi::{Arch, Context, ContextParams, Model};
-use phi_gguf::{GgmlType, Gguf};
+use phi_gguf::{FileType, GgmlType, Gguf};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,32 +75,6 @@ struct ModelInfo {
     n_params: u64,
 }
 
-/// Names of `general.file_type` values (llama.cpp's `LLAMA_FTYPE_*`).
-pub fn file_type_name(id: u32) -> Option<&'static str> {
-    Some(match id {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        25 => "IQ4_NL",
-        30 => "IQ4_XS",
-        32 => "BF16",
-        _ => return None,
-    })
-}
-
 fn model_info(name: String, g: &Gguf) -> ModelInfo {
     let mut size = 0u64;
     let mut params = 0u64;
@@ -125,8 +99,8 @@ fn model_info(name: String, g: &Gguf) -> ModelInfo {
         .opt_u32("general.file_type")
         .ok()
         .flatten()
-        .and_then(file_type_name)
-        .map(str::to_string);
+        .and_then(FileType::from_id)
+        .map(|f| f.name().to_string());
     ModelInfo {
         name,
         ty: declared.or(dominant).unwrap_or_else(|| "?".into()),

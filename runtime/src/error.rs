@@ -43,6 +43,9 @@ pub enum PhiError {
     InvalidArgument(String),
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),
+    /// A tensor that cannot be converted to the planned type (`quantize`).
+    #[error("{0}")]
+    Quantize(String),
     /// A broken internal invariant (a bug in phi.rs, not bad input).
     #[error("internal error: {0}")]
     Internal(String),
@@ -93,7 +96,8 @@ impl PhiError {
             PhiError::UnsupportedArch(_) | PhiError::TensorType { .. } => K::UnsupportedModel,
             PhiError::MissingTensor { .. }
             | PhiError::TensorShape { .. }
-            | PhiError::BadHyperParam(_) => K::InvalidModel,
+            | PhiError::BadHyperParam(_)
+            | PhiError::Quantize(_) => K::InvalidModel,
             PhiError::ContextFull { .. } => K::ContextFull,
             PhiError::OutOfMemory { .. } | PhiError::ThreadPool(_) => K::OutOfMemory,
             PhiError::BadToken { .. } | PhiError::InvalidArgument(_) => K::InvalidArgument,

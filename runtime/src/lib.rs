@@ -47,6 +47,7 @@ pub mod error;
 pub mod ffi;
 pub mod generate;
 mod model;
+pub mod quantize;
 pub mod sampler;
 #[cfg(feature = "synthetic")]
 pub mod synthetic;
