@@ -8,7 +8,7 @@
 //! weights, thread start-up), then `-r` times measured; the table shows the
 //! median and the standard deviation, `--json` every run.
 
-use crate::logits::KvArg;
+use crate::args::{KvArgs, ModelArgs};
 use phi::synthetic::{self, SyntheticSpec};
 use phi::{Arch, Context, ContextParams, Model};
 use phi_gguf::{FileType, GgmlType, Gguf};
@@ -18,12 +18,11 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a GGUF path or a Hugging Face reference (hf:OWNER/REPO/FILE.gguf).
-    #[arg(short, long, conflicts_with = "synthetic")]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Benchmark a synthetic model of a named shape instead (phi3-mini, tiny),
     /// with random weights of --type, generated in memory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     pub synthetic: Option<String>,
     /// Weight type of the synthetic model (f32, f16, bf16, q4_0, q4_1, q5_0,
     /// q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k).
@@ -44,17 +43,11 @@ pub struct Args {
     /// Prompt-processing batch size.
     #[arg(short = 'b', long, default_value_t = 512)]
     pub batch_size: usize,
-    /// KV cache element type.
-    #[arg(long, value_enum, default_value_t = KvArg::F16)]
-    pub kv_type: KvArg,
     #[command(flatten)]
-    pub max_memory: crate::memory::MaxMemoryArg,
+    pub kv: KvArgs,
     /// Print JSON Lines (one object per test) instead of a markdown table.
     #[arg(long)]
     pub json: bool,
-    /// Never use the network to resolve -m.
-    #[arg(long)]
-    pub offline: bool,
     /// Benchmark the kernels instead of a model: gemv GB/s and gemm GOP/s per
     /// weight type and ISA path, beside the measured memory read bandwidth.
     #[arg(long, conflicts_with_all = ["model", "synthetic"])]
@@ -154,6 +147,7 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 fn synthetic_model(
     shape: &str,
     ty: &str,
+    options: &phi::ModelOptions,
 ) -> Result<(Model, ModelInfo), Box<dyn std::error::Error>> {
     let ty = parse_type(ty)?;
     let spec = synthetic_spec(shape, ty)?;
@@ -179,10 +173,7 @@ fn synthetic_model(
         ty: ty.name().to_string(),
         ..info
     };
-    Ok((
-        Model::from_gguf_with(gguf, &phi::ModelOptions::from_env())?,
-        info,
-    ))
+    Ok((Model::from_gguf_with(gguf, options)?, info))
 }
 
 /// Summary statistics of one test's runs (tokens/s).
@@ -301,17 +292,17 @@ pub fn run(args: Args) -> crate::CliResult {
     if args.kernels {
         return run_kernels(&args);
     }
-    let (model, info) = match (&args.synthetic, &args.model) {
+    let (model, info) = match (&args.synthetic, &args.model.model) {
         (Some(shape), _) => {
             if !args.json {
                 eprintln!("building synthetic {shape} ({}) ...", args.weight_type);
             }
-            synthetic_model(shape, &args.weight_type)?
+            synthetic_model(shape, &args.weight_type, &args.model.options())?
         }
-        (None, reference) => {
-            let reference = reference.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
-            let path = crate::hub::resolve(reference, args.offline)?;
-            let model = Model::load_with(&path, &phi::ModelOptions::from_env())?;
+        (None, _) => {
+            let reference = args.model.reference();
+            let path = args.model.path()?;
+            let model = Model::load_with(&path, &args.model.options())?;
             let info = model_info(reference.to_string(), model.gguf());
             (model, info)
         }
@@ -360,15 +351,14 @@ pub fn run(args: Args) -> crate::CliResult {
         _ => info.name.clone(),
     };
     for &nt in &threads {
-        let params = ContextParams {
+        let mut params = ContextParams {
             n_ctx,
             n_batch: args.batch_size,
             n_threads: nt,
-            kv_type: args.kv_type.into(),
             sliding_window: false,
-            max_memory: args.max_memory.bytes(),
             ..ContextParams::default()
         };
+        args.kv.apply(&mut params);
         let mut ctx = Context::new(Arc::clone(&model), &params)?;
         for test in &tests {
             test.run(&mut ctx, &tokens)?; // warm-up

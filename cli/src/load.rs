@@ -7,9 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// `Model::load_with` with a spinner naming the file while it maps, validates
-/// and repacks the weights. The options come from the environment
-/// (`PHI_REPACK=0`), read here, once, at the command's boundary.
-pub fn load_model(path: &Path) -> phi::Result<Model> {
+/// and repacks the weights.
+pub fn load_model(path: &Path, options: &ModelOptions) -> phi::Result<Model> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{spinner} loading {msg} ({elapsed})") {
         bar.set_style(style);
@@ -20,7 +19,7 @@ pub fn load_model(path: &Path) -> phi::Result<Model> {
     );
     bar.set_message(name);
     bar.enable_steady_tick(Duration::from_millis(100));
-    let model = Model::load_with(path, &ModelOptions::from_env());
+    let model = Model::load_with(path, options);
     bar.finish_and_clear();
     model
 }
