@@ -8,22 +8,21 @@
 //! weights, thread start-up), then `-r` times measured; the table shows the
 //! median and the standard deviation, `--json` every run.
 
-use crate::logits::KvArg;
+use crate::args::{KvArgs, ModelArgs};
 use phi::synthetic::{self, SyntheticSpec};
 use phi::{Arch, Context, ContextParams, Model};
-use phi_gguf::{GgmlType, Gguf};
+use phi_gguf::{FileType, GgmlType, Gguf};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a GGUF path or a Hugging Face reference (hf:OWNER/REPO/FILE.gguf).
-    #[arg(short, long, conflicts_with = "synthetic")]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Benchmark a synthetic model of a named shape instead (phi3-mini, tiny),
     /// with random weights of --type, generated in memory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     pub synthetic: Option<String>,
     /// Weight type of the synthetic model (f32, f16, bf16, q4_0, q4_1, q5_0,
     /// q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k).
@@ -44,17 +43,11 @@ pub struct Args {
     /// Prompt-processing batch size.
     #[arg(short = 'b', long, default_value_t = 512)]
     pub batch_size: usize,
-    /// KV cache element type.
-    #[arg(long, value_enum, default_value_t = KvArg::F16)]
-    pub kv_type: KvArg,
     #[command(flatten)]
-    pub max_memory: crate::memory::MaxMemoryArg,
+    pub kv: KvArgs,
     /// Print JSON Lines (one object per test) instead of a markdown table.
     #[arg(long)]
     pub json: bool,
-    /// Never use the network to resolve -m.
-    #[arg(long)]
-    pub offline: bool,
     /// Benchmark the kernels instead of a model: gemv GB/s and gemm GOP/s per
     /// weight type and ISA path, beside the measured memory read bandwidth.
     #[arg(long, conflicts_with_all = ["model", "synthetic"])]
@@ -73,32 +66,6 @@ struct ModelInfo {
     ty: String,
     size_bytes: u64,
     n_params: u64,
-}
-
-/// Names of `general.file_type` values (llama.cpp's `LLAMA_FTYPE_*`).
-pub fn file_type_name(id: u32) -> Option<&'static str> {
-    Some(match id {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        25 => "IQ4_NL",
-        30 => "IQ4_XS",
-        32 => "BF16",
-        _ => return None,
-    })
 }
 
 fn model_info(name: String, g: &Gguf) -> ModelInfo {
@@ -125,8 +92,8 @@ fn model_info(name: String, g: &Gguf) -> ModelInfo {
         .opt_u32("general.file_type")
         .ok()
         .flatten()
-        .and_then(file_type_name)
-        .map(str::to_string);
+        .and_then(FileType::from_id)
+        .map(|f| f.name().to_string());
     ModelInfo {
         name,
         ty: declared.or(dominant).unwrap_or_else(|| "?".into()),
@@ -180,6 +147,7 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 fn synthetic_model(
     shape: &str,
     ty: &str,
+    options: &phi::ModelOptions,
 ) -> Result<(Model, ModelInfo), Box<dyn std::error::Error>> {
     let ty = parse_type(ty)?;
     let spec = synthetic_spec(shape, ty)?;
@@ -205,7 +173,7 @@ fn synthetic_model(
         ty: ty.name().to_string(),
         ..info
     };
-    Ok((Model::from_gguf(gguf)?, info))
+    Ok((Model::from_gguf_with(gguf, options)?, info))
 }
 
 /// Summary statistics of one test's runs (tokens/s).
@@ -324,23 +292,23 @@ pub fn run(args: Args) -> crate::CliResult {
     if args.kernels {
         return run_kernels(&args);
     }
-    let (model, info) = match (&args.synthetic, &args.model) {
+    let (model, info) = match (&args.synthetic, &args.model.model) {
         (Some(shape), _) => {
             if !args.json {
                 eprintln!("building synthetic {shape} ({}) ...", args.weight_type);
             }
-            synthetic_model(shape, &args.weight_type)?
+            synthetic_model(shape, &args.weight_type, &args.model.options())?
         }
-        (None, reference) => {
-            let reference = reference.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
-            let path = crate::hub::resolve(reference, args.offline)?;
-            let model = Model::load(&path)?;
+        (None, _) => {
+            let reference = args.model.reference();
+            let path = args.model.path()?;
+            let model = Model::load_with(&path, &args.model.options())?;
             let info = model_info(reference.to_string(), model.gguf());
             (model, info)
         }
     };
     let model = Arc::new(model);
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = model.config().n_vocab;
     let threads = if args.threads.is_empty() {
         vec![phi::context::default_threads()]
     } else {
@@ -383,14 +351,14 @@ pub fn run(args: Args) -> crate::CliResult {
         _ => info.name.clone(),
     };
     for &nt in &threads {
-        let params = ContextParams {
+        let mut params = ContextParams {
             n_ctx,
             n_batch: args.batch_size,
             n_threads: nt,
-            kv_type: args.kv_type.into(),
             sliding_window: false,
-            max_memory: args.max_memory.bytes(),
+            ..ContextParams::default()
         };
+        args.kv.apply(&mut params);
         let mut ctx = Context::new(Arc::clone(&model), &params)?;
         for test in &tests {
             test.run(&mut ctx, &tokens)?; // warm-up

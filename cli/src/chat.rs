@@ -6,8 +6,7 @@
 //! reply being generated, Ctrl-D (end of input) exits. With standard input
 //! not a terminal every line is one message, so a conversation can be piped.
 
-use crate::logits::KvArg;
-use crate::run::SamplingArgs;
+use crate::args::{ContextArgs, ModelArgs, SamplingArgs};
 use phi::tokenizer::chat::{phi3_prompt, ChatMessage};
 use phi::tokenizer::{TextStream, Tokenizer};
 use phi::{Context, ContextParams, PhiError, Sampler};
@@ -18,21 +17,16 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a GGUF path or a Hugging Face reference (default: Phi-3-mini q4).
-    #[arg(short, long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// System prompt.
     #[arg(short = 's', long)]
     pub system: Option<String>,
     /// Most tokens per reply (-1 = until the end of the turn or a full context).
     #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
     pub n_predict: i64,
-    /// Worker threads (0 = one per core).
-    #[arg(short, long, default_value_t = 0)]
-    pub threads: usize,
-    /// Context size in tokens (0 = the model's, capped at 4096).
-    #[arg(short = 'c', long, default_value_t = 0)]
-    pub ctx_size: usize,
+    #[command(flatten)]
+    pub context: ContextArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// When the context is full, drop the oldest turns and re-evaluate the
@@ -42,17 +36,9 @@ pub struct Args {
     /// Print per-turn token counts and speeds on stderr.
     #[arg(short, long)]
     pub verbose: bool,
-    /// KV cache element type.
-    #[arg(long, value_enum, default_value_t = KvArg::F16)]
-    pub kv_type: KvArg,
     /// Ignore the model's sliding attention window, as llama.cpp does.
     #[arg(long)]
     pub no_swa: bool,
-    #[command(flatten)]
-    pub max_memory: crate::memory::MaxMemoryArg,
-    /// Never use the network to resolve -m.
-    #[arg(long)]
-    pub offline: bool,
     /// Never end a reply with an end-of-generation token (they are masked out).
     #[arg(long)]
     pub ignore_eos: bool,
@@ -311,17 +297,11 @@ impl<'a> Chat<'a> {
 
 pub fn run(args: Args) -> crate::CliResult {
     let sampler_params = args.sampling.params()?;
-    let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
-    let path = crate::hub::resolve(reference, args.offline)?;
-    let model = Arc::new(crate::load::load_model(path.as_ref())?);
-    let params = ContextParams {
-        n_ctx: args.ctx_size,
-        n_threads: args.threads,
-        kv_type: args.kv_type.into(),
+    let model = Arc::new(args.model.load(&args.model.path()?)?);
+    let params = args.context.params(ContextParams {
         sliding_window: !args.no_swa,
-        max_memory: args.max_memory.bytes(),
         ..ContextParams::default()
-    };
+    });
     let ctx = Context::new(Arc::clone(&model), &params)?;
     let interactive = std::io::stdin().is_terminal();
     ctrlc::set_handler(|| {
@@ -357,7 +337,7 @@ pub fn run(args: Args) -> crate::CliResult {
     if interactive {
         eprintln!(
             "phi chat — {} ({} tokens of context). Type a message; /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.",
-            reference,
+            args.model.reference(),
             chat.ctx.n_ctx()
         );
     }

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::show;
-use phi_gguf::{Gguf, TensorInfo, Value};
+use phi_gguf::{FileType, Gguf, TensorInfo, Value};
 use serde_json::{json, Map, Value as Json};
 
 #[derive(clap::Args)]
@@ -91,49 +91,12 @@ pub fn run(args: Args) -> crate::CliResult {
     }
 }
 
-/// llama.cpp's `general.file_type` (llama_ftype) names.
-fn file_type_name(ft: u32) -> &'static str {
-    match ft {
-        0 => "ALL_F32",
-        1 => "MOSTLY_F16",
-        2 => "MOSTLY_Q4_0",
-        3 => "MOSTLY_Q4_1",
-        7 => "MOSTLY_Q8_0",
-        8 => "MOSTLY_Q5_0",
-        9 => "MOSTLY_Q5_1",
-        10 => "MOSTLY_Q2_K",
-        11 => "MOSTLY_Q3_K_S",
-        12 => "MOSTLY_Q3_K_M",
-        13 => "MOSTLY_Q3_K_L",
-        14 => "MOSTLY_Q4_K_S",
-        15 => "MOSTLY_Q4_K_M",
-        16 => "MOSTLY_Q5_K_S",
-        17 => "MOSTLY_Q5_K_M",
-        18 => "MOSTLY_Q6_K",
-        19 => "MOSTLY_IQ2_XXS",
-        20 => "MOSTLY_IQ2_XS",
-        21 => "MOSTLY_Q2_K_S",
-        22 => "MOSTLY_IQ3_XS",
-        23 => "MOSTLY_IQ3_XXS",
-        24 => "MOSTLY_IQ1_S",
-        25 => "MOSTLY_IQ4_NL",
-        26 => "MOSTLY_IQ3_S",
-        27 => "MOSTLY_IQ3_M",
-        28 => "MOSTLY_IQ2_S",
-        29 => "MOSTLY_IQ2_M",
-        30 => "MOSTLY_IQ4_XS",
-        31 => "MOSTLY_IQ1_M",
-        32 => "MOSTLY_BF16",
-        36 => "MOSTLY_TQ1_0",
-        37 => "MOSTLY_TQ2_0",
-        38 => "MOSTLY_MXFP4_MOE",
-        _ => "unknown",
-    }
-}
-
-fn file_type(g: &Gguf) -> Option<(u32, &'static str)> {
+/// `general.file_type` and llama.cpp's name for it (`MOSTLY_Q4_0`, or
+/// "unknown"), from phi-gguf's table.
+fn file_type(g: &Gguf) -> Option<(u32, String)> {
     let ft = g.get_u32("general.file_type").ok()?;
-    Some((ft, file_type_name(ft)))
+    let name = FileType::from_id(ft).map_or_else(|| "unknown".into(), FileType::llama_name);
+    Some((ft, name))
 }
 
 /// `(key suffix, value)` of the hyper-parameters present.

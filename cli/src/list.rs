@@ -23,7 +23,8 @@ fn model_type(g: &Gguf) -> String {
         .opt_u32("general.file_type")
         .ok()
         .flatten()
-        .and_then(crate::bench::file_type_name);
+        .and_then(phi_gguf::FileType::from_id)
+        .map(phi_gguf::FileType::name);
     declared
         .map(str::to_string)
         .or_else(|| {

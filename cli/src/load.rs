@@ -2,13 +2,13 @@
 //! is a terminal, so scripts and tests see nothing).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use phi::Model;
+use phi::{Model, ModelOptions};
 use std::path::Path;
 use std::time::Duration;
 
-/// `Model::load` with a spinner naming the file while it maps, validates and
-/// repacks the weights.
-pub fn load_model(path: &Path) -> phi::Result<Model> {
+/// `Model::load_with` with a spinner naming the file while it maps, validates
+/// and repacks the weights.
+pub fn load_model(path: &Path, options: &ModelOptions) -> phi::Result<Model> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{spinner} loading {msg} ({elapsed})") {
         bar.set_style(style);
@@ -19,7 +19,7 @@ pub fn load_model(path: &Path) -> phi::Result<Model> {
     );
     bar.set_message(name);
     bar.enable_steady_tick(Duration::from_millis(100));
-    let model = Model::load(path);
+    let model = Model::load_with(path, options);
     bar.finish_and_clear();
     model
 }

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 
+mod args;
 mod bench;
 mod bench_kernels;
 mod chat;
@@ -8,7 +9,6 @@ mod inspect;
 mod list;
 mod load;
 mod logits;
-mod memory;
 mod perplexity;
 mod pull;
 mod quantize;

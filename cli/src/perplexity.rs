@@ -8,7 +8,7 @@
 //! half is scored: the logits at positions `c/2 .. c-2` predict the tokens at
 //! `c/2+1 .. c-1`. Perplexity = exp(mean negative log-likelihood).
 
-use crate::logits::KvArg;
+use crate::args::{ContextArgs, ModelArgs};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phi::{Context, ContextParams};
 use serde_json::json;
@@ -19,35 +19,21 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a GGUF path or a Hugging Face reference (hf:OWNER/REPO/FILE.gguf).
-    #[arg(short, long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The text to score.
     #[arg(short, long)]
     pub file: PathBuf,
-    /// Window size in tokens.
-    #[arg(short = 'c', long, default_value_t = 512)]
-    pub ctx_size: usize,
     /// Score at most this many windows (0 = all).
     #[arg(long, default_value_t = 0)]
     pub chunks: usize,
-    /// Worker threads (0 = one per core).
-    #[arg(short, long, default_value_t = 0)]
-    pub threads: usize,
-    /// Prompt-processing batch size.
-    #[arg(short = 'b', long, default_value_t = 512)]
-    pub batch_size: usize,
-    /// KV cache element type (llama-perplexity's default is F16).
-    #[arg(long, value_enum, default_value_t = KvArg::F16)]
-    pub kv_type: KvArg,
+    // -c is the window size (default 512); the KV cache is F16 by default,
+    // as llama-perplexity's.
     #[command(flatten)]
-    pub max_memory: crate::memory::MaxMemoryArg,
+    pub context: ContextArgs,
     /// Print a final JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Never use the network to resolve -m.
-    #[arg(long)]
-    pub offline: bool,
 }
 
 /// Negative log-likelihood of `target` under softmax(`logits`), in f64.
@@ -58,15 +44,13 @@ pub fn nll(logits: &[f32], target: u32) -> f64 {
 }
 
 pub fn run(args: Args) -> crate::CliResult {
-    let c = args.ctx_size;
+    let c = args.context.ctx_size.unwrap_or(512);
     if c < 4 {
         return Err("-c must be at least 4 tokens".into());
     }
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-    let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
-    let path = crate::hub::resolve(reference, args.offline)?;
-    let model = Arc::new(crate::load::load_model(path.as_ref())?);
+    let model = Arc::new(args.model.load(&args.model.path()?)?);
     let tok = model.tokenizer();
     let add_bos = tok.add_bos();
     let tokens = tok.encode(&text, true, false);
@@ -84,16 +68,14 @@ pub fn run(args: Args) -> crate::CliResult {
     } else {
         n_windows_all
     };
-    let params = ContextParams {
-        n_ctx: c,
-        n_batch: args.batch_size.max(1),
-        n_threads: args.threads,
-        kv_type: args.kv_type.into(),
+    let mut params = args.context.params(ContextParams {
         sliding_window: false,
-        max_memory: args.max_memory.bytes(),
-    };
+        ..ContextParams::default()
+    });
+    params.n_ctx = c;
+    params.n_batch = params.n_batch.max(1);
     let mut ctx = Context::new(Arc::clone(&model), &params)?;
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = model.config().n_vocab;
     let first = c / 2;
 
     let bar = ProgressBar::with_draw_target(Some(n_windows as u64), ProgressDrawTarget::stderr());
@@ -158,7 +140,7 @@ pub fn run(args: Args) -> crate::CliResult {
             "n_tokens_scored": count,
             "n_tokens": tokens.len(),
             "ctx_size": c,
-            "model": reference,
+            "model": args.model.reference(),
             "seconds": secs,
         });
         println!("{out}");

@@ -1,9 +1,9 @@
 //! `phi run`: generate text from a prompt, streaming it to stdout.
 
-use crate::logits::KvArg;
+use crate::args::{ContextArgs, ModelArgs, SamplingArgs};
 use phi::tokenizer::chat::ChatMessage;
 use phi::tokenizer::TextStream;
-use phi::{generate, Context, ContextParams, Sampler, SamplerParams};
+use phi::{generate, Context, ContextParams, Sampler};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -12,9 +12,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a GGUF path or hf:OWNER/REPO/FILE.gguf (default: Phi-3-mini q4).
-    #[arg(short, long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The prompt.
     #[arg(short, long, conflicts_with = "file")]
     pub prompt: Option<String>,
@@ -24,12 +23,8 @@ pub struct Args {
     /// Tokens to generate (-1 = until end of generation or a full context).
     #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
     pub n_predict: i64,
-    /// Worker threads (0 = one per core).
-    #[arg(short, long, default_value_t = 0)]
-    pub threads: usize,
-    /// Context size in tokens (0 = the model's, capped at 4096).
-    #[arg(short = 'c', long, default_value_t = 0)]
-    pub ctx_size: usize,
+    #[command(flatten)]
+    pub context: ContextArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Wrap the prompt in the model's chat template (default when it has one).
@@ -41,78 +36,15 @@ pub struct Args {
     /// System prompt (chat mode).
     #[arg(short = 's', long)]
     pub system: Option<String>,
-    /// KV cache element type.
-    #[arg(long, value_enum, default_value_t = KvArg::F16)]
-    pub kv_type: KvArg,
     /// Ignore the model's sliding attention window, as llama.cpp does.
     #[arg(long)]
     pub no_swa: bool,
-    #[command(flatten)]
-    pub max_memory: crate::memory::MaxMemoryArg,
     /// Print nothing but the generated text (no timings on stderr).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Also print per-layer timings on stderr.
     #[arg(short, long)]
     pub verbose: bool,
-}
-
-/// Sampling flags shared by `run` and `chat`; defaults are llama.cpp's.
-#[derive(clap::Args, Clone)]
-pub struct SamplingArgs {
-    /// Temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Top-k (0 = off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Top-p (1.0 = off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Min-p (0.0 = off).
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty (1.0 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Tokens the repetition penalty looks back over.
-    #[arg(long, default_value_t = 64)]
-    pub repeat_last_n: usize,
-    /// Random seed (default: a new one each run).
-    #[arg(long)]
-    pub seed: Option<u64>,
-}
-
-impl SamplingArgs {
-    pub fn params(&self) -> Result<SamplerParams, String> {
-        let ok = self.temp.is_finite()
-            && (0.0..=1.0).contains(&self.top_p)
-            && (0.0..=1.0).contains(&self.min_p)
-            && self.repeat_penalty.is_finite()
-            && self.repeat_penalty > 0.0;
-        if !ok {
-            return Err(
-                "sampling flags out of range: --temp must be finite, --top-p and \
-                        --min-p in [0, 1], --repeat-penalty above 0"
-                    .into(),
-            );
-        }
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-        Ok(SamplerParams {
-            temperature: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
-            seed,
-        })
-    }
 }
 
 pub fn run(args: Args) -> crate::CliResult {
@@ -124,19 +56,12 @@ pub fn run(args: Args) -> crate::CliResult {
     };
     let sampler_params = args.sampling.params()?;
     let t0 = Instant::now();
-    let reference = args.model.as_deref().unwrap_or(crate::hub::DEFAULT_MODEL);
-    let model = Arc::new(crate::load::load_model(
-        crate::hub::resolve(reference, false)?.as_ref(),
-    )?);
+    let model = Arc::new(args.model.load(&args.model.path()?)?);
     let tokenizer = model.tokenizer();
-    let params = ContextParams {
-        n_ctx: args.ctx_size,
-        n_threads: args.threads,
-        kv_type: args.kv_type.into(),
+    let params = args.context.params(ContextParams {
         sliding_window: !args.no_swa,
-        max_memory: args.max_memory.bytes(),
         ..ContextParams::default()
-    };
+    });
     let mut ctx = Context::new(Arc::clone(&model), &params)?;
     ctx.set_layer_timing(args.verbose);
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -8,10 +8,9 @@ use phi_gguf::Gguf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file (a full model or a vocab-only file: only the tokenizer
-    /// metadata is read).
-    #[arg(short, long)]
-    pub model: PathBuf,
+    // Only the tokenizer metadata is read: a vocab-only file works too.
+    #[command(flatten)]
+    pub model: crate::args::ModelArgs,
     /// Do not add BOS/EOS (tokenize with add_special = false).
     #[arg(long)]
     pub no_bos: bool,
@@ -35,9 +34,9 @@ fn ids_json(ids: &[u32]) -> String {
 }
 
 pub fn run(args: Args) -> crate::CliResult {
-    let gguf = Gguf::open(&args.model)?;
-    let tokenizer =
-        Tokenizer::from_gguf(&gguf).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let path = args.model.required_path()?;
+    let gguf = Gguf::open(&path)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| format!("{}: {e}", path.display()))?;
     let add_special = !args.no_bos;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -16,7 +16,7 @@ fn libphi() -> PathBuf {
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build
-        .args(["build", "-p", "phi", "--lib"])
+        .args(["build", "-p", "phi", "--lib", "--features", "capi"])
         .current_dir(root());
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");

@@ -165,3 +165,60 @@ fn max_memory_refuses_a_context_that_does_not_fit() {
     assert!(run("1G").status.success());
     assert_eq!(run("lots").status.code(), Some(2)); // clap's usage error
 }
+
+/// Every model-loading command takes the shared flag groups: `run` has
+/// `--offline` (an `hf:` reference that is not cached is then an error
+/// without touching the network), and the same `-m`/`-t`/`-c`/`--kv-type`
+/// spellings as the others.
+#[test]
+fn run_takes_the_shared_model_and_context_flags() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/phi3-tiny-q4_0.gguf");
+    let phi = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_phi"))
+            .args(args)
+            .env("HF_HUB_CACHE", env!("CARGO_TARGET_TMPDIR"))
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let m = model.to_str().unwrap();
+    let common = [
+        "--offline",
+        "-t",
+        "1",
+        "-c",
+        "64",
+        "--kv-type",
+        "q8_0",
+        "--max-memory",
+        "64M",
+    ];
+    let out = phi(&[
+        &["run", "-m", m, "-p", "Hello", "-n", "4", "--raw", "-q"][..],
+        &common,
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = phi(&[&["logits", "-m", m, "--tokens", "1,2,3"][..], &common].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = phi(&[
+        "run",
+        "--offline",
+        "-m",
+        "hf:nobody/nothing/x.gguf",
+        "-p",
+        "Hi",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("offline"), "{err}");
+}

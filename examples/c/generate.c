@@ -36,8 +36,11 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    /* Parameters start from the library's defaults (which set .size, so a
+     * newer library can tell which fields this program knows). */
+    phi_model_params mp = phi_model_default_params();
     phi_model *model = NULL;
-    if (phi_model_load(argv[1], NULL, &model) != PHI_OK) return fail("loading the model");
+    if (phi_model_load(argv[1], &mp, &model) != PHI_OK) return fail("loading the model");
 
     size_t n_tokens = 0;
     phi_status st = phi_tokenize(model, argv[2], true, false, NULL, 0, &n_tokens);
@@ -52,8 +55,10 @@ int main(int argc, char **argv) {
         return fail("tokenizing");
     }
 
+    phi_context_params cp = phi_context_default_params();
+    cp.kv_type = PHI_KV_F16; /* the default, as phi run's; or PHI_KV_F32, PHI_KV_Q8_0 */
     phi_context *ctx = NULL;
-    if (phi_context_new(model, NULL, &ctx) != PHI_OK) {
+    if (phi_context_new(model, &cp, &ctx) != PHI_OK) {
         free(tokens);
         phi_model_free(model);
         return fail("creating the context");

@@ -25,12 +25,14 @@
 //!   buffer into 64-byte-aligned storage).
 
 mod error;
+mod file_type;
 mod parse;
 mod types;
 mod value;
 mod writer;
 
 pub use error::GgufError;
+pub use file_type::FileType;
 pub use parse::{
     is_unsafe_to_show, printable, printable_up_to, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
     MAX_DIMS, MAX_METADATA_VALUES,

@@ -10,6 +10,8 @@ use phi_kernels::{vec as kvec, Scratch};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+pub use crate::threads::{default_threads, ThreadPool};
+
 /// Element type of the KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KvType {
@@ -27,8 +29,15 @@ pub struct ContextParams {
     pub n_ctx: usize,
     /// Tokens processed per forward pass during prompt processing.
     pub n_batch: usize,
-    /// Worker threads; 0 = one per physical core.
+    /// Worker threads for decoding (one token per pass); 0 = one per physical core.
     pub n_threads: usize,
+    /// Worker threads for prompt processing (several tokens per pass);
+    /// 0 = as `n_threads`.
+    pub n_threads_batch: usize,
+    /// A pool to run on, shared with other contexts; when set, it runs both
+    /// decoding and prompt processing and `n_threads` / `n_threads_batch`
+    /// are not used. None = the context starts its own.
+    pub thread_pool: Option<ThreadPool>,
     pub kv_type: KvType,
     /// Apply the model's declared sliding attention window (llama.cpp does not).
     pub sliding_window: bool,
@@ -43,6 +52,8 @@ impl Default for ContextParams {
             n_ctx: 0,
             n_batch: 512,
             n_threads: 0,
+            n_threads_batch: 0,
+            thread_pool: None,
             kv_type: KvType::F16,
             sliding_window: true,
             max_memory: 0,
@@ -81,16 +92,6 @@ fn available_memory() -> Option<usize> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
-}
-
-/// The number of worker threads used when none is asked for: one per
-/// physical core (a second hyper-thread per core only adds contention for
-/// the same memory bandwidth and SIMD units), within the process's CPU quota.
-pub fn default_threads() -> usize {
-    let allowed = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    num_cpus::get_physical().clamp(1, allowed)
 }
 
 enum KvStore {
@@ -181,7 +182,7 @@ struct Buffers {
 /// let params = ContextParams { n_ctx: 128, kv_type: KvType::F32, ..Default::default() };
 /// let mut ctx = Context::new(model, &params)?;
 /// ctx.eval(&[1, 391, 464], true)?; // one batched pass, logits for every position
-/// assert_eq!(ctx.logits().len(), 3 * ctx.model().config.n_vocab);
+/// assert_eq!(ctx.logits().len(), 3 * ctx.model().config().n_vocab);
 /// ctx.eval(&[269], false)?; // then one token through the KV cache
 /// assert_eq!(ctx.n_past(), 4);
 /// # Ok::<(), phi::PhiError>(())
@@ -197,9 +198,12 @@ pub struct Context {
     /// Rotary inverse frequencies, LongRoPE factors applied.
     inv_freq: Vec<f64>,
     scratch: Scratch,
-    pool: Arc<rayon::ThreadPool>,
+    /// Runs decoding passes (one token).
+    pool: ThreadPool,
+    /// Runs prompt passes (several tokens): `pool` again unless
+    /// `n_threads_batch` asked for another size.
+    pool_batch: ThreadPool,
     logits: Vec<f32>,
-    n_threads: usize,
     /// Time spent in each layer since timing was switched on.
     layer_times: Option<Vec<std::time::Duration>>,
 }
@@ -225,11 +229,6 @@ impl Context {
             ));
         }
         let n_batch = params.n_batch.min(n_ctx);
-        let n_threads = if params.n_threads == 0 {
-            default_threads()
-        } else {
-            params.n_threads
-        };
         let kv_elems = n_ctx
             .checked_mul(c.kv_dim())
             .ok_or_else(|| PhiError::InvalidArgument(format!("context of {n_ctx} is too large")))?;
@@ -301,11 +300,19 @@ impl Context {
         } else {
             0
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n_threads)
-            .build()
-            .map_err(|e| PhiError::ThreadPool(e.to_string()))?;
-        let pool = Arc::new(pool);
+        let (pool, pool_batch) = match &params.thread_pool {
+            Some(shared) => (shared.clone(), shared.clone()),
+            None => {
+                let pool = ThreadPool::new(params.n_threads)?;
+                let batch = params.n_threads_batch;
+                let pool_batch = if batch == 0 || batch == pool.n_threads() {
+                    pool.clone()
+                } else {
+                    ThreadPool::new(batch)?
+                };
+                (pool, pool_batch)
+            }
+        };
         Ok(Context {
             model,
             n_ctx,
@@ -317,8 +324,8 @@ impl Context {
             inv_freq,
             scratch: Scratch::default(),
             pool,
+            pool_batch,
             logits: Vec::new(),
-            n_threads,
             layer_times: None,
         })
     }
@@ -334,8 +341,13 @@ impl Context {
     pub fn n_past(&self) -> usize {
         self.n_past
     }
+    /// Worker threads of decoding passes.
     pub fn n_threads(&self) -> usize {
-        self.n_threads
+        self.pool.n_threads()
+    }
+    /// Worker threads of prompt passes.
+    pub fn n_threads_batch(&self) -> usize {
+        self.pool_batch.n_threads()
     }
     /// Starts (or stops) accumulating the time each layer takes.
     pub fn set_layer_timing(&mut self, on: bool) {
@@ -406,7 +418,12 @@ impl Context {
     /// Runs one batch at positions n_past.. and writes logits for the batch's
     /// rows into `self.logits[rows]` (all of them, or just the last token).
     fn forward(&mut self, tokens: &[u32], out_rows: Option<std::ops::Range<usize>>) -> Result<()> {
-        let pool = Arc::clone(&self.pool);
+        // The one place the thread count reaches the kernels (see `threads`).
+        let pool = if tokens.len() > 1 {
+            self.pool_batch.clone()
+        } else {
+            self.pool.clone()
+        };
         pool.install(|| self.forward_inner(tokens, out_rows))
     }
 
@@ -425,8 +442,8 @@ impl Context {
         let mut layer_times = self.layer_times.as_mut();
 
         // Token embeddings.
-        let row_bytes = model.tok_embd_row_bytes();
-        let emb = model.weights(&model.tok_embd);
+        let emb = model.weights(&model.tok_embd)?;
+        let row_bytes = emb.row_bytes();
         for (t, &id) in tokens.iter().enumerate() {
             let src = &emb.data[id as usize * row_bytes..(id as usize + 1) * row_bytes];
             phi_kernels::dequantize_row(emb.ty, src, &mut buf.x[t * e..(t + 1) * e])?;
@@ -568,12 +585,6 @@ impl Context {
             mm(&model, &model.output, &buf.xn[..n * e], n, out, scratch)?;
         }
         Ok(())
-    }
-}
-
-impl Model {
-    fn tok_embd_row_bytes(&self) -> usize {
-        self.weights(&self.tok_embd).row_bytes()
     }
 }
 

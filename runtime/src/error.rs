@@ -43,6 +43,65 @@ pub enum PhiError {
     InvalidArgument(String),
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),
+    /// A tensor that cannot be converted to the planned type (`quantize`).
+    #[error("{0}")]
+    Quantize(String),
+    /// A broken internal invariant (a bug in phi.rs, not bad input).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = PhiError> = std::result::Result<T, E>;
+
+/// What kind of failure a [`PhiError`] is: the categories a caller acts on
+/// (the C API's `phi_status` codes are these, one to one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A bad value from the caller: an argument, a token id, a setting.
+    InvalidArgument,
+    /// The file could not be opened or read.
+    Io,
+    /// The file is not a well-formed model (bad GGUF, missing or mis-shaped
+    /// tensors, inconsistent hyper-parameters, a broken vocabulary).
+    InvalidModel,
+    /// A well-formed file phi.rs cannot run (architecture, tensor type,
+    /// tokenizer model).
+    UnsupportedModel,
+    /// Not enough memory (or threads) for what was asked.
+    OutOfMemory,
+    /// The tokens do not fit in the context.
+    ContextFull,
+    /// A bug in phi.rs; the operation was abandoned safely.
+    Internal,
+}
+
+impl PhiError {
+    /// The category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::tokenizer::TokenizerError as T;
+        use ErrorKind as K;
+        match self {
+            PhiError::Gguf(g) if g.is_io() => K::Io,
+            PhiError::Gguf(_) => K::InvalidModel,
+            PhiError::Kernel(KernelError::Unsupported(_)) => K::UnsupportedModel,
+            PhiError::Kernel(KernelError::Shape(_)) => K::InvalidModel,
+            // A `PHI_ISA` request this CPU cannot honour.
+            PhiError::Kernel(KernelError::IsaUnavailable(_) | KernelError::UnknownIsa(_)) => {
+                K::InvalidArgument
+            }
+            PhiError::Tokenizer(T::UnknownModel(_) | T::UnknownPreTokenizer(_)) => {
+                K::UnsupportedModel
+            }
+            PhiError::Tokenizer(_) => K::InvalidModel,
+            PhiError::UnsupportedArch(_) | PhiError::TensorType { .. } => K::UnsupportedModel,
+            PhiError::MissingTensor { .. }
+            | PhiError::TensorShape { .. }
+            | PhiError::BadHyperParam(_)
+            | PhiError::Quantize(_) => K::InvalidModel,
+            PhiError::ContextFull { .. } => K::ContextFull,
+            PhiError::OutOfMemory { .. } | PhiError::ThreadPool(_) => K::OutOfMemory,
+            PhiError::BadToken { .. } | PhiError::InvalidArgument(_) => K::InvalidArgument,
+            PhiError::Internal(_) => K::Internal,
+        }
+    }
+}

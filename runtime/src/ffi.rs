@@ -1,6 +1,6 @@
 //! The C API (`phi.h`): a thin layer over the Rust API.
 //!
-//! Every entry point catches panics and turns them into `PHI_ERR_PANIC`;
+//! Every entry point catches panics and turns them into `PHI_ERR_INTERNAL`;
 //! null pointers and invalid UTF-8 are errors, never crashes. The message of
 //! the last error on the calling thread is available from `phi_last_error`.
 
@@ -8,10 +8,11 @@
 #![allow(non_camel_case_types)]
 
 use crate::context::{Context, ContextParams, KvType};
-use crate::error::PhiError;
-use crate::generate::generate;
-use crate::model::Model;
+use crate::error::{ErrorKind, PhiError};
+use crate::generate::{generate, StopReason};
+use crate::model::{Model, ModelOptions};
 use crate::sampler::{Sampler, SamplerParams};
+use crate::threads::ThreadPool;
 use crate::tokenizer::chat::ChatMessage;
 use crate::tokenizer::TextStream;
 use std::cell::RefCell;
@@ -20,23 +21,34 @@ use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-/// Status codes returned by every fallible call.
-#[repr(C)]
+/// Status codes returned by every fallible call: one per kind of failure
+/// (`phi::ErrorKind`), plus `PHI_ERR_BUFFER_TOO_SMALL` and
+/// `PHI_ERR_CANCELLED`.
+#[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum phi_status {
     PHI_OK = 0,
     /// A null pointer, invalid UTF-8 or an out-of-range value was passed.
     PHI_ERR_INVALID_ARGUMENT = 1,
-    /// The file could not be read.
+    /// The file could not be opened or read.
     PHI_ERR_IO = 2,
-    /// The file is not a valid model phi.rs can run.
-    PHI_ERR_MODEL = 3,
+    /// The file is not a well-formed model (bad GGUF, missing or mis-shaped
+    /// tensors, inconsistent hyper-parameters, a broken vocabulary).
+    PHI_ERR_INVALID_MODEL = 3,
     /// The tokens do not fit in the context.
     PHI_ERR_CONTEXT_FULL = 4,
     /// A caller-supplied buffer is too small (the needed size is reported).
     PHI_ERR_BUFFER_TOO_SMALL = 5,
     /// An internal error (a bug): the call was abandoned safely.
-    PHI_ERR_PANIC = 6,
+    PHI_ERR_INTERNAL = 6,
+    /// A well-formed model phi.rs cannot run (architecture, tensor type,
+    /// tokenizer model).
+    PHI_ERR_UNSUPPORTED_MODEL = 7,
+    /// Not enough memory (or threads) for the model or context asked for.
+    PHI_ERR_OUT_OF_MEMORY = 8,
+    /// The caller stopped the call (`phi_generate`'s callback returned false);
+    /// what was produced until then is reported as on success.
+    PHI_ERR_CANCELLED = 9,
 }
 use phi_status::*;
 
@@ -52,28 +64,63 @@ pub struct phi_context {
     ctx: Context,
 }
 
-/// Model loading parameters.
+/// Opaque handle to a pool of worker threads that several contexts may
+/// share (`phi_context_params.thread_pool`). Contexts keep the threads alive:
+/// the handle may be freed while contexts still use the pool.
+pub struct phi_thread_pool {
+    pool: ThreadPool,
+}
+
+/// Element type of a context's KV cache (`phi_context_params.kv_type`).
+pub type phi_kv_type = u32;
+/// 16-bit floats (the default).
+pub const PHI_KV_F16: phi_kv_type = 0;
+/// 32-bit floats.
+pub const PHI_KV_F32: phi_kv_type = 1;
+/// ggml's Q8_0 blocks (the model's head size must be a multiple of 32).
+pub const PHI_KV_Q8_0: phi_kv_type = 2;
+
+/// Model loading parameters. Start from `phi_model_default_params()`, which
+/// sets `size`: the library reads only the fields a caller's version of
+/// this struct has, so fields can be added without breaking callers.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct phi_model_params {
+    /// `sizeof(phi_model_params)` as the caller was compiled.
+    pub size: usize,
     /// Map the file (true, the default) or read it into memory (false).
     pub use_mmap: bool,
+    /// Repack the weights into the kernels' faster layout where this CPU has
+    /// one, releasing their mapped pages (default: true, unless the
+    /// environment has `PHI_REPACK=0`).
+    pub repack: bool,
 }
 
-/// Context parameters.
+/// Context parameters. Start from `phi_context_default_params()`, which
+/// sets `size` (see `phi_model_params`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct phi_context_params {
+    /// `sizeof(phi_context_params)` as the caller was compiled.
+    pub size: usize,
     /// Context size in tokens (0 = the model's training context, capped at 4096).
     pub n_ctx: u32,
-    /// Tokens per forward pass during prompt processing (0 = 512).
+    /// Tokens per forward pass during prompt processing (0 = the default, 512).
     pub n_batch: u32,
-    /// Worker threads (0 = one per core).
+    /// Worker threads for decoding (0 = one per physical core).
     pub n_threads: u32,
-    /// Store the KV cache as f32 instead of f16.
-    pub kv_f32: bool,
+    /// Worker threads for prompt processing (0 = as `n_threads`).
+    pub n_threads_batch: u32,
+    /// A pool shared with other contexts (NULL = the context starts its
+    /// own); when set, `n_threads` and `n_threads_batch` are not used.
+    pub thread_pool: *const phi_thread_pool,
+    /// KV cache element type: `PHI_KV_F16`, `PHI_KV_F32` or `PHI_KV_Q8_0`.
+    pub kv_type: phi_kv_type,
     /// Apply the model's sliding attention window (llama.cpp does not).
     pub sliding_window: bool,
+    /// Refuse a context whose KV cache and buffers need more than this many
+    /// bytes (0 = the memory the system reports as available).
+    pub max_memory: u64,
 }
 
 /// Sampling parameters (`phi_sampling_default_params` gives llama.cpp's defaults).
@@ -116,12 +163,49 @@ fn set_error(msg: impl Into<String>) {
 }
 
 fn status_of(e: &PhiError) -> phi_status {
-    match e {
-        PhiError::Gguf(g) if g.is_io() => PHI_ERR_IO,
-        PhiError::ContextFull { .. } => PHI_ERR_CONTEXT_FULL,
-        PhiError::BadToken { .. } | PhiError::InvalidArgument(_) => PHI_ERR_INVALID_ARGUMENT,
-        _ => PHI_ERR_MODEL,
+    match e.kind() {
+        ErrorKind::InvalidArgument => PHI_ERR_INVALID_ARGUMENT,
+        ErrorKind::Io => PHI_ERR_IO,
+        ErrorKind::InvalidModel => PHI_ERR_INVALID_MODEL,
+        ErrorKind::UnsupportedModel => PHI_ERR_UNSUPPORTED_MODEL,
+        ErrorKind::OutOfMemory => PHI_ERR_OUT_OF_MEMORY,
+        ErrorKind::ContextFull => PHI_ERR_CONTEXT_FULL,
+        ErrorKind::Internal => PHI_ERR_INTERNAL,
     }
+}
+
+/// Reads a caller's params struct of `T`'s layout whose first field is its
+/// `size`: null = `defaults`; otherwise the caller's first `size` bytes over
+/// `defaults` (an older caller's struct is a prefix of ours).
+///
+/// # Safety
+/// `p` is null or points to a struct whose first field, a `usize`, is
+/// readable and holds how many bytes of the struct are readable.
+unsafe fn read_params<T: Copy>(
+    p: *const T,
+    defaults: T,
+    min_size: usize,
+    what: &str,
+) -> Result<T, (phi_status, String)> {
+    if p.is_null() {
+        return Ok(defaults);
+    }
+    // SAFETY: non-null, and the caller promises a readable leading size field.
+    let size = unsafe { (p as *const usize).read_unaligned() };
+    let ours = std::mem::size_of::<T>();
+    if size < min_size || size > ours {
+        return Err(invalid(&format!(
+            "{what}.size is {size}, expected {ours}: start from {what_default}() \
+             (and build against the phi.h of this library)",
+            what_default = what.replace("_params", "_default_params")
+        )));
+    }
+    let mut out = defaults;
+    // SAFETY: the caller's struct has `size` readable bytes; `out` has
+    // `ours >= size` writable bytes; the two do not overlap. The fields are
+    // plain data, and `size` is a field boundary of some version of `T`.
+    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, size) };
+    Ok(out)
 }
 
 /// Runs `f`, converting errors and panics into a status and `phi_last_error`.
@@ -139,7 +223,7 @@ fn guard(f: impl FnOnce() -> Result<(), (phi_status, String)>) -> phi_status {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             set_error(format!("internal error: {msg}"));
-            PHI_ERR_PANIC
+            PHI_ERR_INTERNAL
         }
     }
 }
@@ -240,19 +324,73 @@ pub extern "C" fn phi_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
+/// The default model parameters (`size` set): those of the Rust API,
+/// `PHI_REPACK=0` in the environment turning repacking off.
 #[no_mangle]
 pub extern "C" fn phi_model_default_params() -> phi_model_params {
-    phi_model_params { use_mmap: true }
+    let d = ModelOptions::from_env();
+    phi_model_params {
+        size: std::mem::size_of::<phi_model_params>(),
+        use_mmap: true,
+        repack: d.repack,
+    }
 }
 
+/// The default context parameters (`size` set): those of the Rust API.
 #[no_mangle]
 pub extern "C" fn phi_context_default_params() -> phi_context_params {
+    let d = ContextParams::default();
     phi_context_params {
-        n_ctx: 0,
-        n_batch: 512,
-        n_threads: 0,
-        kv_f32: false,
-        sliding_window: true,
+        size: std::mem::size_of::<phi_context_params>(),
+        n_ctx: u32::try_from(d.n_ctx).unwrap_or(u32::MAX),
+        n_batch: u32::try_from(d.n_batch).unwrap_or(u32::MAX),
+        n_threads: u32::try_from(d.n_threads).unwrap_or(u32::MAX),
+        n_threads_batch: u32::try_from(d.n_threads_batch).unwrap_or(u32::MAX),
+        thread_pool: std::ptr::null(),
+        kv_type: match d.kv_type {
+            KvType::F16 => PHI_KV_F16,
+            KvType::F32 => PHI_KV_F32,
+            KvType::Q8_0 => PHI_KV_Q8_0,
+        },
+        sliding_window: d.sliding_window,
+        max_memory: d.max_memory as u64,
+    }
+}
+
+/// Starts a pool of `n_threads` worker threads (0 = one per physical core)
+/// for contexts to share. On success `*out` holds a handle to free with
+/// `phi_thread_pool_free`.
+///
+/// # Safety
+/// `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn phi_thread_pool_new(
+    n_threads: u32,
+    out: *mut *mut phi_thread_pool,
+) -> phi_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: out is non-null and writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        let pool = ThreadPool::new(n_threads as usize).map_err(phi_err)?;
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(phi_thread_pool { pool })) };
+        Ok(())
+    })
+}
+
+/// Frees a thread pool handle. Contexts using the pool keep its threads
+/// until they are freed.
+///
+/// # Safety
+/// `pool` is null or a handle from `phi_thread_pool_new`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn phi_thread_pool_free(pool: *mut phi_thread_pool) {
+    if !pool.is_null() {
+        // SAFETY: a handle from Box::into_raw, freed once per the contract.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(pool) })));
     }
 }
 
@@ -273,8 +411,8 @@ pub extern "C" fn phi_sampling_default_params() -> phi_sampling_params {
 /// Loads a model. On success `*out` holds a handle to free with `phi_model_free`.
 ///
 /// # Safety
-/// `path` is a NUL-terminated string; `params` is null (defaults) or valid;
-/// `out` is writable.
+/// `path` is a NUL-terminated string; `params` is null (defaults) or a
+/// struct from `phi_model_default_params` (its `size` set); `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn phi_model_load(
     path: *const c_char,
@@ -290,15 +428,23 @@ pub unsafe extern "C" fn phi_model_load(
         // SAFETY: path per the contract.
         let path = unsafe { str_arg(path, "path") }?;
         // SAFETY: params is null or valid per the contract.
-        let params = unsafe { params.as_ref() }
-            .copied()
-            .unwrap_or_else(|| phi_model_default_params());
+        let params = unsafe {
+            read_params(
+                params,
+                phi_model_default_params(),
+                std::mem::size_of::<phi_model_params>(),
+                "phi_model_params",
+            )
+        }?;
+        let options = ModelOptions {
+            repack: params.repack,
+        };
         let model = if params.use_mmap {
-            Model::load(path)
+            Model::load_with(path, &options)
         } else {
             std::fs::read(path)
                 .map_err(|e| PhiError::Gguf(e.into()))
-                .and_then(|b| Model::from_gguf(phi_gguf::Gguf::from_bytes(b)?))
+                .and_then(|b| Model::from_gguf_with(phi_gguf::Gguf::from_bytes(b)?, &options))
         }
         .map_err(phi_err)?;
         let h = Box::new(phi_model {
@@ -335,7 +481,9 @@ pub unsafe extern "C" fn phi_model_n_vocab(model: *const phi_model) -> u32 {
 /// Creates a context. On success `*out` holds a handle to free with `phi_context_free`.
 ///
 /// # Safety
-/// `model` is a live handle; `params` is null (defaults) or valid; `out` is writable.
+/// `model` is a live handle; `params` is null (defaults) or a struct from
+/// `phi_context_default_params` (its `size` set) whose `thread_pool` is null
+/// or a live handle; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn phi_context_new(
     model: *const phi_model,
@@ -351,20 +499,38 @@ pub unsafe extern "C" fn phi_context_new(
         // SAFETY: per the contract.
         let model = unsafe { handle(model, "model") }?;
         // SAFETY: params is null or valid per the contract.
-        let p = unsafe { params.as_ref() }
-            .copied()
-            .unwrap_or_else(|| phi_context_default_params());
+        let p = unsafe {
+            read_params(
+                params,
+                phi_context_default_params(),
+                std::mem::size_of::<phi_context_params>(),
+                "phi_context_params",
+            )
+        }?;
+        let d = ContextParams::default();
+        let kv_type = match p.kv_type {
+            PHI_KV_F16 => KvType::F16,
+            PHI_KV_F32 => KvType::F32,
+            PHI_KV_Q8_0 => KvType::Q8_0,
+            other => return Err(invalid(&format!("unknown kv_type {other}"))),
+        };
+        let max_memory = usize::try_from(p.max_memory)
+            .map_err(|_| invalid("max_memory does not fit this machine's address space"))?;
+        // SAFETY: thread_pool is null or a live handle per the contract.
+        let thread_pool = unsafe { p.thread_pool.as_ref() }.map(|h| h.pool.clone());
         let params = ContextParams {
             n_ctx: p.n_ctx as usize,
             n_batch: if p.n_batch == 0 {
-                512
+                d.n_batch
             } else {
                 p.n_batch as usize
             },
             n_threads: p.n_threads as usize,
-            kv_type: if p.kv_f32 { KvType::F32 } else { KvType::F16 },
+            n_threads_batch: p.n_threads_batch as usize,
+            thread_pool,
+            kv_type,
             sliding_window: p.sliding_window,
-            max_memory: 0,
+            max_memory,
         };
         let ctx = Context::new(Arc::clone(&model.model), &params).map_err(phi_err)?;
         // SAFETY: out is non-null and writable.
@@ -542,8 +708,9 @@ pub unsafe extern "C" fn phi_get_logits(
 
 /// Evaluates `prompt` (appended to the context), then samples up to
 /// `max_tokens` tokens, calling `callback` with each piece of text. Stops at
-/// an end-of-generation token, after `max_tokens`, or when the callback
-/// returns false. `*n_generated` (if not null) gets the count.
+/// an end-of-generation token or after `max_tokens` (PHI_OK), or when the
+/// callback returns false (PHI_ERR_CANCELLED; the tokens generated so far
+/// stay in the context). `*n_generated` (if not null) gets the count.
 ///
 /// # Safety
 /// `ctx` is a live handle used by no other thread; `prompt` has `n_prompt`
@@ -609,11 +776,17 @@ pub unsafe extern "C" fn phi_generate(
         )
         .map_err(phi_err)?;
         let tail = stream.finish();
-        emit(&tail);
         if !n_generated.is_null() {
             // SAFETY: non-null and writable per the contract.
             unsafe { *n_generated = stats.generated_tokens };
         }
+        if stats.stop == StopReason::Callback {
+            return Err((
+                PHI_ERR_CANCELLED,
+                "the callback stopped generation".to_string(),
+            ));
+        }
+        emit(&tail);
         Ok(())
     })
 }

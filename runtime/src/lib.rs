@@ -29,20 +29,36 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+//!
+//! # Cargo features
+//!
+//! * `capi` — the C API ([`ffi`], declared in `include/phi.h`), compiled into
+//!   `libphi.a` / `libphi.so`: `cargo build --release -p phi --features capi`.
+//!   Off by default, so the Rust API does not carry it.
+//! * `synthetic` — [`synthetic::build`] / [`synthetic::write`]: random-weight
+//!   models of any decoder shape, written with our own GGUF writer. The one
+//!   way tests, benchmarks, the fuzzers and `phi bench --synthetic` make
+//!   models without a download. Off by default.
+
 pub mod config;
 pub mod context;
 pub mod error;
+#[cfg(feature = "capi")]
 pub mod ffi;
 pub mod generate;
-pub mod model;
+mod model;
+pub mod quantize;
 pub mod sampler;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
+mod threads;
 pub mod tokenizer;
 
 pub use config::{Arch, Config};
 pub use context::{Context, ContextParams, KvType};
-pub use error::{PhiError, Result};
+pub use error::{ErrorKind, PhiError, Result};
 pub use generate::{generate, GenerationStats, StopReason};
 pub use model::{Model, ModelOptions};
 pub use sampler::{Sampler, SamplerParams};
+pub use threads::{default_threads, ThreadPool};
 pub use tokenizer::Tokenizer;

@@ -11,10 +11,10 @@ use std::path::Path;
 
 /// A weight matrix inside the file: `rows` rows of `cols` elements.
 #[derive(Debug, Clone, Copy)]
-pub struct Mat {
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
+pub(crate) struct Mat {
+    pub(crate) ty: GgmlType,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
     /// Byte range in the file.
     offset: usize,
     len: usize,
@@ -24,43 +24,47 @@ pub struct Mat {
 
 /// The attention input projections: Phi-3 fuses q|k|v, Llama keeps them apart.
 #[derive(Debug)]
-pub enum Qkv {
+pub(crate) enum Qkv {
     Fused(Mat),
     Split { q: Mat, k: Mat, v: Mat },
 }
 
 /// The feed-forward input projections: Phi-3 fuses gate|up, Llama keeps them apart.
 #[derive(Debug)]
-pub enum GateUp {
+pub(crate) enum GateUp {
     Fused(Mat),
     Split { gate: Mat, up: Mat },
 }
 
 #[derive(Debug)]
-pub struct Layer {
-    pub attn_norm: Vec<f32>,
-    pub qkv: Qkv,
-    pub attn_out: Mat,
-    pub ffn_norm: Vec<f32>,
-    pub gate_up: GateUp,
-    pub down: Mat,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) qkv: Qkv,
+    pub(crate) attn_out: Mat,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) gate_up: GateUp,
+    pub(crate) down: Mat,
 }
 
 /// A loaded model: read-only, shareable between contexts and threads.
+///
+/// The fields are the runtime's own (`pub(crate)`: the forward pass and the
+/// batch engine read them); users see [`config`](Model::config),
+/// [`tokenizer`](Model::tokenizer) and [`gguf`](Model::gguf).
 pub struct Model {
-    gguf: Gguf,
+    pub(crate) gguf: Gguf,
     /// Weights repacked at load into the kernels' interleaved layout.
-    packed: Vec<PackedWeights>,
-    pub config: Config,
-    tokenizer: Tokenizer,
-    pub tok_embd: Mat,
-    pub output_norm: Vec<f32>,
+    pub(crate) packed: Vec<PackedWeights>,
+    pub(crate) config: Config,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) tok_embd: Mat,
+    pub(crate) output_norm: Vec<f32>,
     /// The output projection (`token_embd` again when embeddings are tied).
-    pub output: Mat,
-    pub layers: Vec<Layer>,
+    pub(crate) output: Mat,
+    pub(crate) layers: Vec<Layer>,
     /// LongRoPE frequency factors (n_rot / 2 each), when the model has them.
-    pub rope_factors_long: Option<Vec<f32>>,
-    pub rope_factors_short: Option<Vec<f32>>,
+    pub(crate) rope_factors_long: Option<Vec<f32>>,
+    pub(crate) rope_factors_short: Option<Vec<f32>>,
 }
 
 /// How a model is loaded.
@@ -70,12 +74,22 @@ pub struct ModelOptions {
     /// this CPU (`phi_kernels::packed::supports`; e.g. on AVX2 the Q4_x /
     /// Q5_x types, on AVX-512 VNNI also Q8_0, IQ4_NL and K-quants) and release
     /// their mapped pages, so the weights are still resident only once. `false` keeps every weight in the
-    /// mapping (zero-copy). Default: true, unless `PHI_REPACK=0`.
+    /// mapping (zero-copy). Default: true.
     pub repack: bool,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
+        ModelOptions { repack: true }
+    }
+}
+
+impl ModelOptions {
+    /// The defaults, overridden by the environment: `PHI_REPACK=0` turns
+    /// repacking off. Read once by the program's front end (the `phi`
+    /// command, the C API's `phi_model_default_params`), never by the library
+    /// on its own.
+    pub fn from_env() -> ModelOptions {
         ModelOptions {
             repack: std::env::var("PHI_REPACK").map_or(true, |v| v != "0"),
         }
@@ -83,9 +97,15 @@ impl Default for ModelOptions {
 }
 
 impl Model {
-    /// Maps the file at `path` and assembles the decoder.
+    /// Maps the file at `path` and assembles the decoder with the default
+    /// options.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        Model::from_gguf(Gguf::open(path)?)
+        Model::load_with(path, &ModelOptions::default())
+    }
+
+    /// Maps the file at `path` and assembles the decoder.
+    pub fn load_with(path: impl AsRef<Path>, options: &ModelOptions) -> Result<Model> {
+        Model::from_gguf_with(Gguf::open(path)?, options)
     }
 
     /// Assembles the decoder from a parsed file with the default options.
@@ -211,7 +231,7 @@ impl Model {
     }
 
     /// `y = W·x` for `n` tokens, on the packed copy of `m` when there is one.
-    pub fn matmul(
+    pub(crate) fn matmul(
         &self,
         m: &Mat,
         x: &[f32],
@@ -221,7 +241,7 @@ impl Model {
     ) -> Result<()> {
         match m.packed {
             Some(i) => matmul_packed(&self.packed[i], x, n, y, s)?,
-            None => phi_kernels::matmul(&self.weights(m), x, n, y, s)?,
+            None => phi_kernels::matmul(&self.weights(m)?, x, n, y, s)?,
         }
         Ok(())
     }
@@ -229,6 +249,11 @@ impl Model {
     /// How many matrices were repacked at load.
     pub fn n_packed(&self) -> usize {
         self.packed.len()
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The tokenizer built from the file's `tokenizer.ggml.*` keys.
@@ -241,14 +266,21 @@ impl Model {
         &self.gguf
     }
 
-    /// A kernel view of a weight matrix.
-    pub fn weights(&self, m: &Mat) -> Weights<'_> {
-        Weights {
+    /// A kernel view of a weight matrix that is still in the mapping. A
+    /// repacked matrix's mapped pages were released, so its bytes are not
+    /// handed out: that is an error, not a view of zeroed pages.
+    pub(crate) fn weights(&self, m: &Mat) -> Result<Weights<'_>> {
+        if m.packed.is_some() {
+            return Err(PhiError::Internal(
+                "the mapped bytes of a repacked matrix were released".into(),
+            ));
+        }
+        Ok(Weights {
             ty: m.ty,
             rows: m.rows,
             cols: m.cols,
             data: &self.gguf.bytes()[m.offset..m.offset + m.len],
-        }
+        })
     }
 
     /// The LongRoPE factors that llama.cpp uses for a context of `n_ctx`:

@@ -108,7 +108,7 @@ fn bad_arguments_are_errors_not_crashes() {
     let not_gguf = CString::new(root().join("README.md").to_str().unwrap()).unwrap();
     // SAFETY: valid string.
     let st = unsafe { phi_model_load(not_gguf.as_ptr(), std::ptr::null(), &mut m) };
-    assert_eq!(st, phi_status::PHI_ERR_MODEL, "{}", last_error());
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_MODEL, "{}", last_error());
 
     let model = load(&fixture("phi3-tiny-q8_0.gguf"));
     let text = CString::new("Hello world").unwrap();
@@ -268,4 +268,173 @@ fn chat_template_renders_through_the_c_api() {
     assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
     // SAFETY: live handle, freed once.
     unsafe { phi_model_free(model) };
+}
+
+/// Greedy ids through the C API on a fresh context made with `params`.
+fn c_greedy_with(
+    model: *const phi_model,
+    params: &phi_context_params,
+    prompt: &[i32],
+    n: usize,
+) -> Vec<i32> {
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: live model, params from phi_context_default_params, writable out.
+    let st = unsafe { phi_context_new(model, params, &mut ctx) };
+    assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+    let mut out = Vec::new();
+    let mut toks = prompt.to_vec();
+    for _ in 0..n {
+        // SAFETY: live context used by this thread only; toks readable.
+        let st = unsafe { phi_eval(ctx, toks.as_ptr(), toks.len()) };
+        assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+        let mut nv = 0usize;
+        // SAFETY: live context; nv writable.
+        let logits = unsafe { phi_get_logits(ctx, &mut nv) };
+        // SAFETY: phi_get_logits returned nv floats, valid until the next call.
+        let row = unsafe { std::slice::from_raw_parts(logits, nv) };
+        let next = phi::sampler::argmax(row) as i32;
+        out.push(next);
+        toks = vec![next];
+    }
+    // SAFETY: live handle, freed once.
+    unsafe { phi_context_free(ctx) };
+    out
+}
+
+#[test]
+fn default_params_are_the_rust_defaults() {
+    let c = phi_context_default_params();
+    let r = phi::ContextParams::default();
+    assert_eq!(c.size, std::mem::size_of::<phi_context_params>());
+    assert_eq!(
+        (c.n_ctx as usize, c.n_batch as usize, c.n_threads as usize),
+        (r.n_ctx, r.n_batch, r.n_threads)
+    );
+    assert_eq!(c.n_threads_batch as usize, r.n_threads_batch);
+    assert!(c.thread_pool.is_null() && r.thread_pool.is_none());
+    assert_eq!((c.kv_type, r.kv_type), (PHI_KV_F16, phi::KvType::F16));
+    assert_eq!(c.sliding_window, r.sliding_window);
+    assert_eq!(c.max_memory as usize, r.max_memory);
+    let m = phi_model_default_params();
+    assert_eq!(m.size, std::mem::size_of::<phi_model_params>());
+    assert!(m.use_mmap);
+    assert_eq!(m.repack, phi::ModelOptions::from_env().repack);
+}
+
+#[test]
+fn context_params_reach_the_context() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = load(&fixture("phi3-tiny-q8_0.gguf"));
+    let prompt = [1, 10, 300, 301];
+    let want = c_greedy(model, &prompt, 8);
+    let new_ctx = |p: &phi_context_params| {
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: live model, readable params, writable out.
+        let st = unsafe { phi_context_new(model, p, &mut ctx) };
+        // SAFETY: a null or live handle, freed once.
+        unsafe { phi_context_free(ctx) };
+        st
+    };
+
+    // A struct not made by phi_context_default_params (size unset) or from
+    // a newer header (size too large) is refused, not misread.
+    let mut p = phi_context_default_params();
+    p.size = 0;
+    assert_eq!(new_ctx(&p), phi_status::PHI_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("size"), "{}", last_error());
+    p.size = std::mem::size_of::<phi_context_params>() + 8;
+    assert_eq!(new_ctx(&p), phi_status::PHI_ERR_INVALID_ARGUMENT);
+    let mut p = phi_context_default_params();
+    p.kv_type = 7;
+    assert_eq!(new_ctx(&p), phi_status::PHI_ERR_INVALID_ARGUMENT);
+
+    // max_memory: a tiny limit is out of memory.
+    let mut p = phi_context_default_params();
+    p.max_memory = 4096;
+    assert_eq!(new_ctx(&p), phi_status::PHI_ERR_OUT_OF_MEMORY);
+    assert!(last_error().contains("4096"), "{}", last_error());
+
+    // Every KV type runs; f32 and f16 agree with the default on greedy ids.
+    for (kv, exact) in [(PHI_KV_F32, true), (PHI_KV_F16, true), (PHI_KV_Q8_0, false)] {
+        let mut p = phi_context_default_params();
+        p.kv_type = kv;
+        p.n_threads = 1;
+        p.n_threads_batch = 2;
+        let got = c_greedy_with(model, &p, &prompt, 8);
+        assert_eq!(got.len(), 8);
+        if exact {
+            assert_eq!(got, want, "kv type {kv}");
+        }
+    }
+
+    // Two contexts on one shared pool give what separate pools give.
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: writable out.
+    let st = unsafe { phi_thread_pool_new(2, &mut pool) };
+    assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+    let mut p = phi_context_default_params();
+    p.thread_pool = pool;
+    let a = c_greedy_with(model, &p, &prompt, 8);
+    let b = c_greedy_with(model, &p, &prompt, 8);
+    assert_eq!((a, b), (want.clone(), want));
+    // SAFETY: live handles, freed once.
+    unsafe {
+        phi_thread_pool_free(pool);
+        phi_model_free(model);
+    }
+}
+
+#[test]
+fn failure_kinds_have_their_own_status() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A well-formed file of an architecture phi.rs does not run.
+    let g = phi_gguf::Gguf::open(fixture("phi3-tiny-q8_0.gguf")).unwrap();
+    let mut w = phi_gguf::GgufWriter::new();
+    for (k, v) in g.metadata() {
+        let v = if k == "general.architecture" {
+            phi_gguf::Value::String("mamba".into())
+        } else {
+            v.clone()
+        };
+        w.add_metadata(k.clone(), v).unwrap();
+    }
+    for t in g.tensor_views() {
+        w.add_tensor(t.info.name.clone(), t.info.ggml_type, &t.info.dims, t.data)
+            .unwrap();
+    }
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_api_mamba.gguf");
+    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+    let p = CString::new(path.to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null_mut();
+    // SAFETY: valid string, null params, writable out.
+    let st = unsafe { phi_model_load(p.as_ptr(), std::ptr::null(), &mut m) };
+    assert_eq!(
+        st,
+        phi_status::PHI_ERR_UNSUPPORTED_MODEL,
+        "{}",
+        last_error()
+    );
+    assert!(m.is_null());
+
+    // Model params: size checked; repack off and reading into memory work.
+    let fx = CString::new(fixture("phi3-tiny-q4_0.gguf").to_str().unwrap()).unwrap();
+    let mut mp = phi_model_default_params();
+    mp.size = 1;
+    // SAFETY: valid string, readable params, writable out.
+    let st = unsafe { phi_model_load(fx.as_ptr(), &mp, &mut m) };
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
+    let mut greedy = Vec::new();
+    for (use_mmap, repack) in [(true, true), (true, false), (false, false)] {
+        let mut mp = phi_model_default_params();
+        mp.use_mmap = use_mmap;
+        mp.repack = repack;
+        // SAFETY: valid string, readable params, writable out.
+        let st = unsafe { phi_model_load(fx.as_ptr(), &mp, &mut m) };
+        assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
+        greedy.push(c_greedy(m, &[1, 2, 3], 4));
+        // SAFETY: live handle, freed once.
+        unsafe { phi_model_free(m) };
+    }
+    assert_eq!(greedy[1], greedy[2]);
+    assert_eq!(greedy[0].len(), 4);
 }

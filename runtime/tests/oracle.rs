@@ -67,7 +67,7 @@ fn check(oracle_dir: &str) {
     let n_ctx = man["settings"]["n_ctx"].as_u64().unwrap() as usize;
     let n_vocab = man["n_vocab"].as_u64().unwrap() as usize;
     let model = Arc::new(Model::load(fixtures().join("models").join(model_file)).unwrap());
-    assert_eq!(model.config.n_vocab, n_vocab);
+    assert_eq!(model.config().n_vocab, n_vocab);
     let params = ContextParams {
         n_ctx,
         n_batch: 256,
@@ -75,6 +75,7 @@ fn check(oracle_dir: &str) {
         kv_type: KvType::F32,
         sliding_window: false,
         max_memory: 0,
+        ..Default::default()
     };
     let tol = tolerance(model_file);
     let (mut max_abs, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);

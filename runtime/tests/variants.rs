@@ -21,6 +21,7 @@ fn ctx(model: &Arc<Model>, n_ctx: usize, swa: bool) -> Context {
         kv_type: KvType::F32,
         sliding_window: swa,
         max_memory: 0,
+        ..Default::default()
     };
     Context::new(Arc::clone(model), &p).unwrap()
 }
@@ -40,7 +41,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Prefill of the whole prompt in batches vs one token at a time.
 fn batched_equals_sequential(spec: &SyntheticSpec) {
     let model = load(spec);
-    let nv = model.config.n_vocab;
+    let nv = model.config().n_vocab;
     let toks = prompt(100, nv); // > n_batch: exercises several batches
     let mut a = ctx(&model, 256, true);
     a.eval(&toks, true).unwrap();
@@ -87,8 +88,8 @@ fn llama_gqa_tied_embeddings() {
     };
     batched_equals_sequential(&spec);
     let model = load(&spec);
-    assert_eq!(model.config.arch, Arch::Llama);
-    assert!(!model.config.rope_neox);
+    assert_eq!(model.config().arch, Arch::Llama);
+    assert!(!model.config().rope_neox);
 }
 
 #[test]
@@ -103,7 +104,7 @@ fn sliding_window_limits_attention() {
         ..SyntheticSpec::tiny_phi3()
     };
     let model = load(&spec);
-    let toks = prompt(30, model.config.n_vocab);
+    let toks = prompt(30, model.config().n_vocab);
     let mut windowed = ctx(&model, 64, true);
     windowed.eval(&toks, false).unwrap();
     let mut tail = ctx(&model, 64, true);
@@ -130,7 +131,7 @@ fn longrope_picks_factors_by_context_size() {
         ..SyntheticSpec::tiny_phi3()
     };
     let model = load(&spec);
-    let toks = prompt(20, model.config.n_vocab);
+    let toks = prompt(20, model.config().n_vocab);
     let run = |n_ctx| {
         let mut c = ctx(&model, n_ctx, false);
         c.eval(&toks, false).unwrap();
@@ -264,7 +265,7 @@ fn contexts_beyond_the_memory_limit_are_refused() {
 #[test]
 fn quantized_kv_caches_stay_close_to_f32() {
     let model = load(&SyntheticSpec::tiny_phi3());
-    let toks = prompt(40, model.config.n_vocab);
+    let toks = prompt(40, model.config().n_vocab);
     let run = |kv_type| {
         let p = ContextParams {
             n_ctx: 64,
@@ -300,4 +301,41 @@ fn quantized_kv_caches_stay_close_to_f32() {
     };
     let err = Context::new(odd, &p).err().expect("should refuse");
     assert!(err.to_string().contains("multiple of 32"), "{err}");
+}
+
+/// Contexts sharing one pool compute what contexts with their own pools do,
+/// and the thread counts for prompt and decode are applied apart.
+#[test]
+fn contexts_share_a_thread_pool() {
+    let model = load(&SyntheticSpec::tiny_phi3());
+    let toks = prompt(20, model.config().n_vocab);
+    let run = |p: &ContextParams| {
+        let mut c = Context::new(Arc::clone(&model), p).unwrap();
+        c.eval(&toks, true).unwrap();
+        let mut all = c.logits().to_vec();
+        c.eval(&[7], false).unwrap();
+        all.extend_from_slice(c.last_logits());
+        (all, c.n_threads(), c.n_threads_batch())
+    };
+    let base = ContextParams {
+        n_ctx: 64,
+        kv_type: KvType::F32,
+        ..Default::default()
+    };
+    let own = run(&ContextParams {
+        n_threads: 1,
+        n_threads_batch: 2,
+        ..base.clone()
+    });
+    assert_eq!((own.1, own.2), (1, 2));
+    let pool = phi::ThreadPool::new(2).unwrap();
+    let shared = ContextParams {
+        thread_pool: Some(pool.clone()),
+        n_threads: 1,
+        ..base
+    };
+    let (a, b) = (run(&shared), run(&shared));
+    assert_eq!((a.1, a.2), (2, 2));
+    assert_eq!(a.0, own.0);
+    assert_eq!(b.0, own.0);
 }
