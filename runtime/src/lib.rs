@@ -29,6 +29,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod batch;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod sampler;
 pub mod synthetic;
 pub mod tokenizer;
 
+pub use batch::{Batch, BatchParams, SeqParams};
 pub use config::{Arch, Config};
 pub use context::{Context, ContextParams, KvType};
 pub use error::{PhiError, Result};
