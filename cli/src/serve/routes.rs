@@ -472,7 +472,10 @@ async fn start(
                 prompt.len(),
                 l.n_ctx
             ),
-            param: Some("messages"),
+            param: Some(match kind {
+                Kind::Chat => "messages",
+                Kind::Text => "prompt",
+            }),
             code: Some("context_length_exceeded"),
         });
     }
