@@ -160,6 +160,18 @@ pub struct Event {
     pub finish: Option<Finish>,
 }
 
+impl Event {
+    /// A sequence's last event without a token.
+    fn end(id: SeqId, finish: Finish) -> Event {
+        Event {
+            id,
+            token: None,
+            logprobs: None,
+            finish: Some(finish),
+        }
+    }
+}
+
 struct Seq {
     id: SeqId,
     prompt: Vec<u32>,
@@ -408,12 +420,7 @@ impl Batch {
             };
             let Some(tok) = seq.pending else { continue };
             if slot.cached.len() >= n_ctx {
-                events.push(Event {
-                    id: seq.id,
-                    token: None,
-                    logprobs: None,
-                    finish: Some(Finish::ContextFull),
-                });
+                events.push(Event::end(seq.id, Finish::ContextFull));
                 slot.seq = None;
                 continue;
             }
@@ -521,12 +528,7 @@ impl Batch {
             });
             seq.generated.push(next);
             let finish = if model.tokenizer().is_eog(next) && !seq.params.ignore_eos {
-                events.push(Event {
-                    id: seq.id,
-                    token: None,
-                    logprobs: None,
-                    finish: Some(Finish::Stop),
-                });
+                events.push(Event::end(seq.id, Finish::Stop));
                 slot.seq = None;
                 continue;
             } else if seq.generated.len() >= seq.params.max_tokens {
@@ -567,27 +569,24 @@ fn apply_penalties(row: &mut [f32], seq: &Seq, counts: &mut Vec<u32>) {
     }
 }
 
-/// log(softmax(row))[token], in f64 for the normaliser.
-fn logprob_of(row: &[f32], token: u32) -> f32 {
+/// log Σ exp(row), in f64.
+fn log_sum_exp(row: &[f32]) -> f64 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = row
-        .iter()
+    row.iter()
         .map(|&v| ((v - max) as f64).exp())
         .sum::<f64>()
         .ln()
-        + max as f64;
-    (row[token as usize] as f64 - lse) as f32
+        + max as f64
+}
+
+/// log(softmax(row))[token].
+fn logprob_of(row: &[f32], token: u32) -> f32 {
+    (row[token as usize] as f64 - log_sum_exp(row)) as f32
 }
 
 /// The `n` largest entries of log(softmax(row)), best first (lowest id on ties).
 fn top_logprobs(row: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = row
-        .iter()
-        .map(|&v| ((v - max) as f64).exp())
-        .sum::<f64>()
-        .ln()
-        + max as f64;
+    let lse = log_sum_exp(row);
     let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
     for (i, &v) in row.iter().enumerate() {
         if top.len() == n && top.last().is_none_or(|&(_, w)| v <= w) {

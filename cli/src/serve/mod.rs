@@ -186,7 +186,16 @@ async fn serve(
     let loader =
         tokio::task::spawn_blocking(move || -> Result<std::thread::JoinHandle<()>, String> {
             let model = Arc::new(crate::load::load_model(&path).map_err(|e| e.to_string())?);
-            let batch = Batch::new(Arc::clone(&model), &params).map_err(|e| e.to_string())?;
+            let batch =
+                Batch::new(Arc::clone(&model), &params).map_err(|e| match e {
+                    phi::PhiError::OutOfMemory { needed, limit, .. } => format!(
+                "{} sequences × {} tokens of KV cache and buffers need {needed} bytes, more \
+                 than the {limit} bytes available (use a smaller -c or -np, or --max-memory)",
+                params.n_seq,
+                if params.n_ctx == 0 { model.config.n_ctx_train.min(4096) } else { params.n_ctx },
+            ),
+                    e => e.to_string(),
+                })?;
             let (n_ctx, n_seq) = (batch.n_ctx(), batch.n_seq());
             let (tx, rx) = mpsc::channel(queue_size);
             let metrics = Arc::clone(&loader_state.metrics);
