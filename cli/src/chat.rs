@@ -69,6 +69,31 @@ struct Chat<'a> {
     turn: usize,
 }
 
+/// The whole conversation as prompt text, ending with the assistant prefix:
+/// the model's chat template, or Phi-3's format without one (also used by
+/// `phi serve`).
+///
+/// Phi-3's own GGUF template drops system messages; llama.cpp formats Phi-3
+/// templates with its built-in Phi-3 format, which keeps them. So does this:
+/// a template with `<|end|>` that loses the system prompt is replaced by
+/// Phi-3's format.
+pub fn render_prompt(
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+) -> Result<String, phi::tokenizer::ChatTemplateError> {
+    let text = tokenizer.apply_chat_template(messages, true)?;
+    let lost_system = messages
+        .first()
+        .is_some_and(|m| m.role == "system" && !m.content.is_empty() && !text.contains(&m.content));
+    let phi3_like = tokenizer
+        .chat_template()
+        .is_some_and(|t| t.contains("<|end|>") && t.contains("<|assistant|>"));
+    if lost_system && phi3_like {
+        return Ok(phi3_prompt(messages, true));
+    }
+    Ok(text)
+}
+
 enum TurnEnd {
     Done,
     /// The turn did not fit in the context.
@@ -76,26 +101,8 @@ enum TurnEnd {
 }
 
 impl<'a> Chat<'a> {
-    /// The whole conversation as prompt text, ending with the assistant
-    /// prefix: the model's chat template, or Phi-3's format without one.
-    ///
-    /// Phi-3's own GGUF template drops system messages; llama.cpp formats
-    /// Phi-3 templates with its built-in Phi-3 format, which keeps them. So
-    /// does this: a template with `<|end|>` that loses the system prompt is
-    /// replaced by Phi-3's format.
     fn render(&self) -> Result<String, Box<dyn std::error::Error>> {
-        let text = self.tokenizer.apply_chat_template(&self.messages, true)?;
-        let lost_system = self.messages.first().is_some_and(|m| {
-            m.role == "system" && !m.content.is_empty() && !text.contains(&m.content)
-        });
-        let phi3_like = self
-            .tokenizer
-            .chat_template()
-            .is_some_and(|t| t.contains("<|end|>") && t.contains("<|assistant|>"));
-        if lost_system && phi3_like {
-            return Ok(phi3_prompt(&self.messages, true));
-        }
-        Ok(text)
+        Ok(render_prompt(self.tokenizer, &self.messages)?)
     }
 
     fn reset(&mut self) {

@@ -13,6 +13,7 @@ mod perplexity;
 mod pull;
 mod quantize;
 mod run;
+mod serve;
 mod show;
 mod tokenize;
 
@@ -71,6 +72,11 @@ enum Command {
     /// Convert a GGUF model's weights to another type (like llama-quantize).
     #[command(after_help = quantize::AFTER_HELP)]
     Quantize(quantize::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API, batching concurrent requests.
+    #[command(after_help = r#"Examples:
+  phi serve -m model.gguf --port 8080 -np 4 -c 4096
+  OPENAI_BASE_URL=http://127.0.0.1:8080/v1 your-openai-tool"#)]
+    Serve(serve::Args),
 }
 
 /// What bare `phi` prints.
@@ -99,7 +105,17 @@ More:
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn main() {
-    let cli = Cli::parse();
+    // llama-server spells --parallel `-np`; clap's short flags are one letter.
+    let cli =
+        Cli::parse_from(std::env::args_os().map(
+            |a| {
+                if a == "-np" {
+                    "--parallel".into()
+                } else {
+                    a
+                }
+            },
+        ));
     let result: CliResult = match cli.command {
         None => {
             print!("{}", quick_start());
@@ -115,6 +131,7 @@ fn main() {
         Some(Command::Pull(args)) => pull::run(args),
         Some(Command::List(args)) => list::run(args),
         Some(Command::Quantize(args)) => quantize::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

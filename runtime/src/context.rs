@@ -94,7 +94,51 @@ fn available_memory() -> Option<usize> {
     kib.checked_mul(1024)
 }
 
-enum KvStore {
+/// Checks `kv_type` against the model and the memory a cache of `n_cells`
+/// cells with buffers for `n_batch` tokens needs against `max_memory` (0 =
+/// what the system has available), then allocates the cells of every layer.
+pub(crate) fn alloc_kv(
+    c: &Config,
+    kv_type: KvType,
+    n_cells: usize,
+    n_batch: usize,
+    max_memory: usize,
+) -> Result<Vec<LayerKv>> {
+    if kv_type == KvType::Q8_0 && c.head_dim % 32 != 0 {
+        return Err(PhiError::InvalidArgument(format!(
+            "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {})",
+            c.head_dim
+        )));
+    }
+    let kv_elems = n_cells
+        .checked_mul(c.kv_dim())
+        .ok_or_else(|| PhiError::InvalidArgument(format!("context of {n_cells} is too large")))?;
+    let needed = memory_needed(c, n_cells, n_batch, kv_type).ok_or_else(|| {
+        PhiError::InvalidArgument(format!("context of {n_cells} tokens is too large"))
+    })?;
+    let limit = if max_memory > 0 {
+        Some(max_memory)
+    } else {
+        available_memory()
+    };
+    if let Some(limit) = limit {
+        if needed > limit {
+            return Err(PhiError::OutOfMemory {
+                needed,
+                limit,
+                n_ctx: n_cells,
+            });
+        }
+    }
+    Ok((0..c.n_layer)
+        .map(|_| LayerKv {
+            k: KvStore::new(kv_type, kv_elems),
+            v: KvStore::new(kv_type, kv_elems),
+        })
+        .collect())
+}
+
+pub(crate) enum KvStore {
     F32(Vec<f32>),
     /// f16 bits: a `Vec<u16>` of zeros comes from calloc, so an untouched
     /// cache costs no resident memory (a `Vec<f16>` would be written eagerly).
@@ -109,7 +153,7 @@ fn q8_0_offset(at: usize) -> usize {
 }
 
 impl KvStore {
-    fn new(ty: KvType, n: usize) -> KvStore {
+    pub(crate) fn new(ty: KvType, n: usize) -> KvStore {
         match ty {
             KvType::F32 => KvStore::F32(vec![0.0; n]),
             KvType::F16 => KvStore::F16(vec![0u16; n]),
@@ -148,13 +192,13 @@ impl KvStore {
     }
 }
 
-struct LayerKv {
-    k: KvStore,
-    v: KvStore,
+pub(crate) struct LayerKv {
+    pub(crate) k: KvStore,
+    pub(crate) v: KvStore,
 }
 
 /// Activations for one batch, allocated once per context.
-struct Buffers {
+pub(crate) struct Buffers {
     x: Vec<f32>,
     xn: Vec<f32>,
     q: Vec<f32>,
@@ -217,84 +261,15 @@ impl Context {
         } else {
             params.n_ctx
         };
-        if params.kv_type == KvType::Q8_0 && c.head_dim % 32 != 0 {
-            return Err(PhiError::InvalidArgument(format!(
-                "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {})",
-                c.head_dim
-            )));
-        }
         if params.n_batch == 0 {
             return Err(PhiError::InvalidArgument(
                 "the batch size must be at least 1".into(),
             ));
         }
         let n_batch = params.n_batch.min(n_ctx);
-        let kv_elems = n_ctx
-            .checked_mul(c.kv_dim())
-            .ok_or_else(|| PhiError::InvalidArgument(format!("context of {n_ctx} is too large")))?;
-        let needed = memory_needed(c, n_ctx, n_batch, params.kv_type).ok_or_else(|| {
-            PhiError::InvalidArgument(format!("context of {n_ctx} tokens is too large"))
-        })?;
-        let limit = if params.max_memory > 0 {
-            Some(params.max_memory)
-        } else {
-            available_memory()
-        };
-        if let Some(limit) = limit {
-            if needed > limit {
-                return Err(PhiError::OutOfMemory {
-                    needed,
-                    limit,
-                    n_ctx,
-                });
-            }
-        }
-        let kv = (0..c.n_layer)
-            .map(|_| LayerKv {
-                k: KvStore::new(params.kv_type, kv_elems),
-                v: KvStore::new(params.kv_type, kv_elems),
-            })
-            .collect();
-        let b = n_batch;
-        let ff_fused = matches!(
-            model.layers.first().map(|l| &l.gate_up),
-            Some(GateUp::Fused(_))
-        );
-        let qkv_fused = matches!(model.layers.first().map(|l| &l.qkv), Some(Qkv::Fused(_)));
-        let fused_len = b * usize::max(
-            if ff_fused { 2 * c.n_ff } else { 0 },
-            if qkv_fused {
-                c.q_dim() + 2 * c.kv_dim()
-            } else {
-                0
-            },
-        );
-        let buf = Buffers {
-            x: vec![0.0; b * c.n_embd],
-            xn: vec![0.0; b * c.n_embd],
-            q: vec![0.0; b * c.q_dim()],
-            k: vec![0.0; b * c.kv_dim()],
-            v: vec![0.0; b * c.kv_dim()],
-            fused: vec![0.0; fused_len],
-            attn: vec![0.0; b * c.q_dim()],
-            attn_heads: vec![0.0; b * c.q_dim()],
-            scores: vec![0.0; c.n_head * n_ctx],
-            proj: vec![0.0; b * c.n_embd],
-            gate: vec![0.0; b * c.n_ff],
-            up: vec![0.0; if ff_fused { 0 } else { b * c.n_ff }],
-            cos: vec![0.0; b * c.n_rot / 2],
-            sin: vec![0.0; b * c.n_rot / 2],
-        };
-        let factors = model.rope_factors(n_ctx);
-        let inv_freq = (0..c.n_rot / 2)
-            .map(|i| {
-                let f = (c.rope_base as f64).powf(-2.0 * i as f64 / c.n_rot as f64);
-                match factors {
-                    Some(ff) => f / ff[i] as f64,
-                    None => f,
-                }
-            })
-            .collect();
+        let kv = alloc_kv(c, params.kv_type, n_ctx, n_batch, params.max_memory)?;
+        let buf = Buffers::new(&model, n_batch, n_ctx);
+        let inv_freq = rotary_inv_freq(&model, n_ctx);
         let window = if params.sliding_window {
             c.sliding_window
         } else {
@@ -433,13 +408,123 @@ impl Context {
         out_rows: Option<std::ops::Range<usize>>,
     ) -> Result<()> {
         let model = Arc::clone(&self.model);
+        let b = tokens.len();
+        let runs = [Run {
+            cell0: 0,
+            pos0: self.n_past,
+            len: b,
+        }];
+        let mut pass = Pass {
+            model: &model,
+            kv: &mut self.kv,
+            buf: &mut self.buf,
+            scratch: &mut self.scratch,
+            inv_freq: &self.inv_freq,
+            window: self.window,
+            n_ctx: self.n_ctx,
+            layer_times: self.layer_times.as_deref_mut(),
+        };
+        pass.layers(tokens, &runs)?;
+        self.n_past += b;
+        if let Some(rows) = out_rows {
+            let nv = model.config.n_vocab;
+            let first = b - rows.len();
+            let out = &mut self.logits[rows.start * nv..rows.end * nv];
+            pass.logits(first..b, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl Buffers {
+    /// Activation buffers for batches of up to `b` tokens attending over up
+    /// to `n_ctx` positions each.
+    pub(crate) fn new(model: &Model, b: usize, n_ctx: usize) -> Buffers {
+        let c = &model.config;
+        let ff_fused = matches!(
+            model.layers.first().map(|l| &l.gate_up),
+            Some(GateUp::Fused(_))
+        );
+        let qkv_fused = matches!(model.layers.first().map(|l| &l.qkv), Some(Qkv::Fused(_)));
+        let fused_len = b * usize::max(
+            if ff_fused { 2 * c.n_ff } else { 0 },
+            if qkv_fused {
+                c.q_dim() + 2 * c.kv_dim()
+            } else {
+                0
+            },
+        );
+        Buffers {
+            x: vec![0.0; b * c.n_embd],
+            xn: vec![0.0; b * c.n_embd],
+            q: vec![0.0; b * c.q_dim()],
+            k: vec![0.0; b * c.kv_dim()],
+            v: vec![0.0; b * c.kv_dim()],
+            fused: vec![0.0; fused_len],
+            attn: vec![0.0; b * c.q_dim()],
+            attn_heads: vec![0.0; b * c.q_dim()],
+            scores: vec![0.0; c.n_head * n_ctx],
+            proj: vec![0.0; b * c.n_embd],
+            gate: vec![0.0; b * c.n_ff],
+            up: vec![0.0; if ff_fused { 0 } else { b * c.n_ff }],
+            cos: vec![0.0; b * c.n_rot / 2],
+            sin: vec![0.0; b * c.n_rot / 2],
+        }
+    }
+}
+
+/// Rotary inverse frequencies for a context of `n_ctx`, LongRoPE factors applied.
+pub(crate) fn rotary_inv_freq(model: &Model, n_ctx: usize) -> Vec<f64> {
+    let c = &model.config;
+    let factors = model.rope_factors(n_ctx);
+    (0..c.n_rot / 2)
+        .map(|i| {
+            let f = (c.rope_base as f64).powf(-2.0 * i as f64 / c.n_rot as f64);
+            match factors {
+                Some(ff) => f / ff[i] as f64,
+                None => f,
+            }
+        })
+        .collect()
+}
+
+/// Consecutive tokens of one forward pass that belong to one sequence: they
+/// sit at positions `pos0..pos0 + len` of that sequence, whose KV cells start
+/// at cell `cell0` of the cache (0 for a [`Context`]; one block of `n_ctx`
+/// cells per sequence in a [`Batch`](crate::batch::Batch)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    pub(crate) cell0: usize,
+    pub(crate) pos0: usize,
+    pub(crate) len: usize,
+}
+
+/// One forward pass over the layers: everything it reads and writes. Both
+/// [`Context`] (one sequence) and [`Batch`](crate::batch::Batch) (several)
+/// drive the decoder through it, so they compute the same numbers.
+pub(crate) struct Pass<'a> {
+    pub(crate) model: &'a Model,
+    pub(crate) kv: &'a mut [LayerKv],
+    pub(crate) buf: &'a mut Buffers,
+    pub(crate) scratch: &'a mut Scratch,
+    pub(crate) inv_freq: &'a [f64],
+    pub(crate) window: usize,
+    /// Positions one sequence can hold (the stride of the score buffer).
+    pub(crate) n_ctx: usize,
+    pub(crate) layer_times: Option<&'a mut [std::time::Duration]>,
+}
+
+impl Pass<'_> {
+    /// Runs `tokens` (grouped into `runs`, in order) through every layer,
+    /// writing their keys and values into their sequences' cells. The final
+    /// hidden states stay in the buffers for [`logits`](Self::logits).
+    pub(crate) fn layers(&mut self, tokens: &[u32], runs: &[Run]) -> Result<()> {
+        let model = self.model;
         let c = &model.config;
         let b = tokens.len();
         let (e, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
-        let pos0 = self.n_past;
-        let buf = &mut self.buf;
-        let scratch = &mut self.scratch;
-        let mut layer_times = self.layer_times.as_mut();
+        let buf = &mut *self.buf;
+        let scratch = &mut *self.scratch;
 
         // Token embeddings.
         let emb = model.weights(&model.tok_embd)?;
@@ -449,10 +534,11 @@ impl Context {
             phi_kernels::dequantize_row(emb.ty, src, &mut buf.x[t * e..(t + 1) * e])?;
         }
 
-        // Rotary angles for this batch's positions.
+        // Rotary angles for each token's position in its own sequence.
         let half = c.n_rot / 2;
-        for t in 0..b {
-            let p = (pos0 + t) as f64;
+        let positions = runs.iter().flat_map(|r| r.pos0..r.pos0 + r.len);
+        for (t, pos) in positions.enumerate() {
+            let p = pos as f64;
             for i in 0..half {
                 let (s, co) = (p * self.inv_freq[i]).sin_cos();
                 buf.cos[t * half + i] = co as f32 * c.rope_attn_factor;
@@ -461,7 +547,7 @@ impl Context {
         }
 
         for (li, layer) in model.layers.iter().enumerate() {
-            let t_layer = layer_times.is_some().then(std::time::Instant::now);
+            let t_layer = self.layer_times.is_some().then(std::time::Instant::now);
             rms_norm(
                 &buf.x[..b * e],
                 &layer.attn_norm,
@@ -472,7 +558,7 @@ impl Context {
             match &layer.qkv {
                 Qkv::Fused(w) => {
                     let out = &mut buf.fused[..b * (qd + 2 * kvd)];
-                    mm(&model, w, xn, b, out, scratch)?;
+                    mm(model, w, xn, b, out, scratch)?;
                     for t in 0..b {
                         let row = &out[t * (qd + 2 * kvd)..(t + 1) * (qd + 2 * kvd)];
                         buf.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
@@ -481,9 +567,9 @@ impl Context {
                     }
                 }
                 Qkv::Split { q, k, v } => {
-                    mm(&model, q, xn, b, &mut buf.q[..b * qd], scratch)?;
-                    mm(&model, k, xn, b, &mut buf.k[..b * kvd], scratch)?;
-                    mm(&model, v, xn, b, &mut buf.v[..b * kvd], scratch)?;
+                    mm(model, q, xn, b, &mut buf.q[..b * qd], scratch)?;
+                    mm(model, k, xn, b, &mut buf.k[..b * kvd], scratch)?;
+                    mm(model, v, xn, b, &mut buf.v[..b * kvd], scratch)?;
                 }
             }
             for t in 0..b {
@@ -499,14 +585,19 @@ impl Context {
                 }
             }
             let kv = &mut self.kv[li];
-            kv.k.write(pos0 * kvd, &buf.k[..b * kvd]);
-            kv.v.write(pos0 * kvd, &buf.v[..b * kvd]);
+            let mut t0 = 0;
+            for r in runs {
+                let rows = t0 * kvd..(t0 + r.len) * kvd;
+                kv.k.write((r.cell0 + r.pos0) * kvd, &buf.k[rows.clone()]);
+                kv.v.write((r.cell0 + r.pos0) * kvd, &buf.v[rows]);
+                t0 += r.len;
+            }
 
             attention(
                 c,
                 kv,
                 &buf.q[..b * qd],
-                pos0,
+                runs,
                 b,
                 self.window,
                 self.n_ctx,
@@ -521,7 +612,7 @@ impl Context {
                 }
             }
             mm(
-                &model,
+                model,
                 &layer.attn_out,
                 &buf.attn[..b * qd],
                 b,
@@ -541,7 +632,7 @@ impl Context {
             match &layer.gate_up {
                 GateUp::Fused(w) => {
                     let out = &mut buf.fused[..b * 2 * ff];
-                    mm(&model, w, xn, b, out, scratch)?;
+                    mm(model, w, xn, b, out, scratch)?;
                     for t in 0..b {
                         let row = &out[t * 2 * ff..(t + 1) * 2 * ff];
                         let (g, u) = row.split_at(ff);
@@ -549,15 +640,15 @@ impl Context {
                     }
                 }
                 GateUp::Split { gate, up } => {
-                    mm(&model, gate, xn, b, &mut buf.gate[..b * ff], scratch)?;
-                    mm(&model, up, xn, b, &mut buf.up[..b * ff], scratch)?;
+                    mm(model, gate, xn, b, &mut buf.gate[..b * ff], scratch)?;
+                    mm(model, up, xn, b, &mut buf.up[..b * ff], scratch)?;
                     for (g, u) in buf.gate[..b * ff].iter_mut().zip(&buf.up[..b * ff]) {
                         *g = silu(*g) * u;
                     }
                 }
             }
             mm(
-                &model,
+                model,
                 &layer.down,
                 &buf.gate[..b * ff],
                 b,
@@ -565,26 +656,35 @@ impl Context {
                 scratch,
             )?;
             add_assign(&mut buf.x[..b * e], &buf.proj[..b * e]);
-            if let (Some(times), Some(t0)) = (layer_times.as_deref_mut(), t_layer) {
+            if let (Some(times), Some(t0)) = (self.layer_times.as_deref_mut(), t_layer) {
                 times[li] += t0.elapsed();
             }
         }
+        Ok(())
+    }
 
-        self.n_past += b;
-        if let Some(rows) = out_rows {
-            let n = rows.len();
-            let first = b - n;
+    /// Logits of the tokens at batch indices `rows` (after [`layers`](Self::layers)),
+    /// one row of `n_vocab` each, into `out`.
+    pub(crate) fn logits(
+        &mut self,
+        rows: impl ExactSizeIterator<Item = usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let model = self.model;
+        let c = &model.config;
+        let e = c.n_embd;
+        let n = rows.len();
+        let buf = &mut *self.buf;
+        for (i, r) in rows.enumerate() {
             rms_norm(
-                &buf.x[first * e..b * e],
+                &buf.x[r * e..(r + 1) * e],
                 &model.output_norm,
                 c.rms_eps,
-                &mut buf.xn[..n * e],
+                &mut buf.xn[i * e..(i + 1) * e],
             );
-            let nv = c.n_vocab;
-            let out = &mut self.logits[rows.start * nv..rows.end * nv];
-            mm(&model, &model.output, &buf.xn[..n * e], n, out, scratch)?;
         }
-        Ok(())
+        let out = &mut out[..n * c.n_vocab];
+        mm(model, &model.output, &buf.xn[..n * e], n, out, self.scratch)
     }
 }
 
@@ -640,14 +740,15 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Causal (optionally windowed) attention for `b` tokens at positions
-/// `pos0..pos0+b`, written head-major into `out` ([head][token][head_dim]).
+/// Causal (optionally windowed) attention for the `b` tokens of `runs`, each
+/// over its own sequence's cells, written head-major into `out`
+/// ([head][token][head_dim]).
 #[allow(clippy::too_many_arguments)]
 fn attention(
     c: &Config,
     kv: &LayerKv,
     q: &[f32],
-    pos0: usize,
+    runs: &[Run],
     b: usize,
     window: usize,
     n_ctx: usize,
@@ -663,8 +764,10 @@ fn attention(
         .enumerate()
         .for_each(|(h, (out_h, s))| {
             let kvh = h / group;
-            for t in 0..b {
-                let p = pos0 + t;
+            let tokens = runs
+                .iter()
+                .flat_map(|r| (r.pos0..r.pos0 + r.len).map(move |p| (r.cell0, p)));
+            for (t, (cell0, p)) in tokens.enumerate() {
                 let lo = if window > 0 {
                     (p + 1).saturating_sub(window)
                 } else {
@@ -674,7 +777,7 @@ fn attention(
                 let s = &mut s[..p + 1 - lo];
                 let mut max = f32::NEG_INFINITY;
                 for (j, sj) in (lo..=p).zip(s.iter_mut()) {
-                    *sj = kv.k.dot(j * kvd + kvh * d, qh) * scale;
+                    *sj = kv.k.dot((cell0 + j) * kvd + kvh * d, qh) * scale;
                     max = max.max(*sj);
                 }
                 let mut sum = 0f64;
@@ -686,7 +789,7 @@ fn attention(
                 let o = &mut out_h[t * d..(t + 1) * d];
                 o.fill(0.0);
                 for (j, &sj) in (lo..=p).zip(s.iter()) {
-                    kv.v.axpy(j * kvd + kvh * d, sj * inv, o);
+                    kv.v.axpy((cell0 + j) * kvd + kvh * d, sj * inv, o);
                 }
             }
         });

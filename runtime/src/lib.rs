@@ -40,6 +40,7 @@
 //!   way tests, benchmarks, the fuzzers and `phi bench --synthetic` make
 //!   models without a download. Off by default.
 
+pub mod batch;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -54,6 +55,7 @@ pub mod synthetic;
 mod threads;
 pub mod tokenizer;
 
+pub use batch::{Batch, BatchParams, SeqParams};
 pub use config::{Arch, Config};
 pub use context::{Context, ContextParams, KvType};
 pub use error::{ErrorKind, PhiError, Result};

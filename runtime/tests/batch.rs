@@ -1,0 +1,356 @@
+//! The batch engine against the single-sequence path: a sequence's tokens do
+//! not depend on what else runs in the batch, how its prompt is chunked, when
+//! it joins, or whether its prefix came from the cache.
+
+use phi::batch::{Batch, BatchParams, Event, Finish, SeqId, SeqParams};
+use phi::{generate, Context, ContextParams, Model, PhiError, Sampler, SamplerParams};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+const N_CTX: usize = 96;
+
+fn model(name: &str) -> Arc<Model> {
+    let path = format!(
+        "{}/../tests/fixtures/models/{name}.gguf",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    Arc::new(Model::load(path).unwrap())
+}
+
+/// Eight different prompts of different lengths (BOS first).
+fn prompts(n_vocab: usize) -> Vec<Vec<u32>> {
+    (0..8u32)
+        .map(|i| {
+            let len = 3 + (i as usize * 5) % 17;
+            std::iter::once(1)
+                .chain((0..len as u32).map(|j| (7 + i * 31 + j * 13) % n_vocab as u32))
+                .collect()
+        })
+        .collect()
+}
+
+/// What `generate` gives the prompt alone in a fresh context.
+fn solo(model: &Arc<Model>, prompt: &[u32], sp: &SamplerParams, max: usize) -> Vec<u32> {
+    let params = ContextParams {
+        n_ctx: N_CTX,
+        n_threads: 2,
+        ..Default::default()
+    };
+    let mut ctx = Context::new(Arc::clone(model), &params).unwrap();
+    let mut sampler = Sampler::new(sp.clone());
+    let mut out = Vec::new();
+    let tok = model.tokenizer();
+    generate(
+        &mut ctx,
+        &mut sampler,
+        prompt,
+        max,
+        |t| tok.is_eog(t),
+        |t| {
+            out.push(t);
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    out
+}
+
+fn batch(model: &Arc<Model>, n_seq: usize, chunk: usize) -> Batch {
+    let params = BatchParams {
+        n_seq,
+        n_ctx: N_CTX,
+        prefill_chunk: chunk,
+        n_threads: 2,
+        ..Default::default()
+    };
+    Batch::new(Arc::clone(model), &params).unwrap()
+}
+
+fn seq(sp: &SamplerParams, max: usize) -> SeqParams {
+    SeqParams {
+        sampler: sp.clone(),
+        max_tokens: max,
+        ..Default::default()
+    }
+}
+
+/// Steps until no sequence is active, collecting every sequence's tokens.
+fn drain(b: &mut Batch, out: &mut HashMap<SeqId, Vec<u32>>) -> HashMap<SeqId, Finish> {
+    let mut events = Vec::new();
+    let mut finished = HashMap::new();
+    let mut steps = 0;
+    while b.n_active() > 0 {
+        events.clear();
+        b.step(&mut events).unwrap();
+        record(&events, out, &mut finished);
+        steps += 1;
+        assert!(steps < 10_000, "the batch does not finish");
+    }
+    finished
+}
+
+fn record(
+    events: &[Event],
+    out: &mut HashMap<SeqId, Vec<u32>>,
+    finished: &mut HashMap<SeqId, Finish>,
+) {
+    for e in events {
+        if let Some(t) = e.token {
+            out.entry(e.id).or_default().push(t);
+        }
+        if let Some(f) = e.finish {
+            assert!(finished.insert(e.id, f).is_none(), "finished twice");
+        }
+    }
+}
+
+fn batched_equals_solo(name: &str, sp: SamplerParams) {
+    let m = model(name);
+    let prompts = prompts(m.config().n_vocab);
+    let max = 24;
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| solo(&m, p, &sp, max)).collect();
+    // A small chunk forces prompts to be fed over several steps, mixed with decodes.
+    let mut b = batch(&m, 8, 7);
+    let ids: Vec<SeqId> = prompts
+        .iter()
+        .map(|p| b.submit(p.clone(), seq(&sp, max)).unwrap().id)
+        .collect();
+    let mut out = HashMap::new();
+    drain(&mut b, &mut out);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            out.get(id).cloned().unwrap_or_default(),
+            want[i],
+            "{name}: sequence {i} batched differs from alone"
+        );
+    }
+}
+
+#[test]
+fn eight_batched_greedy_sequences_equal_solo_q4_0() {
+    batched_equals_solo("phi3-tiny-q4_0", SamplerParams::greedy());
+}
+
+#[test]
+fn eight_batched_greedy_sequences_equal_solo_other_types() {
+    for name in [
+        "llama-tiny-q8_0",
+        "phi3-gqa-q8_0",
+        "phi3-tiny-q4_k_m",
+        "phi3-tiny-f16",
+        "phi3-hd96-q4_0",
+    ] {
+        batched_equals_solo(name, SamplerParams::greedy());
+    }
+}
+
+#[test]
+fn eight_batched_seeded_samples_equal_solo() {
+    let sp = SamplerParams {
+        temperature: 0.9,
+        seed: 1234,
+        ..Default::default()
+    };
+    batched_equals_solo("phi3-tiny-q4_0", sp);
+}
+
+#[test]
+fn join_and_leave_between_steps() {
+    let m = model("phi3-tiny-q4_0");
+    let sp = SamplerParams::greedy();
+    let prompts = prompts(m.config().n_vocab);
+    let max = 20;
+    let mut b = batch(&m, 3, 64);
+    let mut out = HashMap::new();
+    let mut finished = HashMap::new();
+    let mut events = Vec::new();
+    let a = b.submit(prompts[0].clone(), seq(&sp, max)).unwrap().id;
+    let victim = b.submit(prompts[1].clone(), seq(&sp, max)).unwrap().id;
+    for _ in 0..4 {
+        events.clear();
+        b.step(&mut events).unwrap();
+        record(&events, &mut out, &mut finished);
+    }
+    // One leaves mid-generation; two join while `a` decodes (one into the freed slot).
+    assert!(b.cancel(victim));
+    assert!(!b.cancel(victim));
+    let c = b.submit(prompts[2].clone(), seq(&sp, max)).unwrap().id;
+    let d = b.submit(prompts[3].clone(), seq(&sp, max)).unwrap().id;
+    assert!(!b.has_free_slot());
+    assert!(matches!(
+        b.submit(prompts[4].clone(), seq(&sp, max)),
+        Err(PhiError::InvalidArgument(_))
+    ));
+    let more = drain(&mut b, &mut out);
+    finished.extend(more);
+    assert!(!finished.contains_key(&victim));
+    assert_eq!(out[&victim].len(), 4);
+    assert_eq!(out[&victim][..], solo(&m, &prompts[1], &sp, max)[..4]);
+    for (id, p) in [(a, &prompts[0]), (c, &prompts[2]), (d, &prompts[3])] {
+        assert_eq!(out[&id], solo(&m, p, &sp, max), "{id:?}");
+    }
+    assert_eq!(b.n_active(), 0);
+    assert!(b.has_free_slot());
+}
+
+#[test]
+fn a_long_prompt_is_chunked_while_others_decode() {
+    let m = model("phi3-tiny-q4_0");
+    let sp = SamplerParams::greedy();
+    let nv = m.config().n_vocab as u32;
+    let short = prompts(m.config().n_vocab)[0].clone();
+    let long: Vec<u32> = std::iter::once(1)
+        .chain((0..70u32).map(|j| (11 + j * 17) % nv))
+        .collect();
+    let max = 16;
+    let mut b = batch(&m, 2, 8);
+    let s = b.submit(short.clone(), seq(&sp, max)).unwrap().id;
+    // Let the short one start decoding, then the long prompt joins.
+    let mut out = HashMap::new();
+    let mut finished = HashMap::new();
+    let mut events = Vec::new();
+    b.step(&mut events).unwrap();
+    record(&events, &mut out, &mut finished);
+    assert_eq!(out[&s].len(), 1);
+    let l = b.submit(long.clone(), seq(&sp, max)).unwrap().id;
+    // 71 prompt tokens at 8 per step: 9 steps of prefill, during each of
+    // which the short sequence still gets its token.
+    for step in 0..9 {
+        events.clear();
+        b.step(&mut events).unwrap();
+        record(&events, &mut out, &mut finished);
+        assert_eq!(
+            out[&s].len(),
+            2 + step,
+            "short stream stalled at step {step}"
+        );
+        assert_eq!(out.get(&l).map_or(0, Vec::len), usize::from(step == 8));
+    }
+    finished.extend(drain(&mut b, &mut out));
+    assert_eq!(out[&s], solo(&m, &short, &sp, max));
+    assert_eq!(out[&l], solo(&m, &long, &sp, max));
+}
+
+#[test]
+fn a_prompt_extending_a_finished_one_reuses_its_cells() {
+    let m = model("phi3-tiny-q4_0");
+    let sp = SamplerParams::greedy();
+    let ps = prompts(m.config().n_vocab);
+    let max = 10;
+    let mut b = batch(&m, 2, 64);
+    let first = b.submit(ps[5].clone(), seq(&sp, max)).unwrap();
+    assert_eq!(first.cached_tokens, 0);
+    let mut out = HashMap::new();
+    drain(&mut b, &mut out);
+    let reply = out[&first.id].clone();
+    assert_eq!(reply.len(), max);
+    // The next turn: the whole history plus new tokens. Every token but the
+    // last generated one (sampled, never evaluated) is in the cells.
+    let mut turn2 = ps[5].clone();
+    turn2.extend_from_slice(&reply);
+    turn2.extend_from_slice(&[42, 43, 44]);
+    assert!(b.cells_used() >= ps[5].len() + max - 1);
+    let second = b.submit(turn2.clone(), seq(&sp, max)).unwrap();
+    assert_eq!(second.cached_tokens, ps[5].len() + max - 1);
+    drain(&mut b, &mut out);
+    assert_eq!(out[&second.id], solo(&m, &turn2, &sp, max));
+    // A prompt that is entirely cached still evaluates its last token.
+    let third = b.submit(turn2[..5].to_vec(), seq(&sp, 3)).unwrap();
+    assert_eq!(third.cached_tokens, 4);
+    drain(&mut b, &mut out);
+    assert_eq!(out[&third.id], solo(&m, &turn2[..5], &sp, 3));
+}
+
+#[test]
+fn a_full_context_ends_the_sequence() {
+    let m = model("phi3-tiny-q4_0");
+    let sp = SamplerParams::greedy();
+    let mut b = batch(&m, 1, 256);
+    let prompt: Vec<u32> = (0..N_CTX as u32 - 6).map(|i| 1 + i % 200).collect();
+    let s = SeqParams {
+        ignore_eos: true,
+        ..seq(&sp, 1000)
+    };
+    let id = b.submit(prompt, s).unwrap().id;
+    let mut out = HashMap::new();
+    let fin = drain(&mut b, &mut out);
+    assert_eq!(fin[&id], Finish::ContextFull);
+    // Six free cells: the first token needs none, each later one one.
+    assert_eq!(out[&id].len(), 7);
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let m = model("phi3-tiny-q4_0");
+    let sp = SamplerParams::greedy();
+    let mut b = batch(&m, 1, 16);
+    let nv = m.config().n_vocab as u32;
+    assert!(b.submit(vec![], seq(&sp, 4)).is_err());
+    assert!(matches!(
+        b.submit(vec![1, nv], seq(&sp, 4)),
+        Err(PhiError::BadToken { .. })
+    ));
+    assert!(matches!(
+        b.submit(vec![1; N_CTX], seq(&sp, 4)),
+        Err(PhiError::ContextFull { .. })
+    ));
+    assert!(b.submit(vec![1, 2], seq(&sp, 0)).is_err());
+    assert_eq!(b.n_active(), 0);
+    let mut events = Vec::new();
+    assert!(!b.step(&mut events).unwrap());
+    assert!(events.is_empty());
+    let zero = BatchParams {
+        n_seq: 0,
+        ..Default::default()
+    };
+    assert!(Batch::new(Arc::clone(&m), &zero).is_err());
+    let huge = BatchParams {
+        n_seq: 4,
+        n_ctx: 1 << 20,
+        max_memory: 1 << 20,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Batch::new(Arc::clone(&m), &huge),
+        Err(PhiError::OutOfMemory { .. })
+    ));
+}
+
+#[test]
+fn logprobs_and_penalties() {
+    let m = model("phi3-tiny-q4_0");
+    let sp = SamplerParams::greedy();
+    let p = prompts(m.config().n_vocab)[2].clone();
+    let mut b = batch(&m, 1, 64);
+    let s = SeqParams {
+        top_logprobs: Some(3),
+        ..seq(&sp, 6)
+    };
+    b.submit(p.clone(), s).unwrap();
+    let mut events = Vec::new();
+    while b.n_active() > 0 {
+        b.step(&mut events).unwrap();
+    }
+    for e in events.iter().filter(|e| e.token.is_some()) {
+        let lp = e.logprobs.as_ref().unwrap();
+        assert_eq!(lp.top.len(), 3);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(lp.top[0].0, e.token.unwrap());
+        assert_eq!(lp.top[0].1, lp.logprob);
+        assert!(lp.logprob <= 0.0 && lp.top[1].1 <= lp.top[0].1);
+    }
+    // A huge frequency penalty forbids repeating a generated token.
+    let s = SeqParams {
+        frequency_penalty: 1e6,
+        ignore_eos: true,
+        ..seq(&sp, 30)
+    };
+    let id = b.submit(p, s).unwrap().id;
+    let mut out = HashMap::new();
+    drain(&mut b, &mut out);
+    let mut toks = out[&id].clone();
+    toks.sort_unstable();
+    toks.dedup();
+    assert_eq!(toks.len(), 30);
+}
