@@ -217,7 +217,7 @@ impl Context {
         } else {
             params.n_ctx
         };
-        if params.kv_type == KvType::Q8_0 && c.head_dim % 32 != 0 {
+        if params.kv_type == KvType::Q8_0 && !c.head_dim.is_multiple_of(32) {
             return Err(PhiError::InvalidArgument(format!(
                 "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {})",
                 c.head_dim

@@ -264,7 +264,7 @@ fn mix_type(
     use GgmlType as T;
     let n_expert = hp.n_expert.max(1);
     if cat == Category::Output || (st.has_tied_embeddings && cat == Category::TokenEmbd) {
-        if info.row_len() % ty.block_size() as u64 != 0 {
+        if !info.row_len().is_multiple_of(ty.block_size() as u64) {
             ty = T::Q8_0;
         } else if ty != T::Q8_0 {
             ty = T::Q6_K;
@@ -338,7 +338,7 @@ fn mix_type(
 fn fallback(info: &TensorInfo, ty: GgmlType) -> (GgmlType, Option<String>) {
     use GgmlType as T;
     let ncols = info.row_len();
-    let fits = |t: GgmlType| ncols % t.block_size() as u64 == 0;
+    let fits = |t: GgmlType| ncols.is_multiple_of(t.block_size() as u64);
     if fits(ty) {
         return (ty, None);
     }
