@@ -43,7 +43,7 @@ impl Raw {
     }
     /// Zero padding up to a multiple of 32, then `n` data bytes.
     fn data(&mut self, n: usize) -> &mut Self {
-        while self.0.len() % 32 != 0 {
+        while !self.0.len().is_multiple_of(32) {
             self.u8(0);
         }
         self.bytes(&vec![0x11; n])
@@ -320,7 +320,7 @@ fn bad_alignment() {
     let mut r = Raw::header(3, 1, 1);
     r.kv_u32("general.alignment", 8);
     r.tensor("t", &[1], GgmlType::F32.id(), 0);
-    while r.0.len() % 8 != 0 {
+    while !r.0.len().is_multiple_of(8) {
         r.u8(0);
     }
     r.bytes(&1f32.to_le_bytes());

@@ -104,7 +104,7 @@ pub(crate) fn alloc_kv(
     n_batch: usize,
     max_memory: usize,
 ) -> Result<Vec<LayerKv>> {
-    if kv_type == KvType::Q8_0 && c.head_dim % 32 != 0 {
+    if kv_type == KvType::Q8_0 && !c.head_dim.is_multiple_of(32) {
         return Err(PhiError::InvalidArgument(format!(
             "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {})",
             c.head_dim

@@ -32,10 +32,10 @@
 //!
 //! # Cargo features
 //!
-//! * `capi` — the C API ([`ffi`], declared in `include/phi.h`), compiled into
+//! * `capi` — the C API (`phi::ffi`, declared in `include/phi.h`), compiled into
 //!   `libphi.a` / `libphi.so`: `cargo build --release -p phi --features capi`.
 //!   Off by default, so the Rust API does not carry it.
-//! * `synthetic` — [`synthetic::build`] / [`synthetic::write`]: random-weight
+//! * `synthetic` — `phi::synthetic::{build, write}`: random-weight
 //!   models of any decoder shape, written with our own GGUF writer. The one
 //!   way tests, benchmarks, the fuzzers and `phi bench --synthetic` make
 //!   models without a download. Off by default.

@@ -5,20 +5,11 @@
 //! from tensor names and hyper-parameters: model knowledge, so the runtime
 //! owns it and the command line only parses and reports.
 //!
-//! ```no_run
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use phi::quantize::{self, FileType};
-//! let g = phi_gguf::Gguf::open("model-f16.gguf")?;
-//! let plan = quantize::plan(&g, FileType::Q4_K_M, false)?;
-//! let mut w = quantize::writer(&g, &plan)?; // metadata + tensor slots
-//! let mut fill = |i: usize, _: &str| -> Result<Vec<u8>, phi_gguf::GgufError> {
-//!     let t = g.tensor_views().nth(i).unwrap();
-//!     quantize::convert(t.info, t.data, plan.types[i])
-//!         .map_err(|e| phi_gguf::GgufError::Invalid(e.to_string()))
-//! };
-//! w.write_to_with(std::fs::File::create("model-q4_k_m.gguf")?, &mut fill)?;
-//! # Ok(()) }
-//! ```
+//! Use: [`plan`] the types, make the output's [`writer`] (metadata and one
+//! deferred tensor per input tensor), then write it with
+//! `GgufWriter::write_to_with`, [`convert`]ing each tensor when the writer
+//! asks for it — so only one converted tensor is in memory at a time (as
+//! `phi quantize` does, `cli/src/quantize.rs`).
 
 use crate::error::{PhiError, Result};
 use phi_gguf::{GgmlType, Gguf, GgufWriter, TensorInfo, Value};
@@ -264,7 +255,7 @@ fn mix_type(
     use GgmlType as T;
     let n_expert = hp.n_expert.max(1);
     if cat == Category::Output || (st.has_tied_embeddings && cat == Category::TokenEmbd) {
-        if info.row_len() % ty.block_size() as u64 != 0 {
+        if !info.row_len().is_multiple_of(ty.block_size() as u64) {
             ty = T::Q8_0;
         } else if ty != T::Q8_0 {
             ty = T::Q6_K;
@@ -342,7 +333,7 @@ fn mix_type(
 fn fallback(info: &TensorInfo, ty: GgmlType) -> (GgmlType, Option<String>) {
     use GgmlType as T;
     let ncols = info.row_len();
-    let fits = |t: GgmlType| ncols % t.block_size() as u64 == 0;
+    let fits = |t: GgmlType| ncols.is_multiple_of(t.block_size() as u64);
     if fits(ty) {
         return (ty, None);
     }

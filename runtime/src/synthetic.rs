@@ -113,7 +113,7 @@ fn random_matrix(ty: GgmlType, cols: usize, rows: usize, scale: f32, seed: u64) 
             ty.block_size()
         ))
     };
-    if cols % ty.block_size() != 0 {
+    if !cols.is_multiple_of(ty.block_size()) {
         return Err(bad());
     }
     let row_bytes = (cols / ty.block_size())
@@ -165,7 +165,7 @@ pub fn write(spec: &SyntheticSpec, out: impl Write) -> Result<u64> {
 
 fn writer(spec: &SyntheticSpec) -> Result<GgufWriter> {
     let s = spec;
-    if s.n_vocab < 259 || s.n_head == 0 || s.n_embd % s.n_head != 0 || s.n_head_kv == 0 {
+    if s.n_vocab < 259 || s.n_head == 0 || !s.n_embd.is_multiple_of(s.n_head) || s.n_head_kv == 0 {
         return Err(PhiError::InvalidArgument(format!(
             "synthetic spec is inconsistent: {s:?}"
         )));

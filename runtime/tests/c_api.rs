@@ -41,30 +41,9 @@ fn load(path: &Path) -> *mut phi_model {
     m
 }
 
-/// Greedy ids through the C API on a fresh context.
+/// Greedy ids through the C API on a fresh context with default params.
 fn c_greedy(model: *const phi_model, prompt: &[i32], n: usize) -> Vec<i32> {
-    let mut ctx = std::ptr::null_mut();
-    // SAFETY: live model, default params, writable out.
-    let st = unsafe { phi_context_new(model, std::ptr::null(), &mut ctx) };
-    assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
-    let mut out = Vec::new();
-    let mut toks = prompt.to_vec();
-    for _ in 0..n {
-        // SAFETY: live context used by this thread only; toks readable.
-        let st = unsafe { phi_eval(ctx, toks.as_ptr(), toks.len()) };
-        assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
-        let mut nv = 0usize;
-        // SAFETY: live context; nv writable.
-        let logits = unsafe { phi_get_logits(ctx, &mut nv) };
-        // SAFETY: phi_get_logits returned nv floats, valid until the next call.
-        let row = unsafe { std::slice::from_raw_parts(logits, nv) };
-        let next = phi::sampler::argmax(row) as i32;
-        out.push(next);
-        toks = vec![next];
-    }
-    // SAFETY: live handle, freed once.
-    unsafe { phi_context_free(ctx) };
-    out
+    c_greedy_with(model, std::ptr::null(), prompt, n)
 }
 
 #[test]
@@ -129,26 +108,20 @@ fn bad_arguments_are_errors_not_crashes() {
     assert!(n >= 2);
     let mut ctx = std::ptr::null_mut();
     // SAFETY: live model.
-    assert_eq!(
-        unsafe { phi_context_new(model, std::ptr::null(), &mut ctx) },
-        phi_status::PHI_OK
-    );
+    let st = unsafe { phi_context_new(model, std::ptr::null(), &mut ctx) };
+    assert_eq!(st, phi_status::PHI_OK);
     let bad = [1, 99_999];
     // SAFETY: live context, readable tokens.
     let st = unsafe { phi_eval(ctx, bad.as_ptr(), 2) };
     assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
     assert!(last_error().contains("99999"));
     // SAFETY: null context must be rejected.
-    assert_eq!(
-        unsafe { phi_eval(std::ptr::null_mut(), bad.as_ptr(), 1) },
-        phi_status::PHI_ERR_INVALID_ARGUMENT
-    );
+    let st = unsafe { phi_eval(std::ptr::null_mut(), bad.as_ptr(), 1) };
+    assert_eq!(st, phi_status::PHI_ERR_INVALID_ARGUMENT);
     let long = vec![5i32; 10_000];
     // SAFETY: live context, readable tokens.
-    assert_eq!(
-        unsafe { phi_eval(ctx, long.as_ptr(), long.len()) },
-        phi_status::PHI_ERR_CONTEXT_FULL
-    );
+    let st = unsafe { phi_eval(ctx, long.as_ptr(), long.len()) };
+    assert_eq!(st, phi_status::PHI_ERR_CONTEXT_FULL);
     // SAFETY: live handles, freed once; null frees are no-ops.
     unsafe {
         phi_context_free(ctx);
@@ -270,15 +243,16 @@ fn chat_template_renders_through_the_c_api() {
     unsafe { phi_model_free(model) };
 }
 
-/// Greedy ids through the C API on a fresh context made with `params`.
+/// Greedy ids through the C API on a fresh context made with `params`
+/// (null: the defaults).
 fn c_greedy_with(
     model: *const phi_model,
-    params: &phi_context_params,
+    params: *const phi_context_params,
     prompt: &[i32],
     n: usize,
 ) -> Vec<i32> {
     let mut ctx = std::ptr::null_mut();
-    // SAFETY: live model, params from phi_context_default_params, writable out.
+    // SAFETY: live model, params null or from phi_context_default_params, writable out.
     let st = unsafe { phi_context_new(model, params, &mut ctx) };
     assert_eq!(st, phi_status::PHI_OK, "{}", last_error());
     let mut out = Vec::new();
