@@ -60,12 +60,13 @@ pub fn run(args: Args) -> crate::CliResult {
             });
             println!("{v}");
         } else {
+            // The file's architecture and the cached names are not ours.
             println!(
                 "{:<70} {:>10} {:<8} {}",
-                m.reference,
+                crate::show::escaped(&m.reference),
                 format!("{:.2} GiB", m.size as f64 / (1u64 << 30) as f64),
                 ty,
-                arch
+                crate::show::shortened(&arch, 64)
             );
         }
     }

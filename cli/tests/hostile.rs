@@ -26,23 +26,23 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 /// A change to the good model.
-enum Change {
+enum Change<'a> {
     /// Set (or add) a metadata key.
-    Meta(&'static str, Value),
+    Meta(&'a str, Value),
     /// Add a metadata key with a hostile name.
     ExtraKey(String),
     /// Replace token `id`'s text.
     Token(usize, &'static str),
     /// Rename a tensor.
-    Rename(&'static str, String),
+    Rename(&'a str, String),
     /// Add a small extra tensor with this name (the model still loads).
     ExtraTensor(String),
-    Drop(&'static str),
-    Reshape(&'static str, Vec<u64>),
-    Retype(&'static str, GgmlType),
+    Drop(&'a str),
+    Reshape(&'a str, Vec<u64>),
+    Retype(&'a str, GgmlType),
 }
 
-fn rebuild(good: &Gguf, change: &Change) -> Vec<u8> {
+fn rebuild(good: &Gguf, change: &Change<'_>) -> Vec<u8> {
     let mut w = GgufWriter::new();
     for (k, v) in good.metadata() {
         let v = match change {
@@ -237,9 +237,45 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
             ),
         ),
     ];
+    // Every tensor missing, mis-shaped and of a type the kernels cannot run
+    // in turn, and lying hyper-parameters (runtime/tests/malformed_models.rs).
+    let mut structural: Vec<(String, Change<'_>)> = Vec::new();
+    for t in good.tensors() {
+        let name = t.name.as_str();
+        let mut dims = t.dims.clone();
+        dims[0] += t.ggml_type.block_size() as u64; // one block more per row
+        structural.push((format!("drop-{name}"), Change::Drop(name)));
+        structural.push((format!("reshape-{name}"), Change::Reshape(name, dims)));
+        structural.push((
+            format!("retype-{name}"),
+            Change::Retype(name, GgmlType::I32),
+        ));
+    }
+    let hparam_keys: Vec<String> = [
+        "embedding_length",
+        "block_count",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "feed_forward_length",
+        "context_length",
+        "rope.dimension_count",
+    ]
+    .iter()
+    .map(|k| format!("phi3.{k}"))
+    .collect();
+    for key in &hparam_keys {
+        for v in [0u64, 1 << 40] {
+            structural.push((format!("{key}-{v}"), Change::Meta(key, Value::U64(v))));
+        }
+    }
     let mut files: Vec<(String, Vec<u8>)> = changes
         .drain(..)
         .map(|(name, change)| (name.to_owned(), rebuild(&good, &change)))
+        .chain(
+            structural
+                .iter()
+                .map(|(name, change)| (name.clone(), rebuild(&good, change))),
+        )
         .collect();
 
     // Invalid UTF-8 where the format wants text: in a value (decoded
@@ -262,19 +298,9 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 
     // The byte-level corpus of gguf/tests/malformed.rs, sampled: truncated
     // and corrupted copies of a valid file, and other defects.
-    for cut in [
-        0,
-        3,
-        4,
-        8,
-        16,
-        23,
-        24,
-        100,
-        1000,
-        good_bytes.len() / 2,
-        good_bytes.len() - 1,
-    ] {
+    let len = good_bytes.len();
+    let cuts = [0, 3, 4, 8, 16, 23, 24, 100, 1000].into_iter();
+    for cut in cuts.chain((1..16).map(|i| len * i / 16)).chain([len - 1]) {
         files.push((format!("truncated-{cut}"), good_bytes[..cut].to_vec()));
     }
     let mut v1 = good_bytes[..64].to_vec();
@@ -553,6 +579,21 @@ fn no_subcommand_panics_hangs_or_leaks_control_characters() {
             );
         }
     }
+    // Mis-shaped and mis-typed tensors are refused, naming the tensor.
+    let mut structural = 0;
+    for (file, _) in results.iter().filter(|(n, _)| n.starts_with("re")) {
+        let Some(tensor) = file
+            .strip_prefix("reshape-")
+            .or(file.strip_prefix("retype-"))
+        else {
+            continue;
+        };
+        let o = get(file, "run");
+        assert_eq!(o.code, Some(1), "run {file}: {}", o.stderr);
+        assert!(o.stderr.contains(tensor), "run {file}: {}", o.stderr);
+        structural += 1;
+    }
+    assert_eq!(structural, 30, "15 tensors x (reshape, retype)");
     eprintln!(
         "{n_files} files x 7 runs in {:.1} s",
         t0.elapsed().as_secs_f64()
