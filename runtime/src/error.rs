@@ -41,6 +41,9 @@ pub enum PhiError {
     BadToken { id: u32, n_vocab: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A structured-output constraint that cannot be compiled or followed.
+    #[error("structured output: {0}")]
+    Constraint(String),
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),
 }

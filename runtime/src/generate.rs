@@ -1,6 +1,7 @@
 //! The generation loop: prompt processing as one batched pass, then one
 //! token at a time through the KV cache, streaming each token to a callback.
 
+use crate::constraint::Constraint;
 use crate::context::Context;
 use crate::error::{PhiError, Result};
 use crate::sampler::Sampler;
@@ -50,6 +51,26 @@ pub fn generate(
     prompt: &[u32],
     max_tokens: usize,
     is_eog: impl Fn(u32) -> bool,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<GenerationStats> {
+    generate_constrained(ctx, sampler, prompt, max_tokens, is_eog, None, on_token)
+}
+
+/// [`generate`] with structured output: when `constraint` is given, every
+/// token is sampled from logits masked by it (see [`crate::constraint`]) and
+/// committed to it. Generation ends with [`StopReason::EndOfGeneration`] when
+/// the model picks an end-of-generation token (allowed only once the output
+/// is a complete match) or when the constraint is finished (nothing but an
+/// end-of-generation token could follow: no forward pass is spent on it).
+/// [`StopReason::Length`] with `constraint.is_accepting() == false` means the
+/// output did not complete within `max_tokens`.
+pub fn generate_constrained(
+    ctx: &mut Context,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    max_tokens: usize,
+    is_eog: impl Fn(u32) -> bool,
+    mut constraint: Option<&mut Constraint>,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerationStats> {
     if prompt.is_empty() {
@@ -71,8 +92,20 @@ pub fn generate(
     let t1 = Instant::now();
     let mut generated = 0;
     let mut stop = StopReason::Length;
+    // The masked copy of the logits row (allocated once).
+    let mut masked = Vec::new();
     while generated < max_tokens {
-        let next = sampler.sample(ctx.last_logits());
+        let next = match constraint.as_deref_mut() {
+            None => sampler.sample(ctx.last_logits()),
+            Some(c) => {
+                masked.clear();
+                masked.extend_from_slice(ctx.last_logits());
+                c.apply(&mut masked)?;
+                let t = sampler.sample(&masked);
+                c.commit(t)?;
+                t
+            }
+        };
         generated += 1;
         if is_eog(next) {
             stop = StopReason::EndOfGeneration;
@@ -81,6 +114,10 @@ pub fn generate(
         sampler.accept(next);
         if on_token(next).is_break() {
             stop = StopReason::Callback;
+            break;
+        }
+        if constraint.as_deref().is_some_and(Constraint::is_finished) {
+            stop = StopReason::EndOfGeneration;
             break;
         }
         if generated == max_tokens {

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod config;
+pub mod constraint;
 pub mod context;
 pub mod error;
 pub mod ffi;
@@ -40,9 +41,10 @@ pub mod synthetic;
 pub mod tokenizer;
 
 pub use config::{Arch, Config};
+pub use constraint::{Constraint, ConstraintSpec, ConstraintVocab};
 pub use context::{Context, ContextParams, KvType};
 pub use error::{PhiError, Result};
-pub use generate::{generate, GenerationStats, StopReason};
+pub use generate::{generate, generate_constrained, GenerationStats, StopReason};
 pub use model::{Model, ModelOptions};
 pub use sampler::{Sampler, SamplerParams};
 pub use tokenizer::Tokenizer;
