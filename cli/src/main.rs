@@ -13,6 +13,7 @@ mod perplexity;
 mod pull;
 mod quantize;
 mod run;
+mod structured;
 mod tokenize;
 
 /// phi.rs: run Phi-3 and Llama GGUF models on the CPU.

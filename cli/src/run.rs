@@ -3,7 +3,7 @@
 use crate::logits::KvArg;
 use phi::tokenizer::chat::ChatMessage;
 use phi::tokenizer::TextStream;
-use phi::{generate, Context, ContextParams, Sampler, SamplerParams};
+use phi::{generate_constrained, Context, ContextParams, Sampler, SamplerParams, StopReason};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -32,6 +32,8 @@ pub struct Args {
     pub ctx_size: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub constraint: crate::structured::ConstraintArgs,
     /// Wrap the prompt in the model's chat template (default when it has one).
     #[arg(long, conflicts_with = "raw")]
     pub chat: bool,
@@ -129,6 +131,7 @@ pub fn run(args: Args) -> crate::CliResult {
         crate::hub::resolve(reference, false)?.as_ref(),
     )?);
     let tokenizer = model.tokenizer();
+    let mut constraint = args.constraint.build(&model)?;
     let params = ContextParams {
         n_ctx: args.ctx_size,
         n_threads: args.threads,
@@ -175,12 +178,13 @@ pub fn run(args: Args) -> crate::CliResult {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let stats = generate(
+    let stats = generate_constrained(
         &mut ctx,
         &mut sampler,
         &tokens,
         max_tokens,
         |t| tokenizer.is_eog(t),
+        constraint.as_mut(),
         |t| {
             let piece = stream.push(t);
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
@@ -209,6 +213,22 @@ pub fn run(args: Args) -> crate::CliResult {
             ctx.n_threads(),
             phi_kernels::dispatch::active(),
         );
+    }
+    if let Some(c) = &mut constraint {
+        if !args.quiet {
+            let (time, n) = c.mask_stats();
+            eprintln!(
+                "constraint: {n} masks, {:.0} µs per mask",
+                time.as_secs_f64() * 1e6 / n.max(1) as f64
+            );
+        }
+        if stats.stop == StopReason::Length && !c.is_accepting() {
+            return Err(format!(
+                "finish reason: length: the output is incomplete, the constraint was not \
+                 satisfied within {max_tokens} tokens (raise -n)"
+            )
+            .into());
+        }
     }
     if args.verbose {
         let total: f64 = ctx.layer_times().iter().map(|t| t.as_secs_f64()).sum();
