@@ -218,8 +218,9 @@ pub fn run(args: Args) -> crate::CliResult {
         if !args.quiet {
             let (time, n) = c.mask_stats();
             eprintln!(
-                "constraint: {n} masks, {:.0} µs per mask",
-                time.as_secs_f64() * 1e6 / n.max(1) as f64
+                "constraint: {n} masks, {:.0} µs per mask ({:.2} % of the generation time)",
+                time.as_secs_f64() * 1e6 / n.max(1) as f64,
+                100.0 * time.as_secs_f64() / stats.generation_time.as_secs_f64().max(1e-9)
             );
         }
         if stats.stop == StopReason::Length && !c.is_accepting() {

@@ -526,3 +526,34 @@ fn bad_specs_are_errors_with_reasons() {
     let e = err(ConstraintSpec::Lark("   ".into()));
     assert!(e.contains("empty"), "{e}");
 }
+
+#[test]
+fn mask_on_its_own_thread_gives_the_same_tokens() {
+    // With fewer forward threads than cores the next mask is computed on a
+    // thread of its own during the forward pass; with all cores in use, in
+    // line. Same model, seed and constraint: same output either way.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = Arc::clone(tiny_model());
+    let schema = json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}, "maxItems": 4}, "b": {"type": "string", "maxLength": 6}}, "required": ["a", "b"], "additionalProperties": false});
+    let spec = ConstraintSpec::JsonSchema(schema);
+    let mut outs = Vec::new();
+    for threads in [1, cores] {
+        let mut ctx = Context::new(
+            Arc::clone(&model),
+            &ContextParams {
+                n_ctx: 256,
+                n_threads: threads,
+                ..ContextParams::default()
+            },
+        )
+        .unwrap();
+        for seed in 0..6 {
+            let (out, _, _) = run_model(&mut ctx, &spec, 64, seed);
+            outs.push((threads, seed, out));
+        }
+    }
+    let (a, b) = outs.split_at(6);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.2, y.2, "seed {}: {} vs {} threads", x.1, x.0, y.0);
+    }
+}
