@@ -98,20 +98,7 @@ pub fn generate_constrained(
         Some(c) => {
             let overlap = mask_overlap(ctx.n_threads());
             let c = Mutex::new(c);
-            if overlap {
-                std::thread::scope(|s| {
-                    let worker = MaskWorker::start(s, &c);
-                    decode(
-                        ctx,
-                        sampler,
-                        max_tokens,
-                        &is_eog,
-                        Some(&c),
-                        &mut on_token,
-                        Some(&worker),
-                    )
-                })?
-            } else {
+            let mut run = |worker: Option<&MaskWorker>| {
                 decode(
                     ctx,
                     sampler,
@@ -119,8 +106,13 @@ pub fn generate_constrained(
                     &is_eog,
                     Some(&c),
                     &mut on_token,
-                    None,
-                )?
+                    worker,
+                )
+            };
+            if overlap {
+                std::thread::scope(|s| run(Some(&MaskWorker::start(s, &c))))?
+            } else {
+                run(None)?
             }
         }
     };

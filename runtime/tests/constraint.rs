@@ -48,6 +48,15 @@ fn tiny_model() -> &'static Arc<Model> {
     M.get_or_init(|| Arc::new(Model::load(fixtures().join("models/phi3-tiny-q4_0.gguf")).unwrap()))
 }
 
+fn tiny_ctx(model: Arc<Model>, n_threads: usize) -> Context {
+    let params = ContextParams {
+        n_ctx: 256,
+        n_threads,
+        ..ContextParams::default()
+    };
+    Context::new(model, &params).unwrap()
+}
+
 /// A small seedable generator for schemas and random logits.
 struct Rng(u64);
 impl Rng {
@@ -360,15 +369,7 @@ fn generated_schemas_give_valid_json_on_a_random_weight_model() {
     const SCHEMAS: u64 = 300;
     const BUDGET: usize = 160;
     let model = Arc::clone(tiny_model());
-    let mut ctx = Context::new(
-        model,
-        &ContextParams {
-            n_ctx: 256,
-            n_threads: 1,
-            ..ContextParams::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = tiny_ctx(model, 1);
     let mut rng = Rng(17);
     let (mut complete, mut failures) = (0, Vec::new());
     for i in 0..SCHEMAS {
@@ -442,15 +443,7 @@ fn generated_schemas_with_both_real_vocabularies_and_random_logits() {
 #[test]
 fn regex_and_lark_outputs_match_on_a_random_weight_model() {
     let model = Arc::clone(tiny_model());
-    let mut ctx = Context::new(
-        model,
-        &ContextParams {
-            n_ctx: 256,
-            n_threads: 1,
-            ..ContextParams::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = tiny_ctx(model, 1);
     let rx = "[0-9]{3}-[a-z]{2,4}( ok| fail)";
     let full = regex::Regex::new(&format!("^(?:{rx})$")).unwrap();
     let lark = r#"
@@ -478,15 +471,7 @@ name: /[A-Z][a-z]{1,5}/
 #[test]
 fn a_budget_too_small_ends_with_length_and_not_accepting() {
     let model = Arc::clone(tiny_model());
-    let mut ctx = Context::new(
-        model,
-        &ContextParams {
-            n_ctx: 256,
-            n_threads: 1,
-            ..ContextParams::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = tiny_ctx(model, 1);
     let schema = json!({"type": "object", "properties": {"s": {"type": "string", "minLength": 40}}, "required": ["s"]});
     let (out, stop, ok) = run_model(&mut ctx, &ConstraintSpec::JsonSchema(schema), 8, 1);
     assert_eq!(stop, StopReason::Length);
@@ -538,15 +523,7 @@ fn mask_on_its_own_thread_gives_the_same_tokens() {
     let spec = ConstraintSpec::JsonSchema(schema);
     let mut outs = Vec::new();
     for threads in [1, cores] {
-        let mut ctx = Context::new(
-            Arc::clone(&model),
-            &ContextParams {
-                n_ctx: 256,
-                n_threads: threads,
-                ..ContextParams::default()
-            },
-        )
-        .unwrap();
+        let mut ctx = tiny_ctx(Arc::clone(&model), threads);
         for seed in 0..6 {
             let (out, _, _) = run_model(&mut ctx, &spec, 64, seed);
             outs.push((threads, seed, out));
