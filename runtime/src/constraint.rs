@@ -360,15 +360,18 @@ impl Constraint {
         let Some(mask) = &self.mask else {
             return Ok(());
         };
-        let words = mask.as_slice();
-        for (i, chunk) in logits.chunks_mut(32).enumerate() {
-            let bits = words.get(i).copied().unwrap_or(0);
-            if bits == u32::MAX {
-                continue;
-            }
-            for (j, l) in chunk.iter_mut().enumerate() {
-                if bits & (1 << j) == 0 {
-                    *l = f32::NEG_INFINITY;
+        // One bit per token, 32 to a word; most words of a mask are all 0.
+        let words = mask.as_slice().iter().copied().chain(std::iter::repeat(0));
+        for (chunk, bits) in logits.chunks_mut(32).zip(words) {
+            match bits {
+                u32::MAX => {}
+                0 => chunk.fill(f32::NEG_INFINITY),
+                _ => {
+                    for (j, l) in chunk.iter_mut().enumerate() {
+                        if bits >> j & 1 == 0 {
+                            *l = f32::NEG_INFINITY;
+                        }
+                    }
                 }
             }
         }
