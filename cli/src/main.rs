@@ -15,6 +15,7 @@ mod quantize;
 mod run;
 mod serve;
 mod show;
+mod structured;
 mod tokenize;
 
 /// phi.rs: run Phi-3 and Llama GGUF models on the CPU.

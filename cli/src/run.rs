@@ -3,7 +3,7 @@
 use crate::args::{ContextArgs, ModelArgs, SamplingArgs};
 use phi::tokenizer::chat::ChatMessage;
 use phi::tokenizer::TextStream;
-use phi::{generate, Context, ContextParams, Sampler};
+use phi::{generate_constrained, Context, ContextParams, Sampler, StopReason};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -27,6 +27,8 @@ pub struct Args {
     pub context: ContextArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub constraint: crate::structured::ConstraintArgs,
     /// Wrap the prompt in the model's chat template (default when it has one).
     #[arg(long, conflicts_with = "raw")]
     pub chat: bool,
@@ -58,6 +60,7 @@ pub fn run(args: Args) -> crate::CliResult {
     let t0 = Instant::now();
     let model = Arc::new(args.model.load(&args.model.path()?)?);
     let tokenizer = model.tokenizer();
+    let mut constraint = args.constraint.build(&model)?;
     let params = args.context.params(ContextParams {
         sliding_window: !args.no_swa,
         ..ContextParams::default()
@@ -100,12 +103,13 @@ pub fn run(args: Args) -> crate::CliResult {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let stats = generate(
+    let stats = generate_constrained(
         &mut ctx,
         &mut sampler,
         &tokens,
         max_tokens,
         |t| tokenizer.is_eog(t),
+        constraint.as_mut(),
         |t| {
             let piece = stream.push(t);
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
@@ -134,6 +138,23 @@ pub fn run(args: Args) -> crate::CliResult {
             ctx.n_threads(),
             phi_kernels::dispatch::active(),
         );
+    }
+    if let Some(c) = &mut constraint {
+        if !args.quiet {
+            let (time, n) = c.mask_stats();
+            eprintln!(
+                "constraint: {n} masks, {:.0} µs per mask ({:.2} % of the generation time)",
+                time.as_secs_f64() * 1e6 / n.max(1) as f64,
+                100.0 * time.as_secs_f64() / stats.generation_time.as_secs_f64().max(1e-9)
+            );
+        }
+        if stats.stop == StopReason::Length && !c.is_accepting() {
+            return Err(format!(
+                "finish reason: length: the output is incomplete, the constraint was not \
+                 satisfied within {max_tokens} tokens (raise -n)"
+            )
+            .into());
+        }
     }
     if args.verbose {
         let total: f64 = ctx.layer_times().iter().map(|t| t.as_secs_f64()).sum();

@@ -41,6 +41,9 @@ pub enum PhiError {
     BadToken { id: u32, n_vocab: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A structured-output constraint that cannot be compiled or followed.
+    #[error("structured output: {0}")]
+    Constraint(String),
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),
     /// A tensor that cannot be converted to the planned type (`quantize`).
@@ -100,7 +103,9 @@ impl PhiError {
             | PhiError::Quantize(_) => K::InvalidModel,
             PhiError::ContextFull { .. } => K::ContextFull,
             PhiError::OutOfMemory { .. } | PhiError::ThreadPool(_) => K::OutOfMemory,
-            PhiError::BadToken { .. } | PhiError::InvalidArgument(_) => K::InvalidArgument,
+            PhiError::BadToken { .. } | PhiError::InvalidArgument(_) | PhiError::Constraint(_) => {
+                K::InvalidArgument
+            }
             PhiError::Internal(_) => K::Internal,
         }
     }

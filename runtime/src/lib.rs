@@ -42,6 +42,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod constraint;
 pub mod context;
 pub mod error;
 #[cfg(feature = "capi")]
@@ -57,9 +58,10 @@ pub mod tokenizer;
 
 pub use batch::{Batch, BatchParams, SeqParams};
 pub use config::{Arch, Config};
+pub use constraint::{Constraint, ConstraintSpec, ConstraintVocab};
 pub use context::{Context, ContextParams, KvType};
 pub use error::{ErrorKind, PhiError, Result};
-pub use generate::{generate, GenerationStats, StopReason};
+pub use generate::{generate, generate_constrained, GenerationStats, StopReason};
 pub use model::{Model, ModelOptions};
 pub use sampler::{Sampler, SamplerParams};
 pub use threads::{default_threads, ThreadPool};

@@ -868,6 +868,33 @@ impl Tokenizer {
         out
     }
 
+    /// Tokenizes text that continues a sequence: no BOS/EOS, no SentencePiece
+    /// space prefix, CONTROL tokens not parsed. The pieces of the result
+    /// concatenate to `text` wherever the vocabulary can spell it (structured
+    /// output uses this to turn forced bytes into tokens).
+    pub fn encode_continuation(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        if text.is_empty() {
+            return out;
+        }
+        match self.kind {
+            TokenizerKind::Spm => {
+                for frag in self.partition(text, false) {
+                    match frag {
+                        Fragment::Text(start, len) => {
+                            let escaped = text[start..start + len].replace(' ', "▁");
+                            self.spm_tokenize(&escaped, &mut out);
+                        }
+                        Fragment::Token(id) => out.push(id),
+                    }
+                }
+            }
+            TokenizerKind::Bpe => out = self.encode(text, false, false),
+            TokenizerKind::None => {}
+        }
+        out
+    }
+
     /// Cuts special tokens out of `text` (llama.cpp's
     /// `tokenizer_st_partition`).
     fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
