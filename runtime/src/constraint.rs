@@ -39,7 +39,7 @@
 //! let model = Arc::new(Model::load(path)?);
 //! let vocab = ConstraintVocab::for_model(&model)?; // built once, then cached
 //! let mut c = Constraint::new(&vocab, &ConstraintSpec::Regex("[0-9]{3}".into()))?;
-//! let mut logits = vec![0.0f32; model.config.n_vocab];
+//! let mut logits = vec![0.0f32; model.config().n_vocab];
 //! c.apply(&mut logits)?; // only tokens spelling digits survive
 //! let t = phi::sampler::argmax(&logits);
 //! c.commit(t)?;
