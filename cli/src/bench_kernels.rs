@@ -2,8 +2,7 @@
 //! path at Phi-3-mini shapes, beside the machine's measured memory-read
 //! bandwidth (the ceiling for gemv on matrices larger than the caches).
 
-use phi_kernels::packed::{matmul_packed, PackedWeights};
-use phi_kernels::{dispatch, matmul_with_isa, quantize_row, GgmlType, Isa, Scratch, Weights};
+use phi_kernels::{dispatch, quantize_row, Config, GgmlType, Isa, Matrix, Scratch, Weights};
 use rayon::prelude::*;
 use serde_json::json;
 use std::time::Instant;
@@ -142,22 +141,18 @@ pub fn available_paths() -> Vec<Path> {
     p
 }
 
-/// `y = W·x` on `path`; `packed` is `w` repacked when the path needs it.
+/// `y = W·x` with `m` prepared from `w`'s bytes.
 fn mm(
-    path: Path,
+    m: &Matrix,
     w: &Weights<'_>,
-    packed: Option<&PackedWeights>,
     x: &[f32],
     n: usize,
     y: &mut [f32],
     s: &mut Scratch,
 ) -> Result<(), String> {
-    match (path, packed) {
-        (Path::Isa(isa), _) => matmul_with_isa(isa, w, x, n, y, s),
-        (Path::Packed(_), Some(p)) => matmul_packed(p, x, n, y, s),
-        (Path::Packed(_), None) => return Err("no packed layout".into()),
-    }
-    .map_err(|e| e.to_string())
+    m.view(w.data)
+        .and_then(|m| phi_kernels::matmul(m, x, n, y, s))
+        .map_err(|e| e.to_string())
 }
 
 /// gemv GB/s and gemm GOP/s of `ty` on `path`, on the current rayon pool;
@@ -168,14 +163,22 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
     let gemv_rows = (GEMV_BYTES / row_bytes / 16 * 16).max(GEMM_ROWS);
     let big = matrix(ty, gemv_rows)?;
     let w = Weights::new(ty, gemv_rows, COLS, &big).map_err(|e| e.to_string())?;
-    let pack = |w: &Weights<'_>| -> Result<Option<PackedWeights>, String> {
-        match path {
-            Path::Packed(isa) => PackedWeights::pack_with_isa(isa, w).map_err(|e| e.to_string()),
-            Path::Isa(_) => Ok(None),
-        }
+    // The registry prepares `w` for the path: `Isa(isa)` keeps it mapped on
+    // `isa`'s kernels, `Packed(isa)` repacks it for the packed kernels that
+    // serve `isa` (AVX-512 VNNI or AVX2).
+    let cfg = match path {
+        Path::Isa(isa) => Config {
+            isa: Some(isa),
+            repack: false,
+        },
+        Path::Packed(isa) => Config {
+            isa: Some(isa),
+            repack: true,
+        },
     };
-    let packed = pack(&w)?;
-    if matches!(path, Path::Packed(_)) && packed.is_none() {
+    let prepare = |w: &Weights<'_>| phi_kernels::prepare(w, &cfg).map_err(|e| e.to_string());
+    let packed = prepare(&w)?;
+    if matches!(path, Path::Packed(_)) && !packed.is_packed() {
         return Ok(None);
     }
     // The packed path reads its own copy; the mapped copy is not touched.
@@ -186,15 +189,7 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
     let mut y = vec![0f32; gemv_rows];
     let mut scratch = Scratch::default();
     let gemv = time(reps, || {
-        mm(
-            path,
-            &w,
-            packed.as_ref(),
-            &x[..COLS],
-            1,
-            &mut y,
-            &mut scratch,
-        )
+        mm(&packed, &w, &x[..COLS], 1, &mut y, &mut scratch)
     })?;
     let gemv_gb_s = gemv_bytes as f64 / gemv / 1e9;
     drop(packed);
@@ -202,18 +197,10 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
 
     let small = matrix(ty, GEMM_ROWS)?;
     let w = Weights::new(ty, GEMM_ROWS, COLS, &small).map_err(|e| e.to_string())?;
-    let packed = pack(&w)?;
+    let packed = prepare(&w)?;
     let mut y = vec![0f32; GEMM_ROWS * GEMM_TOKENS];
     let gemm = time(reps, || {
-        mm(
-            path,
-            &w,
-            packed.as_ref(),
-            &x,
-            GEMM_TOKENS,
-            &mut y,
-            &mut scratch,
-        )
+        mm(&packed, &w, &x, GEMM_TOKENS, &mut y, &mut scratch)
     })?;
     let gemm_gop_s = 2.0 * (GEMM_ROWS * COLS * GEMM_TOKENS) as f64 / gemm / 1e9;
     Ok(Some(KernelResult {

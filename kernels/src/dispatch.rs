@@ -7,9 +7,9 @@
 //!   inside the AVX-512 path when present.
 //! * `Neon` means AArch64 Advanced SIMD.
 //!
-//! `PHI_ISA=scalar|avx2|avx512|neon|auto`: an unknown name or an ISA this
-//! CPU lacks prints one warning to stderr and falls back to detection
-//! ([`env_choice`] reports the error to callers who want to surface it).
+//! The CPU's features are detected once ([`features`]); the process's ISA
+//! starts as `crate::Config::from_env` asks (`PHI_ISA`, read once there),
+//! else the best one.
 
 use crate::{Isa, KernelError};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -18,7 +18,43 @@ use std::sync::OnceLock;
 const UNSET: u8 = 0;
 
 static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
-static ENV_CHOICE: OnceLock<Result<Option<Isa>, KernelError>> = OnceLock::new();
+
+/// What this CPU has, detected once per process.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Features {
+    /// AVX2 + FMA + F16C.
+    pub avx2: bool,
+    /// AVX-512 F + BW + VL (and `avx2`).
+    pub avx512: bool,
+    /// `avx512` and AVX-512 VNNI.
+    pub avx512vnni: bool,
+    pub neon: bool,
+    /// `neon` and FEAT_DotProd (`sdot`).
+    pub dotprod: bool,
+}
+
+/// The CPU's features (detected on the first call).
+pub(crate) fn features() -> Features {
+    static FEATURES: OnceLock<Features> = OnceLock::new();
+    *FEATURES.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut f = Features::default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            f.avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            f.avx512 = f.avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl");
+            f.avx512vnni = f.avx512 && has!("avx512vnni");
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::is_aarch64_feature_detected as has;
+            f.neon = has!("neon");
+            f.dotprod = f.neon && has!("dotprod");
+        }
+        f
+    })
+}
 
 fn encode(isa: Isa) -> u8 {
     match isa {
@@ -74,41 +110,23 @@ impl std::str::FromStr for Isa {
 
 /// Whether this CPU can run `isa`.
 pub fn is_available(isa: Isa) -> bool {
+    let f = features();
     match isa {
         Isa::Scalar => true,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            is_available(Isa::Avx2)
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-        }
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-        #[allow(unreachable_patterns)]
-        _ => false,
+        Isa::Avx2 => f.avx2,
+        Isa::Avx512 => f.avx512,
+        Isa::Neon => f.neon,
     }
 }
 
 /// Whether the AVX-512 path can use VNNI (`vpdpbusd`).
 pub fn has_avx512_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static VNNI: OnceLock<bool> = OnceLock::new();
-        *VNNI.get_or_init(|| {
-            is_available(Isa::Avx512) && std::arch::is_x86_feature_detected!("avx512vnni")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    features().avx512vnni
+}
+
+/// Whether the NEON path can use FEAT_DotProd (`sdot`).
+pub fn has_dotprod() -> bool {
+    features().dotprod
 }
 
 /// The best ISA this CPU supports.
@@ -136,26 +154,14 @@ pub fn parse_request(value: Option<&str>) -> Result<Option<Isa>, KernelError> {
     }
 }
 
-/// The `PHI_ISA` request, parsed once (see [`parse_request`]).
-pub fn env_choice() -> &'static Result<Option<Isa>, KernelError> {
-    ENV_CHOICE.get_or_init(|| parse_request(std::env::var("PHI_ISA").ok().as_deref()))
-}
-
-/// The path in use: [`force`]'s choice, else a valid `PHI_ISA`, else [`best`].
+/// The path in use: [`force`]'s choice, else the ISA
+/// `crate::Config::from_env` asks for (`PHI_ISA`), else [`best`].
 pub fn active() -> Isa {
     if let Some(isa) = decode(ACTIVE.load(Ordering::Relaxed)) {
         return isa;
     }
-    let isa = match env_choice() {
-        Ok(Some(isa)) => *isa,
-        Ok(None) => best(),
-        Err(e) => {
-            eprintln!("phi-kernels: ignoring PHI_ISA: {e}; using {}", best());
-            best()
-        }
-    };
-    // Only the first initialiser wins, so a concurrent `force` is not undone
-    // and the warning above is printed at most a few times in a race.
+    let isa = crate::Config::from_env().isa.unwrap_or_else(best);
+    // Only the first initialiser wins, so a concurrent `force` is not undone.
     match ACTIVE.compare_exchange(UNSET, encode(isa), Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => isa,
         Err(cur) => decode(cur).unwrap_or(isa),
@@ -168,6 +174,7 @@ pub fn force(isa: Isa) -> Result<(), KernelError> {
         return Err(KernelError::IsaUnavailable(isa.name()));
     }
     ACTIVE.store(encode(isa), Ordering::Relaxed);
+    crate::vec::reset();
     Ok(())
 }
 

@@ -11,12 +11,19 @@ pub mod dispatch;
 pub mod formats;
 mod matmul;
 pub mod packed;
-pub mod table;
+pub mod registry;
+pub(crate) mod tile;
 pub mod vec;
 
 mod arch;
 
+/// The registry under its former name (tests and benches use `table::ops`).
+#[doc(hidden)]
+pub use registry as table;
+
+pub use formats::layout::{layout, BlockLayout};
 pub use matmul::{matmul, matmul_with_isa, quantize_activations, Scratch};
+pub use registry::{prepare, Config, Matrix, MatrixRef};
 
 /// Errors from kernel entry points.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +186,7 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Kerne
 /// Dequantizes one row (`dst.len()` elements) of `ty` blocks from the start
 /// of `src` (extra bytes after the row are ignored; any alignment).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    let f = table::dequantizer(ty).ok_or(KernelError::Unsupported(ty))?;
+    let f = registry::dequantizer(ty).ok_or(KernelError::Unsupported(ty))?;
     let (need, _) = matrix_bytes(ty, 1, dst.len())?;
     if src.len() < need {
         return Err(KernelError::Shape(format!(
@@ -194,5 +201,5 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), K
 
 /// Whether `matmul` / `dequantize_row` accept weights of `ty`.
 pub fn supports(ty: GgmlType) -> bool {
-    table::ops(ty, Isa::Scalar).is_some()
+    registry::ops(ty, Isa::Scalar).is_some()
 }

@@ -2,7 +2,8 @@
 //! into chunks over the current rayon pool; each chunk calls the type's tile
 //! function for all tokens at once (gemv when there is one token).
 
-use crate::table::{self, MatArgs};
+use crate::registry::{self as table, MatrixRef};
+use crate::tile::MatArgs;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
 use rayon::prelude::*;
 
@@ -130,20 +131,28 @@ pub(crate) fn run_chunks(
     }
 }
 
-/// `y[t * w.rows + r] = Σ_c W[r, c] · x[t * w.cols + c]` for `t < n_tokens`.
+/// `y[t * rows + r] = Σ_c W[r, c] · x[t * cols + c]` for `t < n_tokens`,
+/// for mapped [`Weights`] (`&w`), a prepared matrix (`m.view(bytes)?`, see
+/// [`crate::prepare`]) or [`crate::packed::PackedWeights`].
 ///
 /// Activations are quantized once to the weight type's partner (Q8_0 for
 /// Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants, F16 for F16, BF16
 /// for BF16) exactly as ggml does, then reused by every row. n_tokens == 1 is
 /// gemv; more tokens take the tiled gemm path. Runs on the current rayon pool.
-pub fn matmul(
-    w: &Weights<'_>,
+pub fn matmul<'a>(
+    m: impl Into<MatrixRef<'a>>,
     x: &[f32],
     n_tokens: usize,
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    matmul_with_isa(dispatch::active(), w, x, n_tokens, y, scratch)
+    match m.into() {
+        MatrixRef::Mapped(w, isa) => {
+            let isa = isa.unwrap_or_else(dispatch::active);
+            matmul_with_isa(isa, &w, x, n_tokens, y, scratch)
+        }
+        MatrixRef::Packed(p) => crate::packed::matmul_packed(p, x, n_tokens, y, scratch),
+    }
 }
 
 /// [`matmul`] on a chosen instruction set (tests, benches), without

@@ -41,172 +41,30 @@
 //! carry `d`), 148 / 180 / 212 / 112 / 84 / 136 bytes per row and
 //! super-block against the file's 144 / 176 / 210 / 110 / 84 / 136.
 
-use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, K_SCALE_SIZE, QK_K};
+use crate::formats::iq4::BlockIQ4_XS;
+use crate::formats::k_quants::{
+    unpack_scales_mins_k4, unpack_scales_q3_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K,
+    BlockQ6_K, QK_K,
+};
+use crate::formats::layout::{Block32, Q8_K_BSUMS};
+use crate::formats::packed_layout::{k_layout::*, l32};
 use crate::matmul::{aligned_bytes, Line, Scratch};
-use crate::{dispatch, matrix_bytes, table, GgmlType, Isa, KernelError, Weights};
+use crate::registry::{self, PackedOps};
+use crate::tile::PackedTile;
+use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
 use rayon::prelude::*;
 
 /// Rows per interleaved group.
 pub const GROUP_ROWS: usize = 16;
-/// Elements per block (Q4_0 / Q8_0).
-const QK: usize = 32;
 /// Multiply-adds below which a call runs on the calling thread.
 const SEQ_WORK: usize = 1 << 16;
-/// Tokens per register tile of the K-quant kernels (16 measured ~5 % faster
-/// than 8 with `examples/packed_cycles.rs`).
-const TOKENS_PER_TILE_K: usize = 16;
-
-/// Layout of the packed 32-element types (shared with the kernels).
-pub(crate) mod l32 {
-    use crate::GgmlType;
-
-    /// The packed 32-element types (the const parameter of [`group_tile`]).
-    pub(crate) const Q4_0: u8 = 0;
-    pub(crate) const Q8_0: u8 = 1;
-    pub(crate) const Q4_1: u8 = 2;
-    pub(crate) const Q5_0: u8 = 3;
-    pub(crate) const Q5_1: u8 = 4;
-    pub(crate) const IQ4_NL: u8 = 5;
-
-    /// Packed quant bytes of one block of one 16-row group.
-    pub(crate) const fn quant_bytes(kind: u8) -> usize {
-        match kind {
-            Q8_0 => 512,
-            Q5_0 | Q5_1 => 320,
-            _ => 256,
-        }
-    }
-
-    /// Whether `kind` has a per-block min (`m_w`, activations Q8_1).
-    pub(crate) const fn has_min(kind: u8) -> bool {
-        matches!(kind, Q4_1 | Q5_1)
-    }
-
-    /// Scale bytes of one block of one 16-row group: 16 f16 `d`, then (with a
-    /// min) 16 f16 `m`.
-    pub(crate) const fn scale_bytes(kind: u8) -> usize {
-        if has_min(kind) {
-            64
-        } else {
-            32
-        }
-    }
-
-    /// Bytes of one activation block: Q8_1 (f16 d, f16 s, 32 × i8) for the
-    /// types with a min, Q8_0 (f16 d, 32 × i8) otherwise.
-    pub(crate) const fn act_block(kind: u8) -> usize {
-        if has_min(kind) {
-            36
-        } else {
-            34
-        }
-    }
-
-    /// Tokens per register tile: Q8_0 8 (its 8 weight vectors per block leave
-    /// fewer registers), the nibble types 16 (measured with
-    /// `examples/packed_speed.rs`).
-    pub(crate) const fn tile_tokens(kind: u8) -> usize {
-        if kind == Q8_0 {
-            8
-        } else {
-            16
-        }
-    }
-
-    /// Whether the AVX2 packed kernels cover `kind` (the nibble types: Q8_0's
-    /// and IQ4_NL's unsigned bytes would saturate `vpmaddubsw`).
-    pub(crate) const fn avx2_kind(kind: u8) -> bool {
-        matches!(kind, Q4_0 | Q4_1 | Q5_0 | Q5_1)
-    }
-
-    /// Tokens per register tile of the AVX2 kernels (16 ymm registers).
-    pub(crate) const AVX2_TILE_TOKENS: usize = 2;
-
-    /// The packed kind of a 32-element type, `None` for the others.
-    pub(crate) fn kind(ty: GgmlType) -> Option<u8> {
-        Some(match ty {
-            GgmlType::Q4_0 => Q4_0,
-            GgmlType::Q8_0 => Q8_0,
-            GgmlType::Q4_1 => Q4_1,
-            GgmlType::Q5_0 => Q5_0,
-            GgmlType::Q5_1 => Q5_1,
-            GgmlType::IQ4_NL => IQ4_NL,
-            _ => return None,
-        })
-    }
-
-    /// Offsets in a file block of `kind` (18 / 20 / 22 / 24 / 34 bytes):
-    /// `(m, qh, qs)` (`d` is always at 0).
-    pub(crate) const fn src_offsets(kind: u8) -> (Option<usize>, Option<usize>, usize) {
-        match kind {
-            Q4_1 => (Some(2), None, 4),
-            Q5_0 => (None, Some(2), 6),
-            Q5_1 => (Some(2), Some(4), 8),
-            _ => (None, None, 2),
-        }
-    }
-
-    /// The bias of the unsigned packed weights (removed through the
-    /// activations' side words); 0 for the types with a min.
-    pub(crate) const fn bias(kind: u8) -> i32 {
-        match kind {
-            Q4_0 => 8,
-            Q5_0 => 16,
-            Q8_0 | IQ4_NL => 128,
-            _ => 0,
-        }
-    }
-}
-
-/// Record layout of the packed K-quants (shared with the kernels).
-pub(crate) mod k_layout {
-    /// Packed bytes of one super-block of one 16-row group.
-    pub(crate) const Q4_K_REC: usize = 2368;
-    pub(crate) const Q6_K_REC: usize = 3392;
-    /// Q5_K: the Q4_K record, then 8 qh vectors.
-    pub(crate) const Q5_K_REC: usize = 2880;
-    pub(crate) const Q5K_QH: usize = 2368;
-    /// Q4_K: scales `[j][r]` u8, mins `[p][r][2]` u8, f16 d, f16 dmin.
-    pub(crate) const Q4K_SC: usize = 2048;
-    pub(crate) const Q4K_MIN: usize = 2176;
-    pub(crate) const Q4K_D: usize = 2304;
-    pub(crate) const Q4K_DMIN: usize = 2336;
-    /// Q6_K: qh vectors, scales `[p][r][2]` i8, f16 d.
-    pub(crate) const Q6K_QH: usize = 2048;
-    pub(crate) const Q6K_SC: usize = 3072;
-    pub(crate) const Q6K_D: usize = 3328;
-    /// Q3_K: 24 vectors of 3-bit quants, then 4 scale vectors
-    /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
-    pub(crate) const Q3_K_REC: usize = 1792;
-    pub(crate) const Q3K_SC: usize = 1536;
-    /// Q2_K: 16 quant vectors (the file's `qs`), scale|min<<4 bytes
-    /// `[quad][row][4]`, f16 d, f16 dmin.
-    pub(crate) const Q2_K_REC: usize = 1344;
-    pub(crate) const Q2K_SC: usize = 1024;
-    pub(crate) const Q2K_D: usize = 1280;
-    pub(crate) const Q2K_DMIN: usize = 1312;
-    /// IQ4_XS: 32 nibble vectors (the file's `qs`), then 2 scale vectors
-    /// `[quad][row][4]` (6-bit signed scales; their top bits hold f16 d).
-    pub(crate) const IQ4_XS_REC: usize = 2176;
-    pub(crate) const IQ4XS_SC: usize = 2048;
-    /// Bytes of one Q8_K activation block (f32 d, 256 × i8, 16 × i16 bsums).
-    pub(crate) const A_BLOCK: usize = 292;
-    /// Side bytes per super-block per token: Q4_K 4 i32 (pairs of
-    /// 32-element activation sums as i16), Q6_K 16 i32 (`−32·bsum`),
-    /// Q3_K 16 i32 (`−4·bsum`, odd sub-blocks `−32·bsum`).
-    pub(crate) const Q4K_SIDE: usize = 16;
-    pub(crate) const Q6K_SIDE: usize = 64;
-    pub(crate) const Q3K_SIDE: usize = 64;
-    /// IQ4_XS: 8 i32 (`−128·Σa` per 32-element sub-block).
-    pub(crate) const IQ4XS_SIDE: usize = 32;
-}
-use k_layout::*;
 
 /// A weight matrix repacked for [`matmul_packed`].
 pub struct PackedWeights {
     ty: GgmlType,
-    /// The kernels it was packed for: `Avx512` (VNNI) or `Avx2`.
-    isa: Isa,
+    /// The registry entry it was packed for (its ISA: `Avx512` (VNNI) or
+    /// `Avx2`).
+    ops: PackedOps,
     rows: usize,
     cols: usize,
     /// Blocks per row.
@@ -224,6 +82,7 @@ impl std::fmt::Debug for PackedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackedWeights")
             .field("ty", &self.ty)
+            .field("isa", &self.ops.isa)
             .field("rows", &self.rows)
             .field("cols", &self.cols)
             .field("bytes", &self.len)
@@ -236,11 +95,7 @@ impl std::fmt::Debug for PackedWeights {
 /// Q4_0 / Q4_1 / Q5_0 / Q5_1; also on AVX-512 CPUs without VNNI), `None`
 /// on other CPUs or when `PHI_ISA` / `dispatch::force` chose scalar.
 pub fn packed_isa() -> Option<Isa> {
-    match dispatch::active() {
-        Isa::Avx512 if dispatch::has_avx512_vnni() => Some(Isa::Avx512),
-        Isa::Avx512 | Isa::Avx2 => Some(Isa::Avx2),
-        _ => None,
-    }
+    registry::packed_isa_for(dispatch::active())
 }
 
 /// Whether this process can run packed kernels for some type ([`packed_isa`]).
@@ -248,23 +103,10 @@ pub fn available() -> bool {
     packed_isa().is_some()
 }
 
-/// Whether `isa` has packed kernels for `ty`.
+/// Whether `isa` has packed kernels for `ty` (built into this binary; the
+/// CPU may still lack `isa`).
 pub fn supports(isa: Isa, ty: GgmlType) -> bool {
-    let k = is_k(ty);
-    match isa {
-        Isa::Avx512 => k || l32::kind(ty).is_some(),
-        Isa::Avx2 => l32::kind(ty).is_some_and(l32::avx2_kind),
-        _ => false,
-    }
-}
-
-/// Whether the CPU can run `isa`'s packed kernels (whatever `PHI_ISA` says).
-fn isa_runs(isa: Isa) -> bool {
-    match isa {
-        Isa::Avx512 => dispatch::is_available(Isa::Avx512) && dispatch::has_avx512_vnni(),
-        Isa::Avx2 => dispatch::is_available(Isa::Avx2),
-        _ => false,
-    }
+    crate::arch::packed_tile(ty, isa).is_some()
 }
 
 impl PackedWeights {
@@ -284,35 +126,26 @@ impl PackedWeights {
     /// `Err(IsaUnavailable)` when the CPU cannot run them.
     pub fn pack_with_isa(isa: Isa, w: &Weights<'_>) -> Result<Option<PackedWeights>, KernelError> {
         let w_row = crate::matmul::check_weights(w)?;
-        if !isa_runs(isa) {
+        if !registry::packed_isa_runs(isa) {
             return Err(KernelError::IsaUnavailable(match isa {
                 Isa::Avx512 => "avx512vnni",
                 Isa::Avx2 => "avx2",
                 _ => "a packed path",
             }));
         }
-        let k_rec = match w.ty {
-            GgmlType::Q4_K => Some(Q4_K_REC),
-            GgmlType::Q5_K => Some(Q5_K_REC),
-            GgmlType::Q6_K => Some(Q6_K_REC),
-            GgmlType::Q3_K => Some(Q3_K_REC),
-            GgmlType::Q2_K => Some(Q2_K_REC),
-            GgmlType::IQ4_XS => Some(IQ4_XS_REC),
-            _ => None,
+        let Some(ops) = registry::packed_ops(w.ty, isa) else {
+            return Ok(None);
         };
-        let kind = l32::kind(w.ty);
-        if !supports(isa, w.ty) || w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS)
-        {
+        if w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
             return Ok(None);
         }
-        if let Some(rec) = k_rec {
-            return pack_k(w, w_row, rec).map(Some);
-        }
-        let Some(kind) = kind else {
-            return Ok(None);
+        let kind = match (Block32::from_type(w.ty), k_record(w.ty)) {
+            (Some(kind), _) => kind.code(),
+            (None, Some(rec)) => return pack_k(w, w_row, rec, ops).map(Some),
+            (None, None) => return Ok(None),
         };
         let (qb, sb) = (l32::quant_bytes(kind), l32::scale_bytes(kind));
-        let nb = w.cols / QK;
+        let nb = w.cols / w.ty.block_size();
         let groups = w.rows / GROUP_ROWS;
         let overflow = || KernelError::Shape("packed size overflows".into());
         let blocks = groups.checked_mul(nb).ok_or_else(overflow)?;
@@ -366,7 +199,7 @@ impl PackedWeights {
             });
         Ok(Some(PackedWeights {
             ty: w.ty,
-            isa,
+            ops,
             rows: w.rows,
             cols: w.cols,
             nb,
@@ -384,7 +217,7 @@ impl PackedWeights {
 
     /// The ISA whose kernels it was packed for (`Avx512` or `Avx2`).
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.ops.isa
     }
 
     /// Output rows.
@@ -406,7 +239,12 @@ impl PackedWeights {
 /// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS matrix (`rows` a
 /// multiple of 16, `data` checked by the caller) into `rec`-byte records
 /// (layout: `k_layout`).
-fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, KernelError> {
+fn pack_k(
+    w: &Weights<'_>,
+    w_row: usize,
+    (rec, pack_row): (usize, PackRecordFn),
+    ops: PackedOps,
+) -> Result<PackedWeights, KernelError> {
     let nb = w.cols / QK_K;
     let groups = w.rows / GROUP_ROWS;
     let len = groups
@@ -416,7 +254,6 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
     let mut data: Vec<Line> = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)];
     let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
     let src_block = w.ty.type_size();
-    let ty = w.ty;
     bytes
         .par_chunks_mut(nb * rec)
         .enumerate()
@@ -424,20 +261,13 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
             for r in 0..GROUP_ROWS {
                 let row = &w.data[(g * GROUP_ROWS + r) * w_row..][..w_row];
                 for (blk, out) in row.chunks_exact(src_block).zip(dst.chunks_exact_mut(rec)) {
-                    match ty {
-                        GgmlType::Q4_K => pack_q4_k(blk, r, out),
-                        GgmlType::Q5_K => pack_q5_k(blk, r, out),
-                        GgmlType::Q3_K => pack_q3_k(blk, r, out),
-                        GgmlType::Q2_K => pack_q2_k(blk, r, out),
-                        GgmlType::IQ4_XS => pack_iq4_xs(blk, r, out),
-                        _ => pack_q6_k(blk, r, out),
-                    }
+                    pack_row(blk, r, out);
                 }
             }
         });
     Ok(PackedWeights {
         ty: w.ty,
-        isa: Isa::Avx512,
+        ops,
         rows: w.rows,
         cols: w.cols,
         nb,
@@ -448,57 +278,67 @@ fn pack_k(w: &Weights<'_>, w_row: usize, rec: usize) -> Result<PackedWeights, Ke
     })
 }
 
-/// Row `r`'s share of a Q4_K record from its 144-byte block
-/// (d, dmin, 12 scale bytes, 128 quant bytes).
+/// The file block at the start of `blk` (any alignment).
+fn block<B: bytemuck::Pod>(blk: &[u8]) -> B {
+    bytemuck::pod_read_unaligned(&blk[..core::mem::size_of::<B>()])
+}
+
+/// Row `r`'s share of a Q4_K record from its block.
 fn pack_q4_k(blk: &[u8], r: usize, out: &mut [u8]) {
-    let qs = &blk[16..144];
+    pack_q4_k_block(&block(blk), r, out);
+}
+
+fn pack_q4_k_block(b: &BlockQ4_K, r: usize, out: &mut [u8]) {
     for v in 0..32 {
-        out[64 * v + 4 * r..][..4].copy_from_slice(&qs[4 * v..][..4]);
+        out[64 * v + 4 * r..][..4].copy_from_slice(&b.qs[4 * v..][..4]);
     }
-    let scales: &[u8; K_SCALE_SIZE] = blk[4..16].try_into().expect("12 scale bytes");
-    let (sc, mn) = unpack_scales_mins_k4(scales);
+    let (sc, mn) = unpack_scales_mins_k4(&b.scales);
     for j in 0..8 {
         out[Q4K_SC + 16 * j + r] = sc[j];
         out[Q4K_MIN + 32 * (j / 2) + 2 * r + j % 2] = mn[j];
     }
-    out[Q4K_D + 2 * r..][..2].copy_from_slice(&blk[0..2]);
-    out[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&blk[2..4]);
+    out[Q4K_D + 2 * r..][..2].copy_from_slice(&b.d.to_le_bytes());
+    out[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&b.dmin.to_le_bytes());
 }
 
-/// Row `r`'s share of a Q5_K record from its 176-byte block (d, dmin,
-/// 12 scale bytes, 32 qh bytes, 128 quant bytes): the Q4_K record of the
+/// Row `r`'s share of a Q5_K record from its block: the Q4_K record of the
 /// same d, dmin, scales and low nibbles, then the qh vectors.
 fn pack_q5_k(blk: &[u8], r: usize, out: &mut [u8]) {
-    let mut q4 = [0u8; 144];
-    q4[..16].copy_from_slice(&blk[..16]);
-    q4[16..].copy_from_slice(&blk[48..176]);
-    pack_q4_k(&q4, r, out);
+    let b: BlockQ5_K = block(blk);
+    let q4 = BlockQ4_K {
+        d: b.d,
+        dmin: b.dmin,
+        scales: b.scales,
+        qs: b.qs,
+    };
+    pack_q4_k_block(&q4, r, out);
     for k in 0..8 {
-        out[Q5K_QH + 64 * k + 4 * r..][..4].copy_from_slice(&blk[16 + 4 * k..][..4]);
+        out[Q5K_QH + 64 * k + 4 * r..][..4].copy_from_slice(&b.qh[4 * k..][..4]);
     }
 }
 
-/// Row `r`'s share of a Q6_K record from its 210-byte block
-/// (128 ql, 64 qh, 16 i8 scales, d).
+/// Row `r`'s share of a Q6_K record from its block (ql, qh, i8 scales, d).
 fn pack_q6_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    let b: BlockQ6_K = block(blk);
     // ql vector (2n + h)·8 + k holds ql[64n + 32h + 4k..], i.e. ql[4v..].
     for v in 0..32 {
-        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[4 * v..][..4]);
+        out[64 * v + 4 * r..][..4].copy_from_slice(&b.ql[4 * v..][..4]);
     }
     // qh vector 8n + k holds qh[32n + 4k..], i.e. qh[4v..].
     for v in 0..16 {
-        out[Q6K_QH + 64 * v + 4 * r..][..4].copy_from_slice(&blk[128 + 4 * v..][..4]);
+        out[Q6K_QH + 64 * v + 4 * r..][..4].copy_from_slice(&b.qh[4 * v..][..4]);
     }
     for g in 0..16 {
-        out[Q6K_SC + 32 * (g / 2) + 2 * r + g % 2] = blk[192 + g];
+        out[Q6K_SC + 32 * (g / 2) + 2 * r + g % 2] = b.scales[g] as u8;
     }
-    out[Q6K_D + 2 * r..][..2].copy_from_slice(&blk[208..210]);
+    out[Q6K_D + 2 * r..][..2].copy_from_slice(&b.d.to_le_bytes());
 }
 
-/// Row `r`'s share of a Q3_K record from its 110-byte block (32 hmask,
-/// 64 qs, 12 scale bytes, f16 d).
+/// Row `r`'s share of a Q3_K record from its block (hmask, qs, 12 scale
+/// bytes, f16 d).
 fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
-    let (hmask, qs) = (&blk[..32], &blk[32..96]);
+    let b: BlockQ3_K = block(blk);
+    let (hmask, qs) = (&b.hmask, &b.qs);
     // Element i = 128n + 32j + l (l < 32): bits 2j..2j+2 of qs[32n + l] and
     // bit 4n + j of hmask[l]; u = low | high << 2 is q + 4, in 0..8.
     let u = |i: usize| {
@@ -522,39 +362,36 @@ fn pack_q3_k(blk: &[u8], r: usize, out: &mut [u8]) {
             }
         }
     }
-    let scales: &[u8; K_SCALE_SIZE] = blk[96..108].try_into().expect("12 scale bytes");
-    let d = u16::from_le_bytes([blk[108], blk[109]]);
-    pack_scales6(&unpack_scales_q3_k(scales), d, true, r, &mut out[Q3K_SC..]);
+    let sc = unpack_scales_q3_k(&b.scales);
+    pack_scales6(&sc, b.d.to_bits(), true, r, &mut out[Q3K_SC..]);
 }
 
-/// Row `r`'s share of a Q2_K record from its 84-byte block (16 scale|min
-/// bytes, 64 qs, f16 d, f16 dmin).
+/// Row `r`'s share of a Q2_K record from its block (16 scale|min bytes,
+/// qs, f16 d, f16 dmin).
 fn pack_q2_k(blk: &[u8], r: usize, out: &mut [u8]) {
+    let b: BlockQ2_K = block(blk);
     for v in 0..16 {
-        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[16 + 4 * v..][..4]);
+        out[64 * v + 4 * r..][..4].copy_from_slice(&b.qs[4 * v..][..4]);
     }
-    for (g, &b) in blk[..16].iter().enumerate() {
-        out[Q2K_SC + 64 * (g / 4) + 4 * r + PAIRED[g % 4]] = b;
+    for (g, &s) in b.scales.iter().enumerate() {
+        out[Q2K_SC + 64 * (g / 4) + 4 * r + PAIRED[g % 4]] = s;
     }
-    out[Q2K_D + 2 * r..][..2].copy_from_slice(&blk[80..82]);
-    out[Q2K_DMIN + 2 * r..][..2].copy_from_slice(&blk[82..84]);
+    out[Q2K_D + 2 * r..][..2].copy_from_slice(&b.d.to_le_bytes());
+    out[Q2K_DMIN + 2 * r..][..2].copy_from_slice(&b.dmin.to_le_bytes());
 }
 
-/// Row `r`'s share of an IQ4_XS record from its 136-byte block (f16 d,
-/// u16 scales_h, 4 scales_l bytes, 128 qs).
+/// Row `r`'s share of an IQ4_XS record from its block (f16 d, u16
+/// scales_h, 4 scales_l bytes, qs).
 fn pack_iq4_xs(blk: &[u8], r: usize, out: &mut [u8]) {
+    let b: BlockIQ4_XS = block(blk);
     for v in 0..32 {
-        out[64 * v + 4 * r..][..4].copy_from_slice(&blk[8 + 4 * v..][..4]);
+        out[64 * v + 4 * r..][..4].copy_from_slice(&b.qs[4 * v..][..4]);
     }
-    let h = u16::from_le_bytes([blk[2], blk[3]]);
     let mut sc = [0i8; 8];
     for (ib, s) in sc.iter_mut().enumerate() {
-        let low = (blk[4 + ib / 2] >> (4 * (ib % 2))) & 0xF;
-        let high = ((h >> (2 * ib)) & 3) as u8;
-        *s = (low | (high << 4)) as i8 - 32;
+        *s = crate::formats::iq4::iq4_xs_scale(&b, ib) as i8;
     }
-    let d = u16::from_le_bytes([blk[0], blk[1]]);
-    pack_scales6(&sc, d, false, r, &mut out[IQ4XS_SC..]);
+    pack_scales6(&sc, b.d.to_bits(), false, r, &mut out[IQ4XS_SC..]);
 }
 
 /// Lane byte of sub-block `4q + i` in the paired scale layouts: the i16
@@ -580,17 +417,118 @@ fn pack_scales6(sc: &[i8], d: u16, paired: bool, r: usize, out: &mut [u8]) {
     }
 }
 
-/// Whether `ty` is packed as K-quant records (Q8_K activations).
-fn is_k(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::Q3_K
-            | GgmlType::Q2_K
-            | GgmlType::IQ4_XS
-    )
+/// Writes row `r`'s share of a record from one file block.
+type PackRecordFn = fn(blk: &[u8], r: usize, out: &mut [u8]);
+
+/// The record bytes and packer of a K-quant (or IQ4_XS) type, `None` for
+/// the others.
+fn k_record(ty: GgmlType) -> Option<(usize, PackRecordFn)> {
+    Some(match ty {
+        GgmlType::Q4_K => (Q4_K_REC, pack_q4_k),
+        GgmlType::Q5_K => (Q5_K_REC, pack_q5_k),
+        GgmlType::Q6_K => (Q6_K_REC, pack_q6_k),
+        GgmlType::Q3_K => (Q3_K_REC, pack_q3_k),
+        GgmlType::Q2_K => (Q2_K_REC, pack_q2_k),
+        GgmlType::IQ4_XS => (IQ4_XS_REC, pack_iq4_xs),
+        _ => return None,
+    })
+}
+
+/// The side words that follow each activation row (see `k_layout`): per
+/// block, for the 32-element types `(d_a: f32, −bias·Σa: i32)` or, with a
+/// min, `(d_a, s_a)`; per super-block for the K-quants the activation sums
+/// their kernels fold in.
+#[derive(Clone, Copy)]
+enum Sides {
+    Block32(Block32),
+    /// Q4_K / Q5_K: pairs of 32-element sums as i16.
+    PairSums,
+    /// Q6_K: `−32·bsum` per 16 elements.
+    Q6K,
+    /// Q3_K: `−4·bsum` (odd sub-blocks `−32·bsum`).
+    Q3K,
+    /// IQ4_XS: `−128·Σa` per 32 elements.
+    Iq4Xs,
+    /// Q2_K reads its mins' activation sums from the Q8_K bsums.
+    None,
+}
+
+impl Sides {
+    fn of(ty: GgmlType) -> Option<Sides> {
+        if let Some(b) = Block32::from_type(ty) {
+            return Some(Sides::Block32(b));
+        }
+        Some(match ty {
+            GgmlType::Q4_K | GgmlType::Q5_K => Sides::PairSums,
+            GgmlType::Q6_K => Sides::Q6K,
+            GgmlType::Q3_K => Sides::Q3K,
+            GgmlType::IQ4_XS => Sides::Iq4Xs,
+            GgmlType::Q2_K => Sides::None,
+            _ => return None,
+        })
+    }
+
+    /// (activation block bytes, side bytes per block).
+    fn sizes(self) -> (usize, usize) {
+        match self {
+            Sides::Block32(b) => (b.act_bytes(), 8),
+            Sides::PairSums => (A_BLOCK, Q4K_SIDE),
+            Sides::Q6K => (A_BLOCK, Q6K_SIDE),
+            Sides::Q3K => (A_BLOCK, Q3K_SIDE),
+            Sides::Iq4Xs => (A_BLOCK, IQ4XS_SIDE),
+            Sides::None => (A_BLOCK, 0),
+        }
+    }
+
+    /// Writes the side words `s` of one activation block `blk`.
+    fn write(self, blk: &[u8], s: &mut [u8]) {
+        let bsum = |i: usize| {
+            i16::from_le_bytes([blk[Q8_K_BSUMS + 2 * i], blk[Q8_K_BSUMS + 2 * i + 1]]) as i32
+        };
+        match self {
+            Sides::PairSums => {
+                // Pair p: Σa over sub-blocks 2p and 2p+1 (|·| ≤ 32·128, an i16).
+                for (pair, o) in s.chunks_exact_mut(4).enumerate() {
+                    let lo = (bsum(4 * pair) + bsum(4 * pair + 1)) as i16;
+                    let hi = (bsum(4 * pair + 2) + bsum(4 * pair + 3)) as i16;
+                    o[..2].copy_from_slice(&lo.to_le_bytes());
+                    o[2..].copy_from_slice(&hi.to_le_bytes());
+                }
+            }
+            Sides::Q6K => {
+                for (g, o) in s.chunks_exact_mut(4).enumerate() {
+                    o.copy_from_slice(&(-32 * bsum(g)).to_le_bytes());
+                }
+            }
+            Sides::Q3K => {
+                // Odd sub-blocks' quants reach the kernel times 8.
+                for (g, o) in s.chunks_exact_mut(4).enumerate() {
+                    let off = if g % 2 == 0 { -4 } else { -32 };
+                    o.copy_from_slice(&(off * bsum(g)).to_le_bytes());
+                }
+            }
+            Sides::Iq4Xs => {
+                for (ib, o) in s.chunks_exact_mut(4).enumerate() {
+                    let sum = bsum(2 * ib) + bsum(2 * ib + 1);
+                    o.copy_from_slice(&(-128 * sum).to_le_bytes());
+                }
+            }
+            Sides::Block32(kind) => {
+                // (d_a, −bias·Σa) or, with a min, (d_a, s_a); Q8_0 / Q8_1
+                // blocks start with f16 d, then (Q8_1) f16 s.
+                let f16 = |i: usize| half::f16::from_le_bytes([blk[i], blk[i + 1]]).to_f32();
+                s[..4].copy_from_slice(&f16(0).to_le_bytes());
+                if kind.has_min() {
+                    s[4..].copy_from_slice(&f16(2).to_le_bytes());
+                } else {
+                    let qs = &blk[crate::formats::layout::Q8_0_QS..];
+                    let sum: i32 = qs.iter().map(|&v| v as i8 as i32).sum();
+                    s[4..].copy_from_slice(&(-kind.bias() * sum).to_le_bytes());
+                }
+            }
+            Sides::None => {}
+        }
+    }
 }
 
 /// `y[t * p.rows + r] = Σ_c W[r, c] · x[t * p.cols + c]` for `t < n_tokens`:
@@ -604,7 +542,7 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !isa_runs(p.isa) {
+    if !registry::packed_isa_runs(p.ops.isa) {
         return Err(KernelError::IsaUnavailable("the packed weights' ISA"));
     }
     let (rows, cols, nb) = (p.rows, p.cols, p.nb);
@@ -612,22 +550,10 @@ pub fn matmul_packed(
     if n_tokens == 0 {
         return Ok(());
     }
-    // The activation quantizer of the weight type: Q8_0 for Q4_0/Q8_0,
-    // Q8_K for the K-quants.
-    let ops = table::ops(p.ty, p.isa).ok_or(KernelError::Unsupported(p.ty))?;
-    let kquant = is_k(p.ty);
-    // Activation row: nb blocks, then per block the side words: Q4_0/Q8_0
-    // (d_a: f32, −bias·Σa: i32); the K-quants see `k_layout`.
-    let kind = l32::kind(p.ty);
-    let (a_block, side) = match p.ty {
-        GgmlType::Q4_K | GgmlType::Q5_K => (A_BLOCK, Q4K_SIDE),
-        GgmlType::Q6_K => (A_BLOCK, Q6K_SIDE),
-        GgmlType::Q3_K => (A_BLOCK, Q3K_SIDE),
-        // Q2_K reads its mins' activation sums from the Q8_K bsums.
-        GgmlType::Q2_K => (A_BLOCK, 0),
-        GgmlType::IQ4_XS => (A_BLOCK, IQ4XS_SIDE),
-        _ => (kind.map_or(34, l32::act_block), 8),
-    };
+    // The activation quantizer of the weight type (Q8_0, Q8_1 or Q8_K).
+    let ops = registry::ops(p.ty, p.ops.isa).ok_or(KernelError::Unsupported(p.ty))?;
+    let sides = Sides::of(p.ty).ok_or(KernelError::Unsupported(p.ty))?;
+    let (a_block, side) = sides.sizes();
     let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
     let side_off = a_row.next_multiple_of(64);
     let a_stride = side_off + (nb * side).next_multiple_of(64);
@@ -637,55 +563,15 @@ pub fn matmul_packed(
 
     let Scratch { act, out } = scratch;
     let abuf = aligned_bytes(act, a_total);
-    let ty = p.ty;
     let quantize = |o: &mut [u8], xt: &[f32]| {
-        let (q, sides) = o.split_at_mut(side_off);
+        let (q, side_words) = o.split_at_mut(side_off);
         (ops.quantize_act)(xt, &mut q[..a_row]);
-        let blocks = q[..a_row].chunks_exact(a_block);
-        // (No side words: `sides` is empty and the loop does not run.)
-        for (blk, s) in blocks.zip(sides.chunks_exact_mut(side.max(1))) {
-            let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
-            match ty {
-                GgmlType::Q4_K | GgmlType::Q5_K => {
-                    // Pair p: Σa over sub-blocks 2p and 2p+1 (|·| ≤ 32·128, an i16).
-                    for (pair, o) in s.chunks_exact_mut(4).enumerate() {
-                        let lo = (bsum(4 * pair) + bsum(4 * pair + 1)) as i16;
-                        let hi = (bsum(4 * pair + 2) + bsum(4 * pair + 3)) as i16;
-                        o[..2].copy_from_slice(&lo.to_le_bytes());
-                        o[2..].copy_from_slice(&hi.to_le_bytes());
-                    }
-                }
-                GgmlType::Q6_K => {
-                    for (g, o) in s.chunks_exact_mut(4).enumerate() {
-                        o.copy_from_slice(&(-32 * bsum(g)).to_le_bytes());
-                    }
-                }
-                GgmlType::Q3_K => {
-                    // Odd sub-blocks' quants reach the kernel times 8.
-                    for (g, o) in s.chunks_exact_mut(4).enumerate() {
-                        let off = if g % 2 == 0 { -4 } else { -32 };
-                        o.copy_from_slice(&(off * bsum(g)).to_le_bytes());
-                    }
-                }
-                GgmlType::IQ4_XS => {
-                    for (ib, o) in s.chunks_exact_mut(4).enumerate() {
-                        let sum = bsum(2 * ib) + bsum(2 * ib + 1);
-                        o.copy_from_slice(&(-128 * sum).to_le_bytes());
-                    }
-                }
-                _ => {
-                    // 32-element types: (d_a, −bias·Σa) or, with a min, (d_a, s_a).
-                    let kind = kind.unwrap_or(l32::Q4_0);
-                    let f16 = |i: usize| half::f16::from_le_bytes([blk[i], blk[i + 1]]).to_f32();
-                    s[..4].copy_from_slice(&f16(0).to_le_bytes());
-                    if l32::has_min(kind) {
-                        s[4..].copy_from_slice(&f16(2).to_le_bytes());
-                    } else {
-                        let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
-                        s[4..].copy_from_slice(&(-l32::bias(kind) * sum).to_le_bytes());
-                    }
-                }
-            }
+        // (No side words: `side_words` is empty and the loop does not run.)
+        for (blk, s) in q[..a_row]
+            .chunks_exact(a_block)
+            .zip(side_words.chunks_exact_mut(side.max(1)))
+        {
+            sides.write(blk, s);
         }
     };
     let threads = rayon::current_num_threads().max(1);
@@ -710,28 +596,16 @@ pub fn matmul_packed(
     };
     let chunk_rows = chunk_groups * GROUP_ROWS;
     let data = p.data();
-    let kind32 = kind.unwrap_or(l32::Q4_0);
-    let sb = l32::scale_bytes(kind32);
-    #[cfg(target_arch = "x86_64")]
-    let kkind = {
-        use crate::arch::x86_64::packed_k_avx512::KKind;
-        match p.ty {
-            GgmlType::Q5_K => KKind::Q5K,
-            GgmlType::Q6_K => KKind::Q6K,
-            GgmlType::Q3_K => KKind::Q3K,
-            GgmlType::Q2_K => KKind::Q2K,
-            GgmlType::IQ4_XS => KKind::IQ4XS,
-            _ => KKind::Q4K,
-        }
+    // Scale bytes per block and group (the K-quant records carry theirs).
+    let sb = match sides {
+        Sides::Block32(kind) => l32::scale_bytes(kind.code()),
+        _ => 0,
     };
-    let avx2 = p.isa == Isa::Avx2;
-    let tile_tokens = if kquant {
-        TOKENS_PER_TILE_K
-    } else if avx2 {
-        l32::AVX2_TILE_TOKENS
-    } else {
-        l32::tile_tokens(kind32)
-    };
+    let PackedOps {
+        tile: tile_fn,
+        tile_tokens,
+        ..
+    } = p.ops;
     // Computes rows c·chunk_rows.. for all tokens into o[t * nr + r].
     let run_chunk = |c: usize, o: &mut [f32]| {
         let nr = o.len() / n_tokens;
@@ -743,66 +617,26 @@ pub fn matmul_packed(
             let mut t0 = 0;
             while t0 < n_tokens {
                 let nt = (n_tokens - t0).min(tile_tokens);
-                #[cfg(target_arch = "x86_64")]
-                if kquant {
-                    use crate::arch::x86_64::packed_k_avx512 as k;
-                    let tile = k::KTile {
-                        nb,
-                        w: data[g * nb * p.qb..].as_ptr(),
-                        a: a[t0 * a_stride..].as_ptr(),
-                        a_stride,
-                        side_off,
-                        out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
-                        out_stride: nr,
-                    };
-                    // SAFETY: VNNI was checked above (and by `pack`). Group g <
-                    // groups has nb records of p.qb bytes at `w` inside `data`;
-                    // tokens t0..t0+nt < n_tokens each have a full activation row
-                    // (nb Q8_K blocks, nb·side side bytes at side_off) in `a`
-                    // (a_total = a_stride·n_tokens); o[t·nr + gi·16..][..16] lies
-                    // inside `o` (len nr·n_tokens) for t < t0 + nt; nt <= 16.
-                    unsafe { k::k_tile_n(kkind, &tile, nt) }
-                } else {
-                    use crate::arch::x86_64::packed_avx512 as k;
-                    let tile = k::Tile {
-                        nb,
-                        qs: data[g * nb * p.qb..].as_ptr(),
-                        sc: data[p.scale_off + g * nb * sb..].as_ptr(),
-                        a: a[t0 * a_stride..].as_ptr(),
-                        a_stride,
-                        side_off,
-                        out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
-                        out_stride: nr,
-                    };
-                    // SAFETY: the CPU runs p.isa (checked above; `pack` only
-                    // packs these kinds for AVX2 or AVX-512 VNNI). Group g <
-                    // groups has nb·qb quant bytes at `qs` and nb·sb scale bytes
-                    // at `sc` inside `data` (qb, sb the kind's, as `pack` laid
-                    // them out); tokens t0..t0+nt < n_tokens each have a full
-                    // activation row (nb blocks of the kind's activation type +
-                    // nb side pairs) in `a` (a_total = a_stride·n_tokens); and
-                    // o[t·nr + gi·16..][..16] lies inside `o` (len nr·n_tokens)
-                    // for t < t0 + nt; nt <= tile_tokens <= 16.
-                    unsafe {
-                        use crate::arch::x86_64::packed_avx2 as k2;
-                        match (avx2, kind32) {
-                            (true, l32::Q4_1) => k2::group_tile_n::<{ l32::Q4_1 }>(&tile, nt),
-                            (true, l32::Q5_0) => k2::group_tile_n::<{ l32::Q5_0 }>(&tile, nt),
-                            (true, l32::Q5_1) => k2::group_tile_n::<{ l32::Q5_1 }>(&tile, nt),
-                            (true, _) => k2::group_tile_n::<{ l32::Q4_0 }>(&tile, nt),
-                            (_, l32::Q8_0) => k::group_tile_n::<{ l32::Q8_0 }>(&tile, nt),
-                            (_, l32::Q4_1) => k::group_tile_n::<{ l32::Q4_1 }>(&tile, nt),
-                            (_, l32::Q5_0) => k::group_tile_n::<{ l32::Q5_0 }>(&tile, nt),
-                            (_, l32::Q5_1) => k::group_tile_n::<{ l32::Q5_1 }>(&tile, nt),
-                            (_, l32::IQ4_NL) => k::group_tile_n::<{ l32::IQ4_NL }>(&tile, nt),
-                            _ => k::group_tile_n::<{ l32::Q4_0 }>(&tile, nt),
-                        }
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (
-                    data, a, g, gi, kind32, sb, kquant, avx2, nb, a_stride, side_off,
-                );
+                let tile = PackedTile {
+                    nb,
+                    qs: data[g * nb * p.qb..].as_ptr(),
+                    sc: data[(p.scale_off + g * nb * sb).min(data.len())..].as_ptr(),
+                    a: a[t0 * a_stride..].as_ptr(),
+                    a_stride,
+                    side_off,
+                    out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
+                    out_stride: nr,
+                };
+                // SAFETY: the CPU runs p.ops.isa (checked above; `pack` took
+                // the entry from the registry for it). Group g < groups has
+                // nb·qb quant bytes at `qs` and (32-element types) nb·sb scale
+                // bytes at `sc` inside `data`, as `pack` laid them out; tokens
+                // t0..t0+nt < n_tokens each have a full activation row (nb
+                // activation blocks, nb·side side bytes at side_off) in `a`
+                // (a_total = a_stride·n_tokens); o[t·nr + gi·16..][..16] lies
+                // inside `o` (len nr·n_tokens) for t < t0 + nt; and
+                // 1 <= nt <= the entry's tile_tokens.
+                unsafe { tile_fn(&tile, nt) };
                 t0 += nt;
             }
         }

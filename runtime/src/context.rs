@@ -67,7 +67,7 @@ pub fn memory_needed(c: &Config, n_ctx: usize, n_batch: usize, kv: KvType) -> Op
     let kv_bytes = match kv {
         KvType::F32 => kv_elems.checked_mul(4)?,
         KvType::F16 => kv_elems.checked_mul(2)?,
-        KvType::Q8_0 => q8_0_offset(kv_elems.checked_add(31)?),
+        KvType::Q8_0 => q8_0_offset(kv_elems.checked_add(Q8_0_BLOCK.values - 1)?),
     };
     // Per batch token: x, xn, proj (n_embd each), q, attn, attn_heads (q_dim each),
     // k, v (kv_dim each), the fused projection output and gate/up (n_ff each).
@@ -104,10 +104,10 @@ pub(crate) fn alloc_kv(
     n_batch: usize,
     max_memory: usize,
 ) -> Result<Vec<LayerKv>> {
-    if kv_type == KvType::Q8_0 && !c.head_dim.is_multiple_of(32) {
+    if kv_type == KvType::Q8_0 && !c.head_dim.is_multiple_of(Q8_0_BLOCK.values) {
         return Err(PhiError::InvalidArgument(format!(
-            "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {})",
-            c.head_dim
+            "a q8_0 KV cache needs a head size that is a multiple of {} (this model's is {})",
+            Q8_0_BLOCK.values, c.head_dim
         )));
     }
     let kv_elems = n_cells
@@ -143,13 +143,20 @@ pub(crate) enum KvStore {
     /// f16 bits: a `Vec<u16>` of zeros comes from calloc, so an untouched
     /// cache costs no resident memory (a `Vec<f16>` would be written eagerly).
     F16(Vec<u16>),
-    /// Q8_0 blocks of 32 values; `n` elements take `n / 32 * 34` bytes.
+    /// Q8_0 blocks ([`Q8_0_BLOCK`]).
     Q8_0(Vec<u8>),
 }
 
-/// Byte offset of element `at` in a Q8_0 store (`at` is a multiple of 32).
+/// The block layout of a Q8_0 KV store, as the kernels describe it.
+const Q8_0_BLOCK: phi_kernels::BlockLayout = match phi_kernels::layout(GgmlType::Q8_0) {
+    Some(l) => l,
+    None => panic!("the kernels describe Q8_0"),
+};
+
+/// Byte offset of element `at` in a Q8_0 store (`at` is a whole number of
+/// blocks: rows are whole heads, checked by `Context::new`).
 fn q8_0_offset(at: usize) -> usize {
-    at / 32 * 34
+    at / Q8_0_BLOCK.values * Q8_0_BLOCK.bytes
 }
 
 impl KvStore {

@@ -5,8 +5,7 @@ use crate::config::{Arch, Config};
 use crate::error::{PhiError, Result};
 use crate::tokenizer::Tokenizer;
 use phi_gguf::{GgmlType, Gguf};
-use phi_kernels::packed::{matmul_packed, PackedWeights};
-use phi_kernels::{Scratch, Weights};
+use phi_kernels::{Matrix, Scratch, Weights};
 use std::path::Path;
 
 /// A weight matrix inside the file: `rows` rows of `cols` elements.
@@ -18,8 +17,8 @@ pub(crate) struct Mat {
     /// Byte range in the file.
     offset: usize,
     len: usize,
-    /// Index into `Model::packed` when the weights were repacked at load.
-    packed: Option<usize>,
+    /// Index into `Model::matrices` (set when the model is assembled).
+    matrix: usize,
 }
 
 /// The attention input projections: Phi-3 fuses q|k|v, Llama keeps them apart.
@@ -53,8 +52,9 @@ pub(crate) struct Layer {
 /// [`tokenizer`](Model::tokenizer) and [`gguf`](Model::gguf).
 pub struct Model {
     pub(crate) gguf: Gguf,
-    /// Weights repacked at load into the kernels' interleaved layout.
-    pub(crate) packed: Vec<PackedWeights>,
+    /// Every matrix as the kernels prepared it for this CPU (mapped, or
+    /// repacked into their interleaved layout).
+    pub(crate) matrices: Vec<Matrix>,
     pub(crate) config: Config,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) tok_embd: Mat,
@@ -71,10 +71,11 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
     /// Repack the weights the kernels have a faster interleaved layout for on
-    /// this CPU (`phi_kernels::packed::supports`; e.g. on AVX2 the Q4_x /
-    /// Q5_x types, on AVX-512 VNNI also Q8_0, IQ4_NL and K-quants) and release
-    /// their mapped pages, so the weights are still resident only once. `false` keeps every weight in the
-    /// mapping (zero-copy). Default: true.
+    /// this CPU (the kernels' registry decides per type; e.g. on AVX2 the
+    /// Q4_x / Q5_x types, on AVX-512 VNNI also Q8_0, IQ4_NL and K-quants) and
+    /// release their mapped pages, so the weights are still resident only
+    /// once. `false` keeps every weight in the mapping (zero-copy).
+    /// Default: true; [`ModelOptions::from_env`]: unless `PHI_REPACK=0`.
     pub repack: bool,
 }
 
@@ -86,12 +87,12 @@ impl Default for ModelOptions {
 
 impl ModelOptions {
     /// The defaults, overridden by the environment: `PHI_REPACK=0` turns
-    /// repacking off. Read once by the program's front end (the `phi`
-    /// command, the C API's `phi_model_default_params`), never by the library
-    /// on its own.
+    /// repacking off (read through `phi_kernels::Config::from_env`). Called
+    /// by the program's front end (the `phi` command, the C API's
+    /// `phi_model_default_params`), never by the library on its own.
     pub fn from_env() -> ModelOptions {
         ModelOptions {
-            repack: std::env::var("PHI_REPACK").map_or(true, |v| v != "0"),
+            repack: phi_kernels::Config::from_env().repack,
         }
     }
 }
@@ -183,7 +184,7 @@ impl Model {
         let rope_factors_short = factors("rope_factors_short.weight")?;
         let mut model = Model {
             gguf,
-            packed: Vec::new(),
+            matrices: Vec::new(),
             config,
             tokenizer,
             tok_embd,
@@ -193,44 +194,52 @@ impl Model {
             rope_factors_long,
             rope_factors_short,
         };
-        if options.repack && phi_kernels::packed::available() {
-            model.repack()?;
-        }
+        model.prepare(options)?;
         Ok(model)
     }
 
-    /// Repacks every projection matrix the kernels have a packed layout for,
-    /// then releases its pages of the mapping.
-    fn repack(&mut self) -> Result<()> {
+    /// Hands every matrix to the kernels' registry, which keeps it mapped or
+    /// repacks it; the mapped pages of repacked matrices are released.
+    fn prepare(&mut self, options: &ModelOptions) -> Result<()> {
+        let cfg = phi_kernels::Config {
+            repack: options.repack,
+            ..phi_kernels::Config::default()
+        };
+        // The embeddings are read row by row from the mapping: never repacked
+        // (nor is the output projection when it is the same tensor).
         let tied = self.output.offset == self.tok_embd.offset;
-        let mut mats: Vec<&mut Mat> = Vec::new();
+        let mapped = phi_kernels::Config {
+            repack: false,
+            ..cfg
+        };
+        let mut mats: Vec<(&mut Mat, &phi_kernels::Config)> = Vec::new();
         for l in &mut self.layers {
             match &mut l.qkv {
-                Qkv::Fused(m) => mats.push(m),
-                Qkv::Split { q, k, v } => mats.extend([q, k, v]),
+                Qkv::Fused(m) => mats.push((m, &cfg)),
+                Qkv::Split { q, k, v } => mats.extend([(q, &cfg), (k, &cfg), (v, &cfg)]),
             }
             match &mut l.gate_up {
-                GateUp::Fused(m) => mats.push(m),
-                GateUp::Split { gate, up } => mats.extend([gate, up]),
+                GateUp::Fused(m) => mats.push((m, &cfg)),
+                GateUp::Split { gate, up } => mats.extend([(gate, &cfg), (up, &cfg)]),
             }
-            mats.extend([&mut l.attn_out, &mut l.down]);
+            mats.extend([(&mut l.attn_out, &cfg), (&mut l.down, &cfg)]);
         }
-        if !tied {
-            mats.push(&mut self.output);
-        }
-        for m in mats {
+        mats.push((&mut self.output, if tied { &mapped } else { &cfg }));
+        mats.push((&mut self.tok_embd, &mapped));
+        for (m, cfg) in mats {
             let bytes = &self.gguf.bytes()[m.offset..m.offset + m.len];
             let w = Weights::new(m.ty, m.rows, m.cols, bytes)?;
-            if let Some(p) = PackedWeights::pack(&w)? {
-                m.packed = Some(self.packed.len());
-                self.packed.push(p);
+            let prepared = phi_kernels::prepare(&w, cfg)?;
+            if prepared.is_packed() {
                 self.gguf.release(m.offset..m.offset + m.len);
             }
+            m.matrix = self.matrices.len();
+            self.matrices.push(prepared);
         }
         Ok(())
     }
 
-    /// `y = W·x` for `n` tokens, on the packed copy of `m` when there is one.
+    /// `y = W·x` for `n` tokens, with the kernels `m` was prepared for.
     pub(crate) fn matmul(
         &self,
         m: &Mat,
@@ -239,16 +248,19 @@ impl Model {
         y: &mut [f32],
         s: &mut Scratch,
     ) -> Result<()> {
-        match m.packed {
-            Some(i) => matmul_packed(&self.packed[i], x, n, y, s)?,
-            None => phi_kernels::matmul(&self.weights(m)?, x, n, y, s)?,
-        }
+        let matrix = self.matrices.get(m.matrix).ok_or_else(|| {
+            PhiError::Kernel(phi_kernels::KernelError::Shape(
+                "matrix was not prepared by this model".into(),
+            ))
+        })?;
+        let source = &self.gguf.bytes()[m.offset..m.offset + m.len];
+        phi_kernels::matmul(matrix.view(source)?, x, n, y, s)?;
         Ok(())
     }
 
     /// How many matrices were repacked at load.
     pub fn n_packed(&self) -> usize {
-        self.packed.len()
+        self.matrices.iter().filter(|m| m.is_packed()).count()
     }
 
     /// The hyper-parameters.
@@ -270,7 +282,7 @@ impl Model {
     /// repacked matrix's mapped pages were released, so its bytes are not
     /// handed out: that is an error, not a view of zeroed pages.
     pub(crate) fn weights(&self, m: &Mat) -> Result<Weights<'_>> {
-        if m.packed.is_some() {
+        if self.matrices.get(m.matrix).is_none_or(|x| x.is_packed()) {
             return Err(PhiError::Internal(
                 "the mapped bytes of a repacked matrix were released".into(),
             ));
@@ -345,7 +357,8 @@ fn mat(g: &Gguf, name: &str, cols: u64, rows: u64) -> Result<Mat> {
         cols: w.cols,
         offset,
         len: t.data.len(),
-        packed: None,
+        // Set by `Model::prepare`.
+        matrix: usize::MAX,
     })
 }
 

@@ -264,6 +264,29 @@ pub fn dequantize_row_q3_k(x: &[BlockQ3_K], y: &mut [f32]) {
     }
 }
 
+/// Q4_K / Q5_K dequantization from a block's `d`, `dmin`, scales, nibbles
+/// and fifth bit (`high(l, j)`: 16 if element `l` of sub-block `j` has it).
+fn dequantize_k4(
+    (d, min): (f32, f32),
+    scales: &[u8; K_SCALE_SIZE],
+    qs: &[u8; QK_K / 2],
+    high: impl Fn(usize, usize) -> u8,
+    out: &mut [f32],
+) {
+    for p in 0..4 {
+        let q = &qs[32 * p..32 * p + 32];
+        let (s1, m1) = scale_min_k4(2 * p, scales);
+        let (s2, m2) = scale_min_k4(2 * p + 1, scales);
+        let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+        let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+        let o = &mut out[64 * p..64 * p + 64];
+        for l in 0..32 {
+            o[l] = d1 * ((q[l] & 0xF) + high(l, 2 * p)) as f32 - m1;
+            o[32 + l] = d2 * ((q[l] >> 4) + high(l, 2 * p + 1)) as f32 - m2;
+        }
+    }
+}
+
 /// Dequantizes Q4_K blocks into `y` (`y.len() == 256 * x.len()`).
 ///
 /// # Panics
@@ -271,20 +294,8 @@ pub fn dequantize_row_q3_k(x: &[BlockQ3_K], y: &mut [f32]) {
 pub fn dequantize_row_q4_k(x: &[BlockQ4_K], y: &mut [f32]) {
     check_len(x.len(), QK_K, y.len());
     for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let d = b.d.to_f32();
-        let min = b.dmin.to_f32();
-        for p in 0..4 {
-            let q = &b.qs[32 * p..32 * p + 32];
-            let (s1, m1) = scale_min_k4(2 * p, &b.scales);
-            let (s2, m2) = scale_min_k4(2 * p + 1, &b.scales);
-            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
-            let o = &mut out[64 * p..64 * p + 64];
-            for l in 0..32 {
-                o[l] = d1 * (q[l] & 0xF) as f32 - m1;
-                o[32 + l] = d2 * (q[l] >> 4) as f32 - m2;
-            }
-        }
+        let dm = (b.d.to_f32(), b.dmin.to_f32());
+        dequantize_k4(dm, &b.scales, &b.qs, |_, _| 0, out);
     }
 }
 
@@ -295,24 +306,8 @@ pub fn dequantize_row_q4_k(x: &[BlockQ4_K], y: &mut [f32]) {
 pub fn dequantize_row_q5_k(x: &[BlockQ5_K], y: &mut [f32]) {
     check_len(x.len(), QK_K, y.len());
     for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let d = b.d.to_f32();
-        let min = b.dmin.to_f32();
-        for p in 0..4 {
-            let ql = &b.qs[32 * p..32 * p + 32];
-            let u1 = 1u8 << (2 * p);
-            let u2 = 2u8 << (2 * p);
-            let (s1, m1) = scale_min_k4(2 * p, &b.scales);
-            let (s2, m2) = scale_min_k4(2 * p + 1, &b.scales);
-            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
-            let o = &mut out[64 * p..64 * p + 64];
-            for l in 0..32 {
-                let h1 = if b.qh[l] & u1 != 0 { 16 } else { 0 };
-                let h2 = if b.qh[l] & u2 != 0 { 16 } else { 0 };
-                o[l] = d1 * ((ql[l] & 0xF) + h1) as f32 - m1;
-                o[32 + l] = d2 * ((ql[l] >> 4) + h2) as f32 - m2;
-            }
-        }
+        let dm = (b.d.to_f32(), b.dmin.to_f32());
+        dequantize_k4(dm, &b.scales, &b.qs, |l, j| ((b.qh[l] >> j) & 1) << 4, out);
     }
 }
 
@@ -434,13 +429,28 @@ pub fn block_dot_q2_k(x: &BlockQ2_K, y: &BlockQ8_K) -> (i32, i32) {
 /// # Panics
 /// If the block counts differ.
 pub fn vec_dot_q2_k_q8_k(x: &[BlockQ2_K], y: &[BlockQ8_K]) -> f32 {
+    vec_dot_k(x, y, |b| (b.d, Some(b.dmin)), block_dot_q2_k)
+}
+
+/// `Σ_blocks d_w·d_a·sumi − dmin_w·d_a·summs` (without a min: `d_w·d_a·sumi`),
+/// the float step every K-quant reference shares, from the block's
+/// `(d, dmin)` and its integer parts `(sumi, summs)`.
+fn vec_dot_k<B>(
+    x: &[B],
+    y: &[BlockQ8_K],
+    d: impl Fn(&B) -> (f16, Option<f16>),
+    block: impl Fn(&B, &BlockQ8_K) -> (i32, i32),
+) -> f32 {
     check_dot(x.len(), y.len());
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let (sumi, summs) = block_dot_q2_k(bx, by);
-        let dall = by.d * bx.d.to_f32();
-        let dmin = by.d * bx.dmin.to_f32();
-        sumf += dall * sumi as f32 - dmin * summs as f32;
+        let (sumi, summs) = block(bx, by);
+        let (dw, dmin) = d(bx);
+        let dall = dw.to_f32() * by.d;
+        sumf += match dmin {
+            Some(m) => dall * sumi as f32 - m.to_f32() * by.d * summs as f32,
+            None => dall * sumi as f32,
+        };
     }
     sumf
 }
@@ -473,65 +483,27 @@ pub fn block_dot_q3_k(x: &BlockQ3_K, y: &BlockQ8_K) -> i32 {
 /// # Panics
 /// If the block counts differ.
 pub fn vec_dot_q3_k_q8_k(x: &[BlockQ3_K], y: &[BlockQ8_K]) -> f32 {
-    check_dot(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let sumi = block_dot_q3_k(bx, by);
-        sumf += bx.d.to_f32() * by.d * sumi as f32;
-    }
-    sumf
+    vec_dot_k(x, y, |b| (b.d, None), |b, y| (block_dot_q3_k(b, y), 0))
 }
 
-/// Integer parts of one Q4_K × Q8_K block: (Σ scale·(q·q8), Σ min·bsum).
-#[inline(always)]
-pub fn block_dot_q4_k(x: &BlockQ4_K, y: &BlockQ8_K) -> (i32, i32) {
-    let (sc, mn) = unpack_scales_mins_k4(&x.scales);
+/// Integer parts of one Q4_K / Q5_K block against Q8_K: (Σ scale·(q·q8),
+/// Σ min·bsum), with `high(l, j)` the fifth bit (16 or 0) of element `l` of
+/// sub-block `j`.
+fn block_dot_k4(
+    scales: &[u8; K_SCALE_SIZE],
+    qs: &[u8; QK_K / 2],
+    high: impl Fn(usize, usize) -> i32,
+    y: &BlockQ8_K,
+) -> (i32, i32) {
+    let (sc, mn) = unpack_scales_mins_k4(scales);
     let mut sumi = 0i32;
     for (j, &s) in sc.iter().enumerate() {
-        let q = &x.qs[32 * (j / 2)..32 * (j / 2) + 32];
+        let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
         let shift = 4 * (j % 2);
-        let q8 = &y.qs[32 * j..32 * j + 32];
-        let dot: i32 = q
-            .iter()
-            .zip(q8)
-            .map(|(&a, &b)| ((a >> shift) & 0xF) as i32 * b as i32)
-            .sum();
-        sumi += s as i32 * dot;
-    }
-    let summs: i32 = (0..16).map(|j| y.bsums[j] as i32 * mn[j / 2] as i32).sum();
-    (sumi, summs)
-}
-
-/// Σ over blocks of `d·y.d·Σ scale·(q·q8) − dmin·y.d·Σ min·bsum`.
-///
-/// # Panics
-/// If the block counts differ.
-pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
-    check_dot(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let (sumi, summs) = block_dot_q4_k(bx, by);
-        let d = bx.d.to_f32() * by.d;
-        let dmin = bx.dmin.to_f32() * by.d;
-        sumf += d * sumi as f32 - dmin * summs as f32;
-    }
-    sumf
-}
-
-/// Integer parts of one Q5_K × Q8_K block: (Σ scale·(q·q8), Σ min·bsum).
-#[inline(always)]
-pub fn block_dot_q5_k(x: &BlockQ5_K, y: &BlockQ8_K) -> (i32, i32) {
-    let (sc, mn) = unpack_scales_mins_k4(&x.scales);
-    let mut sumi = 0i32;
-    for (j, &s) in sc.iter().enumerate() {
-        let q = &x.qs[32 * (j / 2)..32 * (j / 2) + 32];
-        let shift = 4 * (j % 2);
-        let hbit = 1u8 << j;
         let q8 = &y.qs[32 * j..32 * j + 32];
         let mut dot = 0i32;
         for l in 0..32 {
-            let h = if x.qh[l] & hbit != 0 { 16 } else { 0 };
-            dot += (((q[l] >> shift) & 0xF) as i32 + h) * q8[l] as i32;
+            dot += (((q[l] >> shift) & 0xF) as i32 + high(l, j)) * q8[l] as i32;
         }
         sumi += s as i32 * dot;
     }
@@ -539,20 +511,32 @@ pub fn block_dot_q5_k(x: &BlockQ5_K, y: &BlockQ8_K) -> (i32, i32) {
     (sumi, summs)
 }
 
+/// Integer parts of one Q4_K × Q8_K block: (Σ scale·(q·q8), Σ min·bsum).
+#[inline(always)]
+pub fn block_dot_q4_k(x: &BlockQ4_K, y: &BlockQ8_K) -> (i32, i32) {
+    block_dot_k4(&x.scales, &x.qs, |_, _| 0, y)
+}
+
+/// Σ over blocks of `d·y.d·Σ scale·(q·q8) − dmin·y.d·Σ min·bsum`.
+///
+/// # Panics
+/// If the block counts differ.
+pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
+    vec_dot_k(x, y, |b| (b.d, Some(b.dmin)), block_dot_q4_k)
+}
+
+/// Integer parts of one Q5_K × Q8_K block: (Σ scale·(q·q8), Σ min·bsum).
+#[inline(always)]
+pub fn block_dot_q5_k(x: &BlockQ5_K, y: &BlockQ8_K) -> (i32, i32) {
+    block_dot_k4(&x.scales, &x.qs, |l, j| ((x.qh[l] >> j) & 1) as i32 * 16, y)
+}
+
 /// Σ over blocks of `d·y.d·Σ scale·(q·q8) − dmin·y.d·Σ min·bsum`.
 ///
 /// # Panics
 /// If the block counts differ.
 pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5_K], y: &[BlockQ8_K]) -> f32 {
-    check_dot(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let (sumi, summs) = block_dot_q5_k(bx, by);
-        let d = bx.d.to_f32() * by.d;
-        let dmin = bx.dmin.to_f32() * by.d;
-        sumf += d * sumi as f32 - dmin * summs as f32;
-    }
-    sumf
+    vec_dot_k(x, y, |b| (b.d, Some(b.dmin)), block_dot_q5_k)
 }
 
 /// Integer part of one Q6_K × Q8_K block: Σ_j scale_j · Σ (q6−32)·q8.
@@ -575,13 +559,7 @@ pub fn block_dot_q6_k(x: &BlockQ6_K, y: &BlockQ8_K) -> i32 {
 /// # Panics
 /// If the block counts differ.
 pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
-    check_dot(x.len(), y.len());
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let sumi = block_dot_q6_k(bx, by);
-        sumf += bx.d.to_f32() * by.d * sumi as f32;
-    }
-    sumf
+    vec_dot_k(x, y, |b| (b.d, None), |b, y| (block_dot_q6_k(b, y), 0))
 }
 
 // ---------------------------------------------------------------------------

@@ -7,8 +7,12 @@
 //! `k_quants.rs` / `iq4.rs` (see the crate README for how to plug them in).
 
 pub mod float;
+pub mod layout;
+// Read only by the x86 packed kernels on other targets' builds too.
 pub mod iq4;
 pub mod k_quants;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) mod packed_layout;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q5_0;

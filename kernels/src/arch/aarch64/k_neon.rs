@@ -15,44 +15,32 @@ use super::neon::{ld_q8, ld_s8, nibbles};
 use super::{load_f16, I8Dot, Sdot, Smull};
 use crate::formats::iq4::KVALUES_IQ4NL;
 use crate::formats::k_quants::{unpack_scales_mins_k4, unpack_scales_q3_k, QK_K};
-use crate::table::MatFn;
+use crate::tile::MatFn;
 use crate::GgmlType;
 use core::arch::aarch64::*;
 
-const Q2_K_BYTES: usize = 84;
-const Q3_K_BYTES: usize = 110;
-const Q4_K_BYTES: usize = 144;
-const Q5_K_BYTES: usize = 176;
-const Q6_K_BYTES: usize = 210;
-const IQ4_XS_BYTES: usize = 136;
-const IQ4_NL_BYTES: usize = 18;
-const Q8_0_BYTES: usize = 34;
-const Q8_K_BYTES: usize = 292;
-/// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
-const Q8_K_QS: usize = 4;
-const Q8_K_BSUMS: usize = 260;
+use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS};
+use crate::formats::k_quants::{BlockQ2_K, BlockQ3_K, BlockQ6_K, BlockQ8_K};
+use core::mem::{offset_of, size_of};
 
-/// The NEON tile for a K-quant / IQ4 `ty`.
+const Q2_K_BYTES: usize = size_of::<BlockQ2_K>();
+const Q3_K_BYTES: usize = size_of::<BlockQ3_K>();
+const Q6_K_BYTES: usize = size_of::<BlockQ6_K>();
+const IQ4_XS_BYTES: usize = size_of::<BlockIQ4_XS>();
+const IQ4_NL_BYTES: usize = size_of::<BlockIQ4_NL>();
+const Q8_0_BYTES: usize = size_of::<crate::formats::BlockQ8_0>();
+const Q8_K_BYTES: usize = size_of::<BlockQ8_K>();
+/// Offsets inside a Q8_K block: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`.
+const Q8_K_QS: usize = offset_of!(BlockQ8_K, qs);
+const Q8_K_BSUMS: usize = offset_of!(BlockQ8_K, bsums);
+
+/// The NEON tile for a K-quant / IQ4 `ty`: the `sdot` flavour or the plain one.
 pub(super) fn mat(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
-    use GgmlType as T;
-    let f: MatFn = match (ty, dotprod) {
-        (T::Q2_K, true) => mat_q2_k_sdot,
-        (T::Q2_K, false) => mat_q2_k_neon,
-        (T::Q3_K, true) => mat_q3_k_sdot,
-        (T::Q3_K, false) => mat_q3_k_neon,
-        (T::Q4_K, true) => mat_q4_k_sdot,
-        (T::Q4_K, false) => mat_q4_k_neon,
-        (T::Q5_K, true) => mat_q5_k_sdot,
-        (T::Q5_K, false) => mat_q5_k_neon,
-        (T::Q6_K, true) => mat_q6_k_sdot,
-        (T::Q6_K, false) => mat_q6_k_neon,
-        (T::IQ4_NL, true) => mat_iq4_nl_sdot,
-        (T::IQ4_NL, false) => mat_iq4_nl_neon,
-        (T::IQ4_XS, true) => mat_iq4_xs_sdot,
-        (T::IQ4_XS, false) => mat_iq4_xs_neon,
-        _ => return None,
-    };
-    Some(f)
+    if dotprod {
+        sdot::mat(ty)
+    } else {
+        plain::mat(ty)
+    }
 }
 
 /// Reads `N` bytes at `p` (any alignment).
@@ -293,78 +281,36 @@ unsafe fn row_q3_k<D: I8Dot, const T: usize>(
     sums
 }
 
-/// Q4_K · Q8_K rows (`T` activation rows). Block: `d`, `dmin`,
-/// `scales[12]`, `qs[128]`.
+/// Q4_K (`Q5 == false`) or Q5_K · Q8_K rows (`T` activation rows).
+/// Blocks: `d`, `dmin`, `scales[12]`, (Q5_K: `qh[32]`), `qs[128]`; Q5_K's
+/// fifth bits are merged into the nibbles before the dot.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 144 bytes, every
+/// `D`'s CPU features; `w` holds `n / 256` Q4_K (Q5_K) blocks, every
 /// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q4_k<D: I8Dot, const T: usize>(
+unsafe fn row_q45_k<D: I8Dot, const Q5: bool, const T: usize>(
     n: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
+    use crate::formats::layout::fields::{k4, K4_SC as SC, K5_QH as QH};
+    let (bs, qs) = k4(Q5);
     let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
         // SAFETY: block i of the weight row and of every activation row lies
         // inside the caller's bytes; all offsets below stay inside the
-        // 144- / 292-byte blocks.
+        // weight and Q8_K blocks.
         unsafe {
-            let wb = w.add(i * Q4_K_BYTES);
+            let wb = w.add(i * bs);
             let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
-            let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(4)));
-            let mut acc = [vdupq_n_s32(0); T];
-            for k in 0..4 {
-                // 32 bytes: low nibbles = sub-block 2k, high = 2k + 1.
-                let (l0, h0) = nibbles(wb.add(16 + 32 * k));
-                let (l1, h1) = nibbles(wb.add(32 + 32 * k));
-                for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
-                    let a_lo = ld_q8(ab_t.add(Q8_K_QS + 64 * k));
-                    let a_hi = ld_q8(ab_t.add(Q8_K_QS + 64 * k + 32));
-                    *acc_t = sub32::<D>(*acc_t, (s8(l0), s8(l1)), a_lo, sc[2 * k] as i32);
-                    *acc_t = sub32::<D>(*acc_t, (s8(h0), s8(h1)), a_hi, sc[2 * k + 1] as i32);
-                }
-            }
-            let (dw, dminw) = (load_f16(wb), load_f16(wb.add(2)));
-            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
-                let summs = mins_dot8(&mn, ab_t);
-                let sumi = vaddvq_s32(acc_t);
-                let yd = q8k_d(ab_t);
-                let d = dw * yd;
-                let dmin = dminw * yd;
-                *sum += d * sumi as f32 - dmin * summs as f32;
-            }
-        }
-    }
-    sums
-}
-
-/// Q5_K · Q8_K rows (`T` activation rows). Block: `d`, `dmin`,
-/// `scales[12]`, `qh[32]`, `qs[128]`.
-///
-/// # Safety
-///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 176 bytes, every
-/// `a[t]` as many Q8_K blocks.
-#[inline(always)]
-unsafe fn row_q5_k<D: I8Dot, const T: usize>(
-    n: usize,
-    w: *const u8,
-    a: [*const u8; T],
-) -> [f32; T] {
-    let mut sums = [0.0f32; T];
-    for i in 0..n / QK_K {
-        // SAFETY: block i of the weight row and of every activation row lies
-        // inside the caller's bytes; all offsets below stay inside the
-        // 176- / 292-byte blocks.
-        unsafe {
-            let wb = w.add(i * Q5_K_BYTES);
-            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
-            let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(4)));
-            let qh0 = vld1q_u8(wb.add(16));
-            let qh1 = vld1q_u8(wb.add(32));
+            let (sc, mn) = unpack_scales_mins_k4(&bytes::<12>(wb.add(SC)));
+            let (qh0, qh1) = if Q5 {
+                (vld1q_u8(wb.add(QH)), vld1q_u8(wb.add(QH + 16)))
+            } else {
+                (vdupq_n_u8(0), vdupq_n_u8(0))
+            };
             let sixteen = vdupq_n_u8(16);
             // Bit j of qh[l] is the fifth bit of element l of sub-block j.
             let high = |j: usize| {
@@ -376,12 +322,17 @@ unsafe fn row_q5_k<D: I8Dot, const T: usize>(
             };
             let mut acc = [vdupq_n_s32(0); T];
             for k in 0..4 {
-                let (l0, h0) = nibbles(wb.add(48 + 32 * k));
-                let (l1, h1) = nibbles(wb.add(64 + 32 * k));
-                let (e0, e1) = high(2 * k);
-                let (o0, o1) = high(2 * k + 1);
-                let w_lo = (s8(vorrq_u8(l0, e0)), s8(vorrq_u8(l1, e1)));
-                let w_hi = (s8(vorrq_u8(h0, o0)), s8(vorrq_u8(h1, o1)));
+                // 32 bytes: low nibbles = sub-block 2k, high = 2k + 1.
+                let (mut l0, mut h0) = nibbles(wb.add(qs + 32 * k));
+                let (mut l1, mut h1) = nibbles(wb.add(qs + 16 + 32 * k));
+                if Q5 {
+                    let (e0, e1) = high(2 * k);
+                    let (o0, o1) = high(2 * k + 1);
+                    (l0, l1) = (vorrq_u8(l0, e0), vorrq_u8(l1, e1));
+                    (h0, h1) = (vorrq_u8(h0, o0), vorrq_u8(h1, o1));
+                }
+                let w_lo = (s8(l0), s8(l1));
+                let w_hi = (s8(h0), s8(h1));
                 for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
                     let a_lo = ld_q8(ab_t.add(Q8_K_QS + 64 * k));
                     let a_hi = ld_q8(ab_t.add(Q8_K_QS + 64 * k + 32));
@@ -567,59 +518,12 @@ unsafe fn row_iq4_xs<D: I8Dot, const T: usize>(
     sums
 }
 
-tile_fn_t!(
-    /// Q2_K × Q8_K with `sdot`.
-    mat_q2_k_sdot, "neon,dotprod", row_q2_k::<Sdot>
-);
-tile_fn_t!(
-    /// Q2_K × Q8_K with plain NEON.
-    mat_q2_k_neon, "neon", row_q2_k::<Smull>
-);
-tile_fn_t!(
-    /// Q3_K × Q8_K with `sdot`.
-    mat_q3_k_sdot, "neon,dotprod", row_q3_k::<Sdot>
-);
-tile_fn_t!(
-    /// Q3_K × Q8_K with plain NEON.
-    mat_q3_k_neon, "neon", row_q3_k::<Smull>
-);
-tile_fn_t!(
-    /// Q4_K × Q8_K with `sdot`.
-    mat_q4_k_sdot, "neon,dotprod", row_q4_k::<Sdot>
-);
-tile_fn_t!(
-    /// Q4_K × Q8_K with plain NEON.
-    mat_q4_k_neon, "neon", row_q4_k::<Smull>
-);
-tile_fn_t!(
-    /// Q5_K × Q8_K with `sdot`.
-    mat_q5_k_sdot, "neon,dotprod", row_q5_k::<Sdot>
-);
-tile_fn_t!(
-    /// Q5_K × Q8_K with plain NEON.
-    mat_q5_k_neon, "neon", row_q5_k::<Smull>
-);
-tile_fn_t!(
-    /// Q6_K × Q8_K with `sdot`.
-    mat_q6_k_sdot, "neon,dotprod", row_q6_k::<Sdot>
-);
-tile_fn_t!(
-    /// Q6_K × Q8_K with plain NEON.
-    mat_q6_k_neon, "neon", row_q6_k::<Smull>
-);
-tile_fn_t!(
-    /// IQ4_NL × Q8_0 with `sdot`.
-    mat_iq4_nl_sdot, "neon,dotprod", row_iq4_nl::<Sdot>
-);
-tile_fn_t!(
-    /// IQ4_NL × Q8_0 with plain NEON.
-    mat_iq4_nl_neon, "neon", row_iq4_nl::<Smull>
-);
-tile_fn_t!(
-    /// IQ4_XS × Q8_K with `sdot`.
-    mat_iq4_xs_sdot, "neon,dotprod", row_iq4_xs::<Sdot>
-);
-tile_fn_t!(
-    /// IQ4_XS × Q8_K with plain NEON.
-    mat_iq4_xs_neon, "neon", row_iq4_xs::<Smull>
-);
+flavours! {
+    Q2_K => row_q2_k[];
+    Q3_K => row_q3_k[];
+    Q4_K => row_q45_k[false];
+    Q5_K => row_q45_k[true];
+    Q6_K => row_q6_k[];
+    IQ4_NL => row_iq4_nl[];
+    IQ4_XS => row_iq4_xs[];
+}

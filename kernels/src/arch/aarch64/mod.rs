@@ -15,11 +15,10 @@
 //! order, so for the quantized types the NEON results are bit-identical to
 //! the scalar ones (the tests check equality).
 
-use crate::table::MatFn;
+use crate::tile::MatFn;
 use crate::GgmlType;
 use core::arch::aarch64::*;
 use core::arch::asm;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Token-tile width of [`tile_fn_t`]: each weight block is decoded once
 /// and multiplied with this many activation rows.
@@ -27,10 +26,10 @@ pub(crate) const TILE_T: usize = 4;
 
 /// Defines a tile function `$name` with `#[target_feature($feat)]` that
 /// fills `out[t * nr + r]` from a row kernel that takes `T` activation rows
-/// at once, `$row::<D, T>(n, w, [a; T]) -> [f32; T]`: tokens go in groups of
+/// at once, `$row::<D, P.., T>(n, w, [a; T]) -> [f32; T]`: tokens go in groups of
 /// [`TILE_T`] (the weights are decoded once per group), the rest one by one.
 macro_rules! tile_fn_t {
-    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:ident :: <$d:ty>) => {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $row:ident :: <$d:ty $(, $p:tt)*>) => {
         $(#[$doc])*
         ///
         /// # Safety
@@ -38,7 +37,7 @@ macro_rules! tile_fn_t {
         /// The `MatFn` contract: the CPU has the enabled target features and
         /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn $name(args: &$crate::table::MatArgs<'_>, out: &mut [f32]) {
+        pub(crate) unsafe fn $name(args: &$crate::tile::MatArgs<'_>, out: &mut [f32]) {
             use $crate::arch::aarch64::TILE_T;
             let (w, a, nr) = (args.w.as_ptr(), args.a.as_ptr(), args.nr);
             let mut t = 0;
@@ -51,7 +50,7 @@ macro_rules! tile_fn_t {
                     // SAFETY: is_valid ⇒ weight row r and these activation
                     // rows are whole rows inside their slices; the CPU has
                     // the features this function enables.
-                    let s = unsafe { $row::<$d, TILE_T>(args.n, w.add(r * args.w_stride), ap) };
+                    let s = unsafe { $row::<$d, $($p,)* TILE_T>(args.n, w.add(r * args.w_stride), ap) };
                     for (k, v) in s.into_iter().enumerate() {
                         out[(t + k) * nr + r] = v;
                     }
@@ -63,12 +62,43 @@ macro_rules! tile_fn_t {
                 let ap = [unsafe { a.add(t * args.a_stride) }];
                 for r in 0..nr {
                     // SAFETY: as above.
-                    let s = unsafe { $row::<$d, 1>(args.n, w.add(r * args.w_stride), ap) };
+                    let s = unsafe { $row::<$d, $($p,)* 1>(args.n, w.add(r * args.w_stride), ap) };
                     out[t * nr + r] = s[0];
                 }
                 t += 1;
             }
         }
+    };
+}
+
+/// One flavour's tile functions (named by type) and its `mat(ty)` table:
+/// every row kernel instantiated with the flavour's [`I8Dot`].
+macro_rules! flavour {
+    ($m:ident, $feat:literal, $d:ty; $($ty:ident => $row:ident [$($p:tt),*];)*) => {
+        mod $m {
+            use super::*;
+            $(
+                tile_fn_t!(
+                    /// An integer tile of this flavour.
+                    #[allow(non_snake_case)]
+                    $ty, $feat, $row::<$d $(, $p)*>
+                );
+            )*
+
+            pub(super) fn mat(ty: GgmlType) -> Option<MatFn> {
+                Some(match ty {
+                    $(GgmlType::$ty => $ty,)*
+                    _ => return None,
+                })
+            }
+        }
+    };
+}
+
+macro_rules! flavours {
+    ($($body:tt)*) => {
+        flavour!(sdot, "neon,dotprod", Sdot; $($body)*);
+        flavour!(plain, "neon", Smull; $($body)*);
     };
 }
 
@@ -78,21 +108,10 @@ mod neon;
 mod tests;
 pub(crate) mod vec;
 
-/// 0 = not yet detected, 1 = no dotprod, 2 = dotprod.
-static DOTPROD: AtomicU8 = AtomicU8::new(0);
-
-/// Whether this CPU has FEAT_DotProd (`sdot`/`udot`), detected once.
+/// Whether this CPU has FEAT_DotProd (`sdot`), detected once with the
+/// other features (`crate::dispatch::features`).
 pub(crate) fn has_dotprod() -> bool {
-    match DOTPROD.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let has = std::arch::is_aarch64_feature_detected!("neon")
-                && std::arch::is_aarch64_feature_detected!("dotprod");
-            DOTPROD.store(if has { 2 } else { 1 }, Ordering::Relaxed);
-            has
-        }
-    }
+    crate::dispatch::has_dotprod()
 }
 
 /// The NEON tile function for `ty`, if there is one: the `sdot` flavour

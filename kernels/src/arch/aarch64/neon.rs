@@ -7,38 +7,31 @@
 //! holds, so every row the tile touches lies inside `args.w` / `args.a`.
 
 use super::{cvt_f16x8, load_f16, I8Dot, Sdot, Smull};
-use crate::table::MatFn;
+use crate::tile::MatFn;
 use crate::GgmlType;
 use core::arch::aarch64::*;
 
+use crate::formats::QK;
+use core::mem::size_of;
+
 /// Bytes per block of the 32-element formats.
-const Q4_0_BYTES: usize = 18;
-const Q4_1_BYTES: usize = 20;
-const Q5_0_BYTES: usize = 22;
-const Q5_1_BYTES: usize = 24;
-const Q8_0_BYTES: usize = 34;
-const Q8_1_BYTES: usize = 36;
-const QK: usize = 32;
+const Q4_0_BYTES: usize = size_of::<crate::formats::BlockQ4_0>();
+const Q4_1_BYTES: usize = size_of::<crate::formats::BlockQ4_1>();
+const Q5_0_BYTES: usize = size_of::<crate::formats::BlockQ5_0>();
+const Q5_1_BYTES: usize = size_of::<crate::formats::BlockQ5_1>();
+const Q8_0_BYTES: usize = size_of::<crate::formats::BlockQ8_0>();
+const Q8_1_BYTES: usize = size_of::<crate::formats::BlockQ8_1>();
 
 /// The NEON tile for `ty` (`dotprod` picks the `sdot` flavour of the
 /// integer kernels; the float kernels have one flavour).
 pub(super) fn mat(ty: GgmlType, dotprod: bool) -> Option<MatFn> {
     use GgmlType as T;
-    let f: MatFn = match (ty, dotprod) {
-        (T::F32, _) => mat_f32,
-        (T::F16, _) => mat_f16,
-        (T::BF16, _) => mat_bf16,
-        (T::Q4_0, true) => mat_q4_0_sdot,
-        (T::Q4_0, false) => mat_q4_0_neon,
-        (T::Q4_1, true) => mat_q4_1_sdot,
-        (T::Q4_1, false) => mat_q4_1_neon,
-        (T::Q5_0, true) => mat_q5_0_sdot,
-        (T::Q5_0, false) => mat_q5_0_neon,
-        (T::Q5_1, true) => mat_q5_1_sdot,
-        (T::Q5_1, false) => mat_q5_1_neon,
-        (T::Q8_0, true) => mat_q8_0_sdot,
-        (T::Q8_0, false) => mat_q8_0_neon,
-        _ => return None,
+    let f: MatFn = match ty {
+        T::F32 => mat_f32,
+        T::F16 => mat_f16,
+        T::BF16 => mat_bf16,
+        _ if dotprod => return sdot::mat(ty),
+        _ => return plain::mat(ty),
     };
     Some(f)
 }
@@ -313,7 +306,7 @@ macro_rules! tile_fn_float {
         /// The `MatFn` contract: the CPU has NEON and
         /// `args.is_valid(weight row bytes, activation row bytes, out.len())`.
         #[target_feature(enable = "neon")]
-        pub(crate) unsafe fn $name(args: &$crate::table::MatArgs<'_>, out: &mut [f32]) {
+        pub(crate) unsafe fn $name(args: &$crate::tile::MatArgs<'_>, out: &mut [f32]) {
             use super::TILE_T;
             let (w, a, nr) = (args.w.as_ptr(), args.a.as_ptr(), args.nr);
             let mut t = 0;
@@ -550,43 +543,10 @@ row32!(
     }
 );
 
-tile_fn_t!(
-    /// Q8_0 × Q8_0 with `sdot`.
-    mat_q8_0_sdot, "neon,dotprod", row_q8_0::<Sdot>
-);
-tile_fn_t!(
-    /// Q8_0 × Q8_0 with plain NEON.
-    mat_q8_0_neon, "neon", row_q8_0::<Smull>
-);
-tile_fn_t!(
-    /// Q4_0 × Q8_0 with `sdot`.
-    mat_q4_0_sdot, "neon,dotprod", row_q4_0::<Sdot>
-);
-tile_fn_t!(
-    /// Q4_0 × Q8_0 with plain NEON.
-    mat_q4_0_neon, "neon", row_q4_0::<Smull>
-);
-tile_fn_t!(
-    /// Q4_1 × Q8_1 with `sdot`.
-    mat_q4_1_sdot, "neon,dotprod", row_q4_1::<Sdot>
-);
-tile_fn_t!(
-    /// Q4_1 × Q8_1 with plain NEON.
-    mat_q4_1_neon, "neon", row_q4_1::<Smull>
-);
-tile_fn_t!(
-    /// Q5_0 × Q8_0 with `sdot`.
-    mat_q5_0_sdot, "neon,dotprod", row_q5_0::<Sdot>
-);
-tile_fn_t!(
-    /// Q5_0 × Q8_0 with plain NEON.
-    mat_q5_0_neon, "neon", row_q5_0::<Smull>
-);
-tile_fn_t!(
-    /// Q5_1 × Q8_1 with `sdot`.
-    mat_q5_1_sdot, "neon,dotprod", row_q5_1::<Sdot>
-);
-tile_fn_t!(
-    /// Q5_1 × Q8_1 with plain NEON.
-    mat_q5_1_neon, "neon", row_q5_1::<Smull>
-);
+flavours! {
+    Q8_0 => row_q8_0[];
+    Q4_0 => row_q4_0[];
+    Q4_1 => row_q4_1[];
+    Q5_0 => row_q5_0[];
+    Q5_1 => row_q5_1[];
+}

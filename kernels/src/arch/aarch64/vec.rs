@@ -124,3 +124,12 @@ pub(crate) unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[f16]) {
         *o += alpha * v.to_f32();
     }
 }
+
+/// The NEON vec table (Q8_0 rows: the scalar references).
+pub(crate) const OPS: crate::vec::VecOps = crate::vec::VecOps {
+    dot_f32,
+    dot_f16_f32,
+    axpy_f32,
+    axpy_f16,
+    ..crate::vec::SCALAR
+};

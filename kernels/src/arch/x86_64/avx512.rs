@@ -58,20 +58,14 @@ pub(crate) mod wide {
     use super::vnni;
     use crate::arch::x86_64::body::*;
     use crate::formats::iq4::KVALUES_IQ4NL;
-    use crate::table::{MatArgs, MatFn};
+    use crate::tile::{MatArgs, MatFn};
     use core::arch::x86_64::*;
 
-    /// Bytes of one Q8_0 activation block.
-    const A_Q8_0: usize = 34;
+    use crate::formats::layout::{Block32, Q8_0_BYTES as A_Q8_0};
 
     /// Bias of the unsigned decoding (Q8_0, IQ4_NL: 128).
     const fn bias512(k: u8) -> u8 {
-        match k {
-            Q4_0 => 8,
-            Q5_0 => 16,
-            Q8_0 | IQ4NL => 128,
-            _ => 0,
-        }
+        Block32::of(k).bias() as u8
     }
 
     /// `[f(p) ×8 | f(p + stride) ×8]` for the f16 at `p` and `p + stride`.
@@ -302,18 +296,14 @@ pub(crate) mod wide {
         res
     }
 
-    /// IQ4_NL in the 512-bit gemv (a type code beside `body.rs`'s
-    /// Q4_0..Q8_0): Q4_0's block layout, each nibble mapped through the
+    /// IQ4_NL in the 512-bit gemv (the `Block32` code; the 256-bit
+    /// `body.rs` does not take it): Q4_0's block layout, each nibble mapped through the
     /// codebook, decoded to unsigned bytes `K[n] + 128` (bias 128).
-    pub(crate) const IQ4NL: u8 = 5;
+    pub(crate) const IQ4NL: u8 = IQ4_NL;
 
     /// Bytes per weight block, IQ4_NL included.
     const fn wsize(k: u8) -> usize {
-        if k == IQ4NL {
-            18
-        } else {
-            w_block(k)
-        }
+        w_block(k)
     }
 
     /// One step of an `R`×`T` tile over blocks `b` and `b + 1`, or over
@@ -336,7 +326,7 @@ pub(crate) mod wide {
         let ws = wsize(K);
         let st = if HALF { 0 } else { ws };
         let zero = _mm512_setzero_si512();
-        // SAFETY (all reads): inside blocks b (and b + 1 unless HALF) of each
+        // SAFETY: (all reads) inside blocks b (and b + 1 unless HALF) of each
         // weight row and activation row, which the caller guarantees readable.
         unsafe {
             let mut wv = [zero; R];
@@ -443,7 +433,7 @@ pub(crate) mod wide {
         res
     }
 
-    /// 512-bit tile function for quantized type `K` (see [`crate::table::MatFn`]).
+    /// 512-bit tile function for quantized type `K` (see [`crate::tile::MatFn`]).
     ///
     /// # Safety
     /// CPU has AVX-512 F/BW/VL + VNNI; `args.is_valid(...)` as for every `MatFn`.

@@ -12,12 +12,9 @@
 //! `Σ u·a − B·Σ a`, exact in i32 (u ≤ 31, |a| ≤ 127: `vpmaddubsw` pairs stay
 //! below 2¹⁵). Q8_0 weights are signed: `Σ |w|·(a·sign w)`.
 
-/// Type codes for the const-generic bodies.
-pub(crate) const Q4_0: u8 = 0;
-pub(crate) const Q4_1: u8 = 1;
-pub(crate) const Q5_0: u8 = 2;
-pub(crate) const Q5_1: u8 = 3;
-pub(crate) const Q8_0: u8 = 4;
+/// Type codes for the const-generic bodies (the one `Block32` numbering).
+pub(crate) use crate::formats::layout::code::{IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+use crate::formats::layout::Block32;
 
 /// Float type codes.
 pub(crate) const F32: u8 = 0;
@@ -26,18 +23,12 @@ pub(crate) const BF16: u8 = 2;
 
 /// Bytes per weight block.
 pub(crate) const fn w_block(k: u8) -> usize {
-    match k {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        _ => 34,
-    }
+    Block32::of(k).bytes()
 }
 
 /// Whether the type has a min `m` (and so pairs with Q8_1 activations).
 pub(crate) const fn has_min(k: u8) -> bool {
-    matches!(k, Q4_1 | Q5_1)
+    Block32::of(k).has_min()
 }
 
 /// Bias subtracted from the unsigned decoded values.
@@ -51,11 +42,7 @@ pub(crate) const fn bias(k: u8) -> i8 {
 
 /// Bytes per activation block: Q8_1 (36) for types with a min, else Q8_0 (34).
 pub(crate) const fn a_block(k: u8) -> usize {
-    if has_min(k) {
-        36
-    } else {
-        34
-    }
+    Block32::of(k).act_bytes()
 }
 
 /// Bytes per float element.
@@ -140,7 +127,7 @@ macro_rules! drive {
 macro_rules! x86_kernels {
     ($feat:literal, $dot:ident, $gr:literal, $gt:literal, $vr:literal) => {
         use crate::arch::x86_64::body::*;
-        use crate::table::MatArgs;
+        use crate::tile::MatArgs;
         use core::arch::x86_64::*;
 
         /// f16 bits at `p` (unaligned) to f32.
@@ -214,7 +201,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         unsafe fn decode<const K: u8>(p: *const u8) -> (__m256i, f32, f32) {
-            // SAFETY (all reads below): offsets lie inside the block of
+            // SAFETY: (all reads below) offsets lie inside the block of
             // `w_block(K)` bytes the caller guarantees readable.
             unsafe {
                 let d = ld_f16(p);
@@ -427,7 +414,7 @@ macro_rules! x86_kernels {
             res
         }
 
-        /// Tile function for quantized type `K` (see [`crate::table::MatFn`]).
+        /// Tile function for quantized type `K` (see [`crate::tile::MatFn`]).
         ///
         /// # Safety
         /// CPU has `$feat`; `args.is_valid(row bytes, act row bytes, out.len())`.
@@ -441,7 +428,7 @@ macro_rules! x86_kernels {
             }
         }
 
-        /// Tile function for float type `K` (see [`crate::table::MatFn`]).
+        /// Tile function for float type `K` (see [`crate::tile::MatFn`]).
         ///
         /// # Safety
         /// CPU has `$feat`; `args.is_valid(row bytes, act row bytes, out.len())`.
@@ -456,9 +443,9 @@ macro_rules! x86_kernels {
         }
 
         /// The tile function for `ty` on this ISA.
-        pub(crate) fn mat_for(ty: crate::GgmlType) -> Option<crate::table::MatFn> {
+        pub(crate) fn mat_for(ty: crate::GgmlType) -> Option<crate::tile::MatFn> {
             use crate::GgmlType as T;
-            let f: crate::table::MatFn = match ty {
+            let f: crate::tile::MatFn = match ty {
                 T::F32 => mat_f::<F32>,
                 T::F16 => mat_f::<F16>,
                 T::BF16 => mat_f::<BF16>,

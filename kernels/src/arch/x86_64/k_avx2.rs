@@ -20,13 +20,8 @@
 use core::arch::x86_64::*;
 use core::mem::{offset_of, size_of};
 
-use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS, KVALUES_IQ4NL, QK4_NL};
-use crate::formats::k_quants::{
-    BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, QK_K,
-};
-use crate::formats::BlockQ8_0;
-use crate::table::{MatArgs, MatFn};
-use crate::GgmlType;
+use crate::formats::iq4::KVALUES_IQ4NL;
+use crate::formats::k_quants::BlockQ8_K;
 
 pub(crate) const Q8K_SIZE: usize = size_of::<BlockQ8_K>();
 pub(crate) const Q8K_QS: usize = offset_of!(BlockQ8_K, qs);
@@ -136,24 +131,129 @@ fn pair_scales(sc16: __m256i, g: i32) -> __m256i {
     _mm256_shuffle_epi8(dw, pick)
 }
 
-/// One Q4_K weight row against `T` Q8_K activation rows: weights decoded
-/// once per block and reused for every token; each token's arithmetic is
-/// the same sequence as for `T = 1`.
+/// The 8 Q4_K / Q5_K mins (bytes of `mn`) as i16, each twice: lane pair
+/// `2j, 2j+1` holds min `j`, the weight of bsums `2j` and `2j + 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn k4_mins16(mn: u64) -> __m256i {
+    let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
+    _mm256_set_m128i(
+        _mm_unpackhi_epi16(mins, mins),
+        _mm_unpacklo_epi16(mins, mins),
+    )
+}
+
+/// `sumi[t] += Σ pairs of (u·q8_t) · s` for the 32 activation bytes at
+/// `a[t] + off` (`vpmaddubsw` then `vpmaddwd` with the pair scales `s`).
+///
+/// # Safety
+/// AVX2; 32 bytes readable at every `a[t] + off`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_group<const T: usize>(
+    sumi: &mut [__m256i; T],
+    u: __m256i,
+    s: __m256i,
+    a: &[*const u8; T],
+    off: usize,
+) {
+    for t in 0..T {
+        // SAFETY: per the contract.
+        let q8 = unsafe { _mm256_loadu_si256(a[t].add(off).cast()) };
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
+        sumi[t] = _mm256_add_epi32(sumi[t], p);
+    }
+}
+
+/// Block `i`'s float step for the types with mins (Q2_K, Q4_K, Q5_K):
+/// `acc += d_a·dx·sumi`, `acc_m += d_a·dmx·(bsums · mins16)` per token.
+///
+/// # Safety
+/// AVX2; Q8_K block `i` readable at every `a[t]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn acc_with_mins<const T: usize>(
+    (acc, acc_m): (&mut [__m256; T], &mut [__m256; T]),
+    sumi: &[__m256i; T],
+    a: &[*const u8; T],
+    i: usize,
+    (dx, dmx): (f32, f32),
+    mins16: __m256i,
+) {
+    for t in 0..T {
+        // SAFETY: per the contract.
+        let (dy, bsums) = unsafe {
+            let y = a[t].add(i * Q8K_SIZE);
+            (f32_at(y), _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()))
+        };
+        let d = dy * dx;
+        let dmin = dy * dmx;
+        let prod_m = _mm256_madd_epi16(bsums, mins16);
+        acc_m[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    }
+}
+
+/// Block `i`'s float step for the types whose values carry an offset
+/// (Q3_K: 4, Q6_K: 32 = `1 << SHIFT`) removed through the block sums:
+/// `acc += d_a·dx·(sumi − (bsums · sc16) << SHIFT)` per token.
+///
+/// # Safety
+/// AVX2; Q8_K block `i` readable at every `a[t]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn acc_with_offset<const SHIFT: i32, const T: usize>(
+    acc: &mut [__m256; T],
+    sumi: &[__m256i; T],
+    a: &[*const u8; T],
+    i: usize,
+    dx: f32,
+    sc16: __m256i,
+) {
+    for t in 0..T {
+        // SAFETY: per the contract.
+        let (dy, bsums) = unsafe {
+            let y = a[t].add(i * Q8K_SIZE);
+            (f32_at(y), _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()))
+        };
+        let d = dy * dx;
+        let offs = _mm256_madd_epi16(bsums, sc16);
+        let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<SHIFT>(offs));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+    }
+}
+
+/// The row results: `Σ acc[t] − Σ acc_m[t]` per token (no mins: `acc_m` zero).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn finish<const T: usize>(acc: &[__m256; T], acc_m: Option<&[__m256; T]>) -> [f32; T] {
+    core::array::from_fn(|t| match acc_m {
+        Some(m) => hsum_ps(acc[t]) - hsum_ps(m[t]),
+        None => hsum_ps(acc[t]),
+    })
+}
+
+/// One Q4_K (`Q5 == false`) or Q5_K weight row against `T` Q8_K
+/// activation rows: weights decoded once per block and reused for every
+/// token; each token's arithmetic is the same sequence as for `T = 1`.
+/// Q5_K is Q4_K plus one high bit per value (`qh`), merged into the
+/// nibbles before the dot.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available; `w` must point to `nb` readable
-/// Q4_K blocks and each of the `T` pointers in `a` to `nb` readable Q8_K
-/// blocks (any alignment).
+/// Q4_K (Q5_K) blocks and each of the `T` pointers in `a` to `nb` readable
+/// Q8_K blocks (any alignment).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k_n<const T: usize>(
+pub(crate) unsafe fn dot_q45_k_n<const Q5: bool, const T: usize>(
     nb: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
-    const BS: usize = size_of::<BlockQ4_K>();
-    const SC: usize = offset_of!(BlockQ4_K, scales);
-    const QS: usize = offset_of!(BlockQ4_K, qs);
+    use crate::formats::layout::fields::{k4, K4_SC as SC, K5_QH as QH};
+    let (bs, qs) = k4(Q5);
     let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
     let lo_pick = _mm256_set1_epi16(0x0100);
     let hi_pick = _mm256_set1_epi16(0x0302);
     let mut acc = [_mm256_setzero_ps(); T];
@@ -162,22 +262,33 @@ pub(crate) unsafe fn dot_q4_k_n<const T: usize>(
         // SAFETY: block i of each operand is in bounds per the contract; every
         // load below stays inside its block.
         unsafe {
-            let x = w.add(i * BS);
+            let x = w.add(i * bs);
             let dx = f16_at(x);
             let dmx = f16_at(x.add(2));
             let (sc, mn) = k4_scales_mins(x.add(SC));
-            let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
-            let mdup = _mm256_set_m128i(
-                _mm_unpackhi_epi16(mins, mins),
-                _mm_unpacklo_epi16(mins, mins),
-            );
+            let mdup = k4_mins16(mn);
             // Scale pair p sits in dword p of the 16-bit widened scales.
             let sc16 = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+            // Q5_K: bit j of qh[l] is the high bit of element l of sub-block
+            // j; shifting right once per sub-block brings it to bit 0.
+            let mut qh = if Q5 {
+                _mm256_loadu_si256(x.add(QH).cast())
+            } else {
+                _mm256_setzero_si256()
+            };
             let mut sumi = [_mm256_setzero_si256(); T];
             for p in 0..4 {
-                let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let q = _mm256_loadu_si256(x.add(qs + 32 * p).cast());
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                if Q5 {
+                    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
+                    qh = _mm256_srli_epi16::<1>(qh);
+                    let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
+                    qh = _mm256_srli_epi16::<1>(qh);
+                    lo = _mm256_or_si256(lo, h0);
+                    hi = _mm256_or_si256(hi, h1);
+                }
                 let s2 = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(p as i32));
                 let sa = _mm256_shuffle_epi8(s2, lo_pick);
                 let sb = _mm256_shuffle_epi8(s2, hi_pick);
@@ -190,118 +301,23 @@ pub(crate) unsafe fn dot_q4_k_n<const T: usize>(
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
                 }
             }
-            for t in 0..T {
-                let y = a[t].add(i * Q8K_SIZE);
-                let dy = f32_at(y);
-                let d = dy * dx;
-                let dmin = dy * dmx;
-                let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-                let prod_m = _mm256_madd_epi16(bsums, mdup);
-                acc_m[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            }
+            acc_with_mins((&mut acc, &mut acc_m), &sumi, &a, i, (dx, dmx), mdup);
         }
     }
-    let mut out = [0.0f32; T];
-    for t in 0..T {
-        out[t] = hsum_ps(acc[t]) - hsum_ps(acc_m[t]);
-    }
-    out
+    finish(&acc, Some(&acc_m))
 }
 
-/// One Q5_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
+/// One Q6_K weight row against `T` Q8_K activation rows (see [`dot_q45_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`], with Q5_K weight blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q5_k_n<const T: usize>(
-    nb: usize,
-    w: *const u8,
-    a: [*const u8; T],
-) -> [f32; T] {
-    const BS: usize = size_of::<BlockQ5_K>();
-    const SC: usize = offset_of!(BlockQ5_K, scales);
-    const QH: usize = offset_of!(BlockQ5_K, qh);
-    const QS: usize = offset_of!(BlockQ5_K, qs);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let one = _mm256_set1_epi8(1);
-    let lo_pick = _mm256_set1_epi16(0x0100);
-    let hi_pick = _mm256_set1_epi16(0x0302);
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc_m = [_mm256_setzero_ps(); T];
-    for i in 0..nb {
-        // SAFETY: block i of each operand is in bounds per the contract.
-        unsafe {
-            let x = w.add(i * BS);
-            let dx = f16_at(x);
-            let dmx = f16_at(x.add(2));
-            let (sc, mn) = k4_scales_mins(x.add(SC));
-            let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
-            let mdup = _mm256_set_m128i(
-                _mm_unpackhi_epi16(mins, mins),
-                _mm_unpacklo_epi16(mins, mins),
-            );
-            let sc16 = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-            // Bit j of qh[l] is the high bit of element l of sub-block j;
-            // shifting right once per sub-block brings it to bit 0.
-            let mut qh = _mm256_loadu_si256(x.add(QH).cast());
-            let mut sumi = [_mm256_setzero_si256(); T];
-            for p in 0..4 {
-                let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
-                let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
-                qh = _mm256_srli_epi16::<1>(qh);
-                let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
-                qh = _mm256_srli_epi16::<1>(qh);
-                let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
-                let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
-                let s2 = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(p as i32));
-                let sa = _mm256_shuffle_epi8(s2, lo_pick);
-                let sb = _mm256_shuffle_epi8(s2, hi_pick);
-                for t in 0..T {
-                    let y = a[t].add(i * Q8K_SIZE + Q8K_QS + 64 * p);
-                    let qa = _mm256_loadu_si256(y.cast());
-                    let qb = _mm256_loadu_si256(y.add(32).cast());
-                    let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qa), sa);
-                    let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qb), sb);
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pa, pb));
-                }
-            }
-            for t in 0..T {
-                let y = a[t].add(i * Q8K_SIZE);
-                let dy = f32_at(y);
-                let d = dy * dx;
-                let dmin = dy * dmx;
-                let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-                let prod_m = _mm256_madd_epi16(bsums, mdup);
-                acc_m[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            }
-        }
-    }
-    let mut out = [0.0f32; T];
-    for t in 0..T {
-        out[t] = hsum_ps(acc[t]) - hsum_ps(acc_m[t]);
-    }
-    out
-}
-
-/// One Q6_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
-///
-/// # Safety
-/// As [`dot_q4_k_n`], with Q6_K weight blocks.
+/// As [`dot_q45_k_n`], with Q6_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k_n<const T: usize>(
     nb: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
-    const BS: usize = size_of::<BlockQ6_K>();
-    const QL: usize = offset_of!(BlockQ6_K, ql);
-    const QH: usize = offset_of!(BlockQ6_K, qh);
-    const SC: usize = offset_of!(BlockQ6_K, scales);
-    const D: usize = offset_of!(BlockQ6_K, d);
+    use crate::formats::layout::fields::q6_k::*;
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(0x03);
     let m30 = _mm256_set1_epi8(0x30);
@@ -337,30 +353,15 @@ pub(crate) unsafe fn dot_q6_k_n<const T: usize>(
                 ];
                 for (k, &u) in q.iter().enumerate() {
                     let s = pair_scales(sc16, (4 * n + k) as i32);
-                    for t in 0..T {
-                        let q8 = _mm256_loadu_si256(
-                            a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * k).cast(),
-                        );
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
-                        sumi[t] = _mm256_add_epi32(sumi[t], p);
-                    }
+                    let off = i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * k;
+                    dot_group(&mut sumi, u, s, &a, off);
                 }
             }
-            for t in 0..T {
-                let y = a[t].add(i * Q8K_SIZE);
-                let d = f32_at(y) * dx;
-                // Σ_j scale_j · bsum_j, times the offset 32.
-                let offs = _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
-                let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<5>(offs));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
-            }
+            // Σ_j scale_j · bsum_j, times the offset 32.
+            acc_with_offset::<5, T>(&mut acc, &sumi, &a, i, dx, sc16);
         }
     }
-    let mut out = [0.0f32; T];
-    for t in 0..T {
-        out[t] = hsum_ps(acc[t]);
-    }
-    out
+    finish(&acc, None)
 }
 
 /// The 16 Q3_K sub-block scales (6 bits, minus 32) from the 12 packed bytes
@@ -394,21 +395,17 @@ pub(crate) unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32)))
 }
 
-/// One Q3_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
+/// One Q3_K weight row against `T` Q8_K activation rows (see [`dot_q45_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`], with Q3_K weight blocks.
+/// As [`dot_q45_k_n`], with Q3_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q3_k_n<const T: usize>(
     nb: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
-    const BS: usize = size_of::<BlockQ3_K>();
-    const HM: usize = offset_of!(BlockQ3_K, hmask);
-    const QS: usize = offset_of!(BlockQ3_K, qs);
-    const SC: usize = offset_of!(BlockQ3_K, scales);
-    const D: usize = offset_of!(BlockQ3_K, d);
+    use crate::formats::layout::fields::q3_k::*;
     let m3 = _mm256_set1_epi8(0x03);
     let one = _mm256_set1_epi8(1);
     let mut acc = [_mm256_setzero_ps(); T];
@@ -430,46 +427,27 @@ pub(crate) unsafe fn dot_q3_k_n<const T: usize>(
                     hm = _mm256_srli_epi16::<1>(hm);
                     let u = _mm256_or_si256(low, h);
                     let s = pair_scales(sc16, (4 * n + j) as i32);
-                    for t in 0..T {
-                        let q8 = _mm256_loadu_si256(
-                            a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j).cast(),
-                        );
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
-                        sumi[t] = _mm256_add_epi32(sumi[t], p);
-                    }
+                    let off = i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j;
+                    dot_group(&mut sumi, u, s, &a, off);
                 }
             }
-            for t in 0..T {
-                let y = a[t].add(i * Q8K_SIZE);
-                let d = f32_at(y) * dx;
-                let offs = _mm256_madd_epi16(_mm256_loadu_si256(y.add(Q8K_BSUMS).cast()), sc16);
-                let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<2>(offs));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
-            }
+            acc_with_offset::<2, T>(&mut acc, &sumi, &a, i, dx, sc16);
         }
     }
-    let mut out = [0.0f32; T];
-    for t in 0..T {
-        out[t] = hsum_ps(acc[t]);
-    }
-    out
+    finish(&acc, None)
 }
 
-/// One Q2_K weight row against `T` Q8_K activation rows (see [`dot_q4_k_n`]).
+/// One Q2_K weight row against `T` Q8_K activation rows (see [`dot_q45_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`], with Q2_K weight blocks.
+/// As [`dot_q45_k_n`], with Q2_K weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q2_k_n<const T: usize>(
     nb: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
-    const BS: usize = size_of::<BlockQ2_K>();
-    const SC: usize = offset_of!(BlockQ2_K, scales);
-    const QS: usize = offset_of!(BlockQ2_K, qs);
-    const D: usize = offset_of!(BlockQ2_K, d);
-    const DMIN: usize = offset_of!(BlockQ2_K, dmin);
+    use crate::formats::layout::fields::q2_k::*;
     let m3 = _mm256_set1_epi8(0x03);
     let m4 = _mm_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); T];
@@ -490,33 +468,14 @@ pub(crate) unsafe fn dot_q2_k_n<const T: usize>(
                     let u = _mm256_and_si256(q, m3);
                     q = _mm256_srli_epi16::<2>(q);
                     let s = pair_scales(sc16, (4 * n + j) as i32);
-                    for t in 0..T {
-                        let q8 = _mm256_loadu_si256(
-                            a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j).cast(),
-                        );
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q8), s);
-                        sumi[t] = _mm256_add_epi32(sumi[t], p);
-                    }
+                    let off = i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j;
+                    dot_group(&mut sumi, u, s, &a, off);
                 }
             }
-            for t in 0..T {
-                let y = a[t].add(i * Q8K_SIZE);
-                let dy = f32_at(y);
-                let d = dy * dx;
-                let dmin = dy * dmx;
-                let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-                let prod_m = _mm256_madd_epi16(bsums, mn16);
-                acc_m[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            }
+            acc_with_mins((&mut acc, &mut acc_m), &sumi, &a, i, (dx, dmx), mn16);
         }
     }
-    let mut out = [0.0f32; T];
-    for t in 0..T {
-        out[t] = hsum_ps(acc[t]) - hsum_ps(acc_m[t]);
-    }
-    out
+    finish(&acc, Some(&acc_m))
 }
 
 /// 32 IQ4 codebook values (signed bytes) from 16 packed bytes at `p`: low
@@ -537,10 +496,10 @@ unsafe fn iq4_values(p: *const u8, lut: __m256i) -> __m256i {
 }
 
 /// One IQ4_XS weight row against `T` Q8_K activation rows (see
-/// [`dot_q4_k_n`]).
+/// [`dot_q45_k_n`]).
 ///
 /// # Safety
-/// As [`dot_q4_k_n`], with IQ4_XS weight blocks; activations must lie in
+/// As [`dot_q45_k_n`], with IQ4_XS weight blocks; activations must lie in
 /// `-127..=127` (what [`crate::formats::k_quants::quantize_row_q8_k`] produces).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_iq4_xs_n<const T: usize>(
@@ -548,10 +507,7 @@ pub(crate) unsafe fn dot_iq4_xs_n<const T: usize>(
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
-    const BS: usize = size_of::<BlockIQ4_XS>();
-    const SH: usize = offset_of!(BlockIQ4_XS, scales_h);
-    const SL: usize = offset_of!(BlockIQ4_XS, scales_l);
-    const QS: usize = offset_of!(BlockIQ4_XS, qs);
+    use crate::formats::layout::fields::iq4_xs::*;
     // SAFETY: KVALUES_IQ4NL is 16 bytes.
     let lut =
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) });
@@ -581,11 +537,7 @@ pub(crate) unsafe fn dot_iq4_xs_n<const T: usize>(
             }
         }
     }
-    let mut out = [0.0f32; T];
-    for t in 0..T {
-        out[t] = hsum_ps(acc[t]);
-    }
-    out
+    finish(&acc, None)
 }
 
 /// IQ4_NL · Q8_0 over `nb` blocks of 32.
@@ -595,10 +547,8 @@ pub(crate) unsafe fn dot_iq4_xs_n<const T: usize>(
 /// `a` to `nb` readable Q8_0 blocks whose values lie in `-127..=127`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_iq4_nl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    const BS: usize = size_of::<BlockIQ4_NL>();
-    const QS: usize = offset_of!(BlockIQ4_NL, qs);
-    const ABS: usize = size_of::<BlockQ8_0>();
-    const AQS: usize = offset_of!(BlockQ8_0, qs);
+    use crate::formats::layout::fields::iq4_nl::{BS, QS};
+    use crate::formats::layout::fields::q8_0::{BS as ABS, QS as AQS};
     // SAFETY: KVALUES_IQ4NL is 16 bytes.
     let lut =
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) });
@@ -620,92 +570,15 @@ pub(crate) unsafe fn dot_iq4_nl(nb: usize, w: *const u8, a: *const u8) -> f32 {
     hsum_ps(acc)
 }
 
-/// A tile function over a per-row dot `$dot(nb, w, a)` with `$qk` elements
-/// per block.
-macro_rules! mat_fn {
-    ($name:ident, $dot:ident, $qk:expr) => {
-        /// Tile function (see [`crate::table::MatFn`]).
-        ///
-        /// # Safety
-        /// AVX2, FMA and F16C must be available and `args` must satisfy
-        /// `MatArgs::is_valid` for this type and `out`.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
-            let nb = args.n / $qk;
-            for t in 0..args.nt {
-                for r in 0..args.nr {
-                    // SAFETY: is_valid guarantees rows r and t lie inside the
-                    // slices (`nb` whole blocks each).
-                    let v = unsafe {
-                        $dot(
-                            nb,
-                            args.w.as_ptr().add(r * args.w_stride),
-                            args.a.as_ptr().add(t * args.a_stride),
-                        )
-                    };
-                    out[t * args.nr + r] = v;
-                }
-            }
-        }
-    };
-}
-
-/// Tile function over a multi-token row dot `$dotn::<T>`: 4 tokens per
-/// weight-row decode, then the remainder one by one.
-macro_rules! mat_multi {
-    ($name:ident, $dotn:ident) => {
-        /// Tile function (see [`crate::table::MatFn`]).
-        ///
-        /// # Safety
-        /// AVX2, FMA and F16C must be available and `args` must satisfy
-        /// `MatArgs::is_valid` for this type and `out`.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
-            let nb = args.n / QK_K;
-            let ap = |t: usize| args.a.as_ptr().wrapping_add(t * args.a_stride);
-            for r in 0..args.nr {
-                let wp = args.w.as_ptr().wrapping_add(r * args.w_stride);
-                let mut t = 0;
-                while t + 4 <= args.nt {
-                    // SAFETY: is_valid guarantees weight row r and activation
-                    // rows t..t+4 lie inside the slices.
-                    let v = unsafe { $dotn::<4>(nb, wp, [ap(t), ap(t + 1), ap(t + 2), ap(t + 3)]) };
-                    for (k, &vk) in v.iter().enumerate() {
-                        out[(t + k) * args.nr + r] = vk;
-                    }
-                    t += 4;
-                }
-                while t < args.nt {
-                    // SAFETY: as above, for row t.
-                    let v = unsafe { $dotn::<1>(nb, wp, [ap(t)]) };
-                    out[t * args.nr + r] = v[0];
-                    t += 1;
-                }
-            }
-        }
-    };
-}
-
-mat_multi!(mat_q2_k, dot_q2_k_n);
-mat_multi!(mat_q3_k, dot_q3_k_n);
-mat_multi!(mat_q4_k, dot_q4_k_n);
-mat_multi!(mat_q5_k, dot_q5_k_n);
-mat_multi!(mat_q6_k, dot_q6_k_n);
-mat_multi!(mat_iq4_xs, dot_iq4_xs_n);
-mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
-
-/// The AVX2 tile function for a K-quant / IQ4 weight type.
-pub(crate) fn mat(ty: GgmlType) -> Option<MatFn> {
-    Some(match ty {
-        GgmlType::Q2_K => mat_q2_k,
-        GgmlType::Q3_K => mat_q3_k,
-        GgmlType::Q4_K => mat_q4_k,
-        GgmlType::Q5_K => mat_q5_k,
-        GgmlType::Q6_K => mat_q6_k,
-        GgmlType::IQ4_XS => mat_iq4_xs,
-        GgmlType::IQ4_NL => mat_iq4_nl,
-        _ => return None,
-    })
+k_tiles! {
+    "avx2,fma,f16c";
+    IQ4_NL => dot_iq4_nl;
+    Q2_K => dot_q2_k_n[];
+    Q3_K => dot_q3_k_n[];
+    Q4_K => dot_q45_k_n[false];
+    Q5_K => dot_q45_k_n[true];
+    Q6_K => dot_q6_k_n[];
+    IQ4_XS => dot_iq4_xs_n[];
 }
 
 #[cfg(test)]

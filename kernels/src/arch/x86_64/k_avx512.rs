@@ -15,15 +15,13 @@
 //! Blocks are read through raw pointers with unaligned loads.
 
 use core::arch::x86_64::*;
-use core::mem::{offset_of, size_of};
 
 use super::k_avx2::{
-    f16_at, f32_at, k4_scales_mins, q3_k_scales16, u32_at, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
+    acc_with_mins, acc_with_offset, f16_at, f32_at, finish, k4_mins16, k4_scales_mins,
+    q3_k_scales16, u32_at, Q8K_QS, Q8K_SIZE,
 };
-use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS, KVALUES_IQ4NL, QK4_NL};
-use crate::formats::k_quants::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, QK_K};
-use crate::formats::BlockQ8_0;
-use crate::table::{MatArgs, MatFn};
+use crate::formats::iq4::KVALUES_IQ4NL;
+use crate::tile::MatFn;
 use crate::GgmlType;
 
 /// `acc + Σ pairs a·b` on i16 → i32 lanes: `vpdpwssd` with VNNI.
@@ -90,125 +88,23 @@ macro_rules! kernels {
                 _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
             }
 
-            #[inline]
-            #[target_feature(enable = $feat)]
-            fn hsum256(v: __m256) -> f32 {
-                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-                _mm_cvtss_f32(s)
-            }
-
-            /// Σ_j min_j · (bsum_{2j} + bsum_{2j+1}) for Q4_K / Q5_K (8 lanes).
-            ///
-            /// # Safety
-            /// `y` points to a readable Q8_K block.
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn mins_k4(mn: u64, y: *const u8) -> __m256i {
-                let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
-                let mdup = _mm256_set_m128i(
-                    _mm_unpackhi_epi16(mins, mins),
-                    _mm_unpacklo_epi16(mins, mins),
-                );
-                // SAFETY: bsums lie inside the Q8_K block.
-                let bsums = unsafe { _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()) };
-                _mm256_madd_epi16(bsums, mdup)
-            }
-
-            /// One Q4_K weight row against `T` Q8_K activation rows: the
-            /// weights are decoded once per block and reused; every token's
-            /// arithmetic is the same sequence as for `T = 1`.
+            /// One Q4_K (`Q5 == false`) or Q5_K weight row against `T` Q8_K
+            /// activation rows: the weights are decoded once per block and
+            /// reused; every token's arithmetic is the same sequence as for
+            /// `T = 1`. Q5_K adds 16 where its high bit (`qh`) is set.
             ///
             /// # Safety
             /// AVX-512 F/BW/VL (+VNNI for the VNNI build), AVX2, FMA, F16C;
-            /// `nb` readable Q4_K blocks at `w`, `nb` readable Q8_K blocks
-            /// at each of the `T` activation pointers (any alignment).
+            /// `nb` readable Q4_K (Q5_K) blocks at `w`, `nb` readable Q8_K
+            /// blocks at each of the `T` activation pointers (any alignment).
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q4_k_n<const T: usize>(
+            pub(super) unsafe fn dot_q45_k_n<const Q5: bool, const T: usize>(
                 nb: usize,
                 w: *const u8,
                 a: [*const u8; T],
             ) -> [f32; T] {
-                const BS: usize = size_of::<BlockQ4_K>();
-                const SC: usize = offset_of!(BlockQ4_K, scales);
-                const QS: usize = offset_of!(BlockQ4_K, qs);
-                let m4 = _mm512_set1_epi8(0x0F);
-                let idx = [
-                    halves16(0, 1),
-                    halves16(2, 3),
-                    halves16(4, 5),
-                    halves16(6, 7),
-                ];
-                let mut acc = [_mm256_setzero_ps(); T];
-                let mut acc_m = [_mm256_setzero_ps(); T];
-                for i in 0..nb {
-                    // SAFETY: block i of each operand is in bounds per the
-                    // contract; every load stays inside its block.
-                    unsafe {
-                        let x = w.add(i * BS);
-                        let dx = f16_at(x);
-                        let dmx = f16_at(x.add(2));
-                        let (sc, mn) = k4_scales_mins(x.add(SC));
-                        let sc16 =
-                            _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-                        let mut sumi = [_mm512_setzero_si512(); T];
-                        for (p, ix) in idx.iter().enumerate() {
-                            let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
-                            let qz = _mm512_inserti64x4::<1>(
-                                _mm512_castsi256_si512(q),
-                                _mm256_srli_epi16::<4>(q),
-                            );
-                            let u = _mm512_and_si512(qz, m4);
-                            let s = _mm512_permutexvar_epi16(*ix, sc16);
-                            for t in 0..T {
-                                let q8 = _mm512_loadu_si512(
-                                    a[t].add(i * Q8K_SIZE + Q8K_QS + 64 * p).cast(),
-                                );
-                                sumi[t] = dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
-                            }
-                        }
-                        for t in 0..T {
-                            let y = a[t].add(i * Q8K_SIZE);
-                            let dy = f32_at(y);
-                            let d = dy * dx;
-                            let dmin = dy * dmx;
-                            let prod_m = mins_k4(mn, y);
-                            acc_m[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(dmin),
-                                _mm256_cvtepi32_ps(prod_m),
-                                acc_m[t],
-                            );
-                            acc[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(d),
-                                _mm256_cvtepi32_ps(fold(sumi[t])),
-                                acc[t],
-                            );
-                        }
-                    }
-                }
-                let mut out = [0.0f32; T];
-                for t in 0..T {
-                    out[t] = hsum256(acc[t]) - hsum256(acc_m[t]);
-                }
-                out
-            }
-
-            /// One Q5_K weight row against `T` Q8_K activation rows (see
-            /// [`dot_q4_k_n`]).
-            ///
-            /// # Safety
-            /// As [`dot_q4_k_n`], with Q5_K weight blocks.
-            #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q5_k_n<const T: usize>(
-                nb: usize,
-                w: *const u8,
-                a: [*const u8; T],
-            ) -> [f32; T] {
-                const BS: usize = size_of::<BlockQ5_K>();
-                const SC: usize = offset_of!(BlockQ5_K, scales);
-                const QH: usize = offset_of!(BlockQ5_K, qh);
-                const QS: usize = offset_of!(BlockQ5_K, qs);
+                use crate::formats::layout::fields::{k4, K4_SC as SC, K5_QH as QH};
+                let (bs, qs) = k4(Q5);
                 let m4 = _mm512_set1_epi8(0x0F);
                 let sixteen = _mm512_set1_epi8(16);
                 let idx = [
@@ -226,26 +122,33 @@ macro_rules! kernels {
                 let mut acc = [_mm256_setzero_ps(); T];
                 let mut acc_m = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
-                    // SAFETY: block i of each operand is in bounds per the contract.
+                    // SAFETY: block i of each operand is in bounds per the
+                    // contract; every load stays inside its block.
                     unsafe {
-                        let x = w.add(i * BS);
+                        let x = w.add(i * bs);
                         let dx = f16_at(x);
                         let dmx = f16_at(x.add(2));
                         let (sc, mn) = k4_scales_mins(x.add(SC));
                         let sc16 =
                             _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-                        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH).cast()));
+                        let qh = if Q5 {
+                            _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH).cast()))
+                        } else {
+                            _mm512_setzero_si512()
+                        };
                         let mut sumi = [_mm512_setzero_si512(); T];
                         for p in 0..4 {
-                            let q = _mm256_loadu_si256(x.add(QS + 32 * p).cast());
+                            let q = _mm256_loadu_si256(x.add(qs + 32 * p).cast());
                             let qz = _mm512_inserti64x4::<1>(
                                 _mm512_castsi256_si512(q),
                                 _mm256_srli_epi16::<4>(q),
                             );
-                            let u = _mm512_and_si512(qz, m4);
-                            // High bit of sub-block 2p (low half) / 2p+1 (high half).
-                            let k = _mm512_test_epi8_mask(qh, bit[p]);
-                            let u = _mm512_mask_add_epi8(u, k, u, sixteen);
+                            let mut u = _mm512_and_si512(qz, m4);
+                            if Q5 {
+                                // High bit of sub-block 2p (low half) / 2p+1 (high half).
+                                let k = _mm512_test_epi8_mask(qh, bit[p]);
+                                u = _mm512_mask_add_epi8(u, k, u, sixteen);
+                            }
                             let s = _mm512_permutexvar_epi16(idx[p], sc16);
                             for t in 0..T {
                                 let q8 = _mm512_loadu_si512(
@@ -254,48 +157,26 @@ macro_rules! kernels {
                                 sumi[t] = dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
                             }
                         }
-                        for t in 0..T {
-                            let y = a[t].add(i * Q8K_SIZE);
-                            let dy = f32_at(y);
-                            let d = dy * dx;
-                            let dmin = dy * dmx;
-                            let prod_m = mins_k4(mn, y);
-                            acc_m[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(dmin),
-                                _mm256_cvtepi32_ps(prod_m),
-                                acc_m[t],
-                            );
-                            acc[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(d),
-                                _mm256_cvtepi32_ps(fold(sumi[t])),
-                                acc[t],
-                            );
-                        }
+                        let s256 = core::array::from_fn(|t| fold(sumi[t]));
+                        let acc_all = (&mut acc, &mut acc_m);
+                        acc_with_mins(acc_all, &s256, &a, i, (dx, dmx), k4_mins16(mn));
                     }
                 }
-                let mut out = [0.0f32; T];
-                for t in 0..T {
-                    out[t] = hsum256(acc[t]) - hsum256(acc_m[t]);
-                }
-                out
+                finish(&acc, Some(&acc_m))
             }
 
             /// One Q6_K weight row against `T` Q8_K activation rows (see
-            /// [`dot_q4_k_n`]).
+            /// [`dot_q45_k_n`]).
             ///
             /// # Safety
-            /// As [`dot_q4_k_n`], with Q6_K weight blocks.
+            /// As [`dot_q45_k_n`], with Q6_K weight blocks.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_q6_k_n<const T: usize>(
                 nb: usize,
                 w: *const u8,
                 a: [*const u8; T],
             ) -> [f32; T] {
-                const BS: usize = size_of::<BlockQ6_K>();
-                const QL: usize = offset_of!(BlockQ6_K, ql);
-                const QH: usize = offset_of!(BlockQ6_K, qh);
-                const SC: usize = offset_of!(BlockQ6_K, scales);
-                const D: usize = offset_of!(BlockQ6_K, d);
+                use crate::formats::layout::fields::q6_k::*;
                 let m4 = _mm512_set1_epi8(0x0F);
                 let m30 = _mm512_set1_epi8(0x30);
                 // qh bits 2k..2k+2 of value group k moved to bits 4..6.
@@ -336,42 +217,25 @@ macro_rules! kernels {
                                     dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(g1, q8b), sb);
                             }
                         }
-                        for t in 0..T {
-                            let y = a[t].add(i * Q8K_SIZE);
-                            let d = f32_at(y) * dx;
-                            let offs = _mm256_madd_epi16(
-                                _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()),
-                                sc16,
-                            );
-                            let s = _mm256_sub_epi32(fold(sumi[t]), _mm256_slli_epi32::<5>(offs));
-                            acc[t] =
-                                _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
-                        }
+                        let s256 = core::array::from_fn(|t| fold(sumi[t]));
+                        acc_with_offset::<5, T>(&mut acc, &s256, &a, i, dx, sc16);
                     }
                 }
-                let mut out = [0.0f32; T];
-                for t in 0..T {
-                    out[t] = hsum256(acc[t]);
-                }
-                out
+                finish(&acc, None)
             }
 
             /// One Q3_K weight row against `T` Q8_K activation rows (see
-            /// [`dot_q4_k_n`]).
+            /// [`dot_q45_k_n`]).
             ///
             /// # Safety
-            /// As [`dot_q4_k_n`], with Q3_K weight blocks.
+            /// As [`dot_q45_k_n`], with Q3_K weight blocks.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_q3_k_n<const T: usize>(
                 nb: usize,
                 w: *const u8,
                 a: [*const u8; T],
             ) -> [f32; T] {
-                const BS: usize = size_of::<BlockQ3_K>();
-                const HM: usize = offset_of!(BlockQ3_K, hmask);
-                const QS: usize = offset_of!(BlockQ3_K, qs);
-                const SC: usize = offset_of!(BlockQ3_K, scales);
-                const D: usize = offset_of!(BlockQ3_K, d);
+                use crate::formats::layout::fields::q3_k::*;
                 let m3 = _mm512_set1_epi8(0x03);
                 let four = _mm512_set1_epi8(4);
                 let shr = [halves16(0, 2), halves16(4, 6)];
@@ -416,42 +280,25 @@ macro_rules! kernels {
                                 }
                             }
                         }
-                        for t in 0..T {
-                            let y = a[t].add(i * Q8K_SIZE);
-                            let d = f32_at(y) * dx;
-                            let offs = _mm256_madd_epi16(
-                                _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()),
-                                sc16,
-                            );
-                            let s = _mm256_sub_epi32(fold(sumi[t]), _mm256_slli_epi32::<2>(offs));
-                            acc[t] =
-                                _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
-                        }
+                        let s256 = core::array::from_fn(|t| fold(sumi[t]));
+                        acc_with_offset::<2, T>(&mut acc, &s256, &a, i, dx, sc16);
                     }
                 }
-                let mut out = [0.0f32; T];
-                for t in 0..T {
-                    out[t] = hsum256(acc[t]);
-                }
-                out
+                finish(&acc, None)
             }
 
             /// One Q2_K weight row against `T` Q8_K activation rows (see
-            /// [`dot_q4_k_n`]).
+            /// [`dot_q45_k_n`]).
             ///
             /// # Safety
-            /// As [`dot_q4_k_n`], with Q2_K weight blocks.
+            /// As [`dot_q45_k_n`], with Q2_K weight blocks.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_q2_k_n<const T: usize>(
                 nb: usize,
                 w: *const u8,
                 a: [*const u8; T],
             ) -> [f32; T] {
-                const BS: usize = size_of::<BlockQ2_K>();
-                const SC: usize = offset_of!(BlockQ2_K, scales);
-                const QS: usize = offset_of!(BlockQ2_K, qs);
-                const D: usize = offset_of!(BlockQ2_K, d);
-                const DMIN: usize = offset_of!(BlockQ2_K, dmin);
+                use crate::formats::layout::fields::q2_k::*;
                 let m3 = _mm512_set1_epi8(0x03);
                 let m4 = _mm_set1_epi8(0x0F);
                 let shr = [halves16(0, 2), halves16(4, 6)];
@@ -486,31 +333,12 @@ macro_rules! kernels {
                                 }
                             }
                         }
-                        for t in 0..T {
-                            let y = a[t].add(i * Q8K_SIZE);
-                            let dy = f32_at(y);
-                            let d = dy * dx;
-                            let dmin = dy * dmx;
-                            let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS).cast());
-                            let prod_m = _mm256_madd_epi16(bsums, mn16);
-                            acc_m[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(dmin),
-                                _mm256_cvtepi32_ps(prod_m),
-                                acc_m[t],
-                            );
-                            acc[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(d),
-                                _mm256_cvtepi32_ps(fold(sumi[t])),
-                                acc[t],
-                            );
-                        }
+                        let s256 = core::array::from_fn(|t| fold(sumi[t]));
+                        let acc_all = (&mut acc, &mut acc_m);
+                        acc_with_mins(acc_all, &s256, &a, i, (dx, dmx), mn16);
                     }
                 }
-                let mut out = [0.0f32; T];
-                for t in 0..T {
-                    out[t] = hsum256(acc[t]) - hsum256(acc_m[t]);
-                }
-                out
+                finish(&acc, Some(&acc_m))
             }
 
             /// 64 IQ4 codebook values from two 16-byte groups `lo_src` /
@@ -537,10 +365,10 @@ macro_rules! kernels {
             }
 
             /// One IQ4_XS weight row against `T` Q8_K activation rows (see
-            /// [`dot_q4_k_n`]).
+            /// [`dot_q45_k_n`]).
             ///
             /// # Safety
-            /// As [`dot_q4_k_n`], with IQ4_XS weight blocks; activations in
+            /// As [`dot_q45_k_n`], with IQ4_XS weight blocks; activations in
             /// `-127..=127`.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_iq4_xs_n<const T: usize>(
@@ -548,10 +376,7 @@ macro_rules! kernels {
                 w: *const u8,
                 a: [*const u8; T],
             ) -> [f32; T] {
-                const BS: usize = size_of::<BlockIQ4_XS>();
-                const SH: usize = offset_of!(BlockIQ4_XS, scales_h);
-                const SL: usize = offset_of!(BlockIQ4_XS, scales_l);
-                const QS: usize = offset_of!(BlockIQ4_XS, qs);
+                use crate::formats::layout::fields::iq4_xs::*;
                 // SAFETY: KVALUES_IQ4NL is 16 bytes.
                 let lut = _mm512_broadcast_i32x4(unsafe {
                     _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
@@ -613,11 +438,7 @@ macro_rules! kernels {
                         }
                     }
                 }
-                let mut out = [0.0f32; T];
-                for t in 0..T {
-                    out[t] = hsum256(acc[t]);
-                }
-                out
+                finish(&acc, None)
             }
 
             /// # Safety
@@ -625,10 +446,8 @@ macro_rules! kernels {
             /// and `nb` Q8_0 blocks (values in `-127..=127`) at `a`.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn dot_iq4_nl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-                const BS: usize = size_of::<BlockIQ4_NL>();
-                const QS: usize = offset_of!(BlockIQ4_NL, qs);
-                const ABS: usize = size_of::<BlockQ8_0>();
-                const AQS: usize = offset_of!(BlockQ8_0, qs);
+                use crate::formats::layout::fields::iq4_nl::{BS, QS};
+                use crate::formats::layout::fields::q8_0::{BS as ABS, QS as AQS};
                 // SAFETY: KVALUES_IQ4NL is 16 bytes.
                 let lut = _mm512_broadcast_i32x4(unsafe {
                     _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
@@ -670,91 +489,15 @@ macro_rules! kernels {
                 sum
             }
 
-            macro_rules! mat_fn {
-                ($name:ident, $dot:ident, $qk:expr) => {
-                    /// Tile function (see [`crate::table::MatFn`]).
-                    ///
-                    /// # Safety
-                    /// The CPU must have this build's features and `args`
-                    /// must satisfy `MatArgs::is_valid` for this type and `out`.
-                    #[target_feature(enable = $feat)]
-                    pub(super) unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
-                        let nb = args.n / $qk;
-                        for t in 0..args.nt {
-                            for r in 0..args.nr {
-                                // SAFETY: is_valid guarantees rows r and t lie
-                                // inside the slices (`nb` whole blocks each).
-                                let v = unsafe {
-                                    $dot(
-                                        nb,
-                                        args.w.as_ptr().add(r * args.w_stride),
-                                        args.a.as_ptr().add(t * args.a_stride),
-                                    )
-                                };
-                                out[t * args.nr + r] = v;
-                            }
-                        }
-                    }
-                };
-            }
-
-            /// Tile function over a multi-token row dot `$dotn::<T>`:
-            /// 4 tokens per weight-row decode, then the remainder.
-            macro_rules! mat_multi {
-                ($name:ident, $dotn:ident) => {
-                    /// Tile function (see [`crate::table::MatFn`]).
-                    ///
-                    /// # Safety
-                    /// The CPU must have this build's features and `args`
-                    /// must satisfy `MatArgs::is_valid` for this type and `out`.
-                    #[target_feature(enable = $feat)]
-                    pub(super) unsafe fn $name(args: &MatArgs<'_>, out: &mut [f32]) {
-                        let nb = args.n / QK_K;
-                        let ap = |t: usize| args.a.as_ptr().wrapping_add(t * args.a_stride);
-                        for r in 0..args.nr {
-                            let wp = args.w.as_ptr().wrapping_add(r * args.w_stride);
-                            let mut t = 0;
-                            while t + 4 <= args.nt {
-                                // SAFETY: is_valid guarantees weight row r and
-                                // activation rows t..t+4 lie inside the slices.
-                                let v = unsafe {
-                                    $dotn::<4>(nb, wp, [ap(t), ap(t + 1), ap(t + 2), ap(t + 3)])
-                                };
-                                for (k, &vk) in v.iter().enumerate() {
-                                    out[(t + k) * args.nr + r] = vk;
-                                }
-                                t += 4;
-                            }
-                            while t < args.nt {
-                                // SAFETY: as above, for row t.
-                                let v = unsafe { $dotn::<1>(nb, wp, [ap(t)]) };
-                                out[t * args.nr + r] = v[0];
-                                t += 1;
-                            }
-                        }
-                    }
-                };
-            }
-
-            mat_multi!(mat_q2_k, dot_q2_k_n);
-            mat_multi!(mat_q3_k, dot_q3_k_n);
-            mat_multi!(mat_q4_k, dot_q4_k_n);
-            mat_multi!(mat_q5_k, dot_q5_k_n);
-            mat_multi!(mat_q6_k, dot_q6_k_n);
-            mat_multi!(mat_iq4_xs, dot_iq4_xs_n);
-            mat_fn!(mat_iq4_nl, dot_iq4_nl, QK4_NL);
-
-            pub(super) fn mat(ty: GgmlType) -> Option<MatFn> {
-                Some(match ty {
-                    GgmlType::Q2_K => mat_q2_k,
-                    GgmlType::Q3_K => mat_q3_k,
-                    GgmlType::Q4_K => mat_q4_k,
-                    GgmlType::Q5_K => mat_q5_k,
-                    GgmlType::Q6_K => mat_q6_k,
-                    GgmlType::IQ4_XS => mat_iq4_xs,
-                    GgmlType::IQ4_NL => mat_iq4_nl,
-                    _ => return None,
-                })
+            k_tiles! {
+                $feat;
+                IQ4_NL => dot_iq4_nl;
+                Q2_K => dot_q2_k_n[];
+                Q3_K => dot_q3_k_n[];
+                Q4_K => dot_q45_k_n[false];
+                Q5_K => dot_q45_k_n[true];
+                Q6_K => dot_q6_k_n[];
+                IQ4_XS => dot_iq4_xs_n[];
             }
         }
     };
@@ -780,7 +523,10 @@ pub(crate) fn mat(ty: GgmlType) -> Option<MatFn> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::iq4::QK4_NL;
+    use crate::formats::k_quants::QK_K;
     use crate::table::ops;
+    use crate::tile::MatArgs;
     use crate::Isa;
 
     /// Byte offsets of the f16 scale fields of one weight block.

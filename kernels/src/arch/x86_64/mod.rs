@@ -2,6 +2,109 @@
 //! (AVX-512 F/BW/VL, VNNI when present), both instantiating `body.rs`.
 //! K-quants: `k_avx2.rs`, `k_avx512.rs`.
 
+/// `for_nt!(nt, f[P..](args))` is `f::<P.., nt>(args)` for a run-time `nt` in 1..=16 (the packed group
+/// tiles are instantiated per token count).
+macro_rules! for_nt {
+    ($nt:expr, $f:ident [$($p:tt),*] ($($arg:expr),*)) => {
+        match $nt {
+            1 => $f::<$($p,)* 1>($($arg),*),
+            2 => $f::<$($p,)* 2>($($arg),*),
+            3 => $f::<$($p,)* 3>($($arg),*),
+            4 => $f::<$($p,)* 4>($($arg),*),
+            5 => $f::<$($p,)* 5>($($arg),*),
+            6 => $f::<$($p,)* 6>($($arg),*),
+            7 => $f::<$($p,)* 7>($($arg),*),
+            8 => $f::<$($p,)* 8>($($arg),*),
+            9 => $f::<$($p,)* 9>($($arg),*),
+            10 => $f::<$($p,)* 10>($($arg),*),
+            11 => $f::<$($p,)* 11>($($arg),*),
+            12 => $f::<$($p,)* 12>($($arg),*),
+            13 => $f::<$($p,)* 13>($($arg),*),
+            14 => $f::<$($p,)* 14>($($arg),*),
+            15 => $f::<$($p,)* 15>($($arg),*),
+            16 => $f::<$($p,)* 16>($($arg),*),
+            _ => debug_assert!(false, "packed tile of {} tokens", $nt),
+        }
+    };
+}
+
+/// The K-quant / IQ4 tile functions of one build (`$feat`) and its
+/// `mat(ty)` table, from row dots written once per build:
+/// `TYPE => dot_n[P..]` takes `dot_n::<P.., T>(nb, w, [a; T]) -> [f32; T]`
+/// (4 tokens per weight-row decode, then the rest one by one), and
+/// `IQ4_NL => dot` the single-token `dot(nb, w, a) -> f32`.
+macro_rules! k_tiles {
+    ($feat:literal; IQ4_NL => $dot1:ident; $($ty:ident => $dotn:ident [$($p:tt),*];)*) => {
+        $(
+            /// Tile function (see [`crate::tile::MatFn`]).
+            ///
+            /// # Safety
+            /// The CPU has this build's features and `args` satisfies
+            /// `MatArgs::is_valid` for this type and `out`.
+            #[allow(non_snake_case)]
+            #[target_feature(enable = $feat)]
+            unsafe fn $ty(args: &crate::tile::MatArgs<'_>, out: &mut [f32]) {
+                let nb = args.n / crate::formats::k_quants::QK_K;
+                let ap = |t: usize| args.a.as_ptr().wrapping_add(t * args.a_stride);
+                for r in 0..args.nr {
+                    let wp = args.w.as_ptr().wrapping_add(r * args.w_stride);
+                    let mut t = 0;
+                    while t + 4 <= args.nt {
+                        // SAFETY: is_valid guarantees weight row r and
+                        // activation rows t..t+4 lie inside the slices.
+                        let v = unsafe {
+                            $dotn::<$($p,)* 4>(nb, wp, [ap(t), ap(t + 1), ap(t + 2), ap(t + 3)])
+                        };
+                        for (k, &vk) in v.iter().enumerate() {
+                            out[(t + k) * args.nr + r] = vk;
+                        }
+                        t += 4;
+                    }
+                    while t < args.nt {
+                        // SAFETY: as above, for row t.
+                        let v = unsafe { $dotn::<$($p,)* 1>(nb, wp, [ap(t)]) };
+                        out[t * args.nr + r] = v[0];
+                        t += 1;
+                    }
+                }
+            }
+        )*
+
+        /// IQ4_NL tile function (see [`crate::tile::MatFn`]).
+        ///
+        /// # Safety
+        /// The CPU has this build's features and `args` satisfies
+        /// `MatArgs::is_valid` for IQ4_NL and `out`.
+        #[target_feature(enable = $feat)]
+        unsafe fn mat_iq4_nl(args: &crate::tile::MatArgs<'_>, out: &mut [f32]) {
+            let nb = args.n / crate::formats::iq4::QK4_NL;
+            for t in 0..args.nt {
+                for r in 0..args.nr {
+                    // SAFETY: is_valid guarantees rows r and t lie inside the
+                    // slices (`nb` whole blocks each).
+                    let v = unsafe {
+                        $dot1(
+                            nb,
+                            args.w.as_ptr().add(r * args.w_stride),
+                            args.a.as_ptr().add(t * args.a_stride),
+                        )
+                    };
+                    out[t * args.nr + r] = v;
+                }
+            }
+        }
+
+        /// This build's tile function for a K-quant / IQ4 weight type.
+        pub(crate) fn mat(ty: crate::GgmlType) -> Option<crate::tile::MatFn> {
+            Some(match ty {
+                $(crate::GgmlType::$ty => $ty,)*
+                crate::GgmlType::IQ4_NL => mat_iq4_nl,
+                _ => return None,
+            })
+        }
+    };
+}
+
 #[macro_use]
 pub(crate) mod body;
 pub(crate) mod avx2;
@@ -14,8 +117,8 @@ pub(crate) mod packed_k_avx512;
 pub(crate) mod quant_act;
 pub(crate) mod vec;
 
-use crate::table::MatFn;
-use crate::GgmlType;
+use crate::tile::{MatFn, PackedTileFn};
+use crate::{GgmlType, Isa};
 
 /// The AVX2 tile function for `ty`, if there is one.
 pub(crate) fn avx2_mat(ty: GgmlType) -> Option<MatFn> {
@@ -55,11 +158,21 @@ pub(crate) fn variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
 
 /// The x86 SIMD activation quantizer for activation type `act`, if any
 /// (bit-identical to the scalar one; falls back to it on CPUs without AVX2).
-pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::table::QuantizeActFn> {
+pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::tile::QuantizeActFn> {
     match act {
         GgmlType::Q8_0 => Some(quant_act::quantize_act_q8_0),
         GgmlType::Q8_1 => Some(quant_act::quantize_act_q8_1),
         GgmlType::F16 => Some(quant_act::quantize_act_f16),
+        _ => None,
+    }
+}
+
+/// The packed group tile of `ty` for `pisa` (`Avx512`: VNNI kernels, every
+/// packed type; `Avx2`: the nibble types) and its most tokens per call.
+pub(crate) fn packed_tile(ty: GgmlType, pisa: Isa) -> Option<(PackedTileFn, usize)> {
+    match pisa {
+        Isa::Avx512 => packed_avx512::tile_for(ty).or_else(|| packed_k_avx512::tile_for(ty)),
+        Isa::Avx2 => packed_avx2::tile_for(ty),
         _ => None,
     }
 }

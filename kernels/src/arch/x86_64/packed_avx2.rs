@@ -17,14 +17,15 @@
 
 use core::arch::x86_64::*;
 
-use super::packed_avx512::Tile;
-use crate::packed::l32::*;
+use crate::formats::layout::Block32;
+use crate::formats::packed_layout::l32::*;
+use crate::tile::{PackedTile as Tile, PackedTileFn};
 
 /// gemv prefetch distance in bytes of packed quants.
 const PF_DIST: usize = 4096;
 
 /// Computes 16 rows × `T` tokens of one row group of type `K` (one of
-/// `l32::avx2_kind`).
+/// the nibble types, see `tile_for`).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; otherwise the contract of
@@ -94,15 +95,8 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
                 // SAFETY: token t < T has block b's activation block and its 8
                 // side bytes readable (caller); all reads are unaligned.
                 let (isum, da, sa) = unsafe {
-                    let row = tile.a.add(t * tile.a_stride);
+                    let (row, da, init, sa) = tile.side32(t, b, has_min(K));
                     let q = row.add(b * ab + aq);
-                    let side = row.add(tile.side_off + b * 8);
-                    let da = core::ptr::read_unaligned(side as *const f32);
-                    let (init, sa) = if has_min(K) {
-                        (0, core::ptr::read_unaligned(side.add(4) as *const f32))
-                    } else {
-                        (core::ptr::read_unaligned(side.add(4) as *const i32), 0.0)
-                    };
                     let mut isum = _mm256_set1_epi32(init);
                     for quad in 0..2 {
                         let mut s16 = _mm256_setzero_si256();
@@ -150,4 +144,16 @@ pub(crate) unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
             _ => debug_assert!(false, "packed_avx2::group_tile_n: nt = {nt}"),
         }
     }
+}
+
+/// The AVX2 packed tile of `ty` (the nibble types) and its tokens per call.
+pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
+    let f: PackedTileFn = match Block32::from_type(ty)? {
+        Block32::Q4_0 => group_tile_n::<Q4_0>,
+        Block32::Q4_1 => group_tile_n::<Q4_1>,
+        Block32::Q5_0 => group_tile_n::<Q5_0>,
+        Block32::Q5_1 => group_tile_n::<Q5_1>,
+        Block32::Q8_0 | Block32::IQ4_NL => return None,
+    };
+    Some((f, AVX2_TILE_TOKENS))
 }

@@ -22,7 +22,10 @@
 use core::arch::x86_64::*;
 
 use crate::formats::iq4::KVALUES_IQ4NL_U8;
-use crate::packed::l32::*;
+use crate::formats::layout::Block32;
+use crate::formats::packed_layout::l32::*;
+pub(crate) use crate::tile::PackedTile as Tile;
+use crate::tile::PackedTileFn;
 
 /// `KVALUES_IQ4NL_U8` in every 128-bit lane, for one `vpshufb` lookup of
 /// 64 nibbles (shared with the packed IQ4_XS kernel).
@@ -56,25 +59,17 @@ pub(crate) fn merge_fifth_bit(w: __m512i, h: __m512i, j: usize) -> __m512i {
 /// gemv prefetch distance in bytes of packed quants.
 const PF_DIST: usize = 4096;
 
-/// Where one call of [`group_tile`] reads and writes.
-#[derive(Clone, Copy)]
-pub(crate) struct Tile {
-    /// Blocks per row.
-    pub nb: usize,
-    /// Packed quant vectors of this group: `nb` blocks of
-    /// [`quant_bytes`] bytes.
-    pub qs: *const u8,
-    /// The group's scales: `nb` blocks of [`scale_bytes`] bytes.
-    pub sc: *const u8,
-    /// First activation row: `nb` blocks of [`act_block`] bytes, then at
-    /// `side_off` `nb` pairs `(d_a: f32, −bias·Σa: i32)` (types with a min:
-    /// `(d_a: f32, s_a: f32)`).
-    pub a: *const u8,
-    pub a_stride: usize,
-    pub side_off: usize,
-    /// `out[t * out_stride + r]` for `r < 16`, `t < T`.
-    pub out: *mut f32,
-    pub out_stride: usize,
+/// Stores the 16 rows' results of `T` tokens at `tile.out + t·out_stride`.
+///
+/// # Safety
+/// AVX-512 F; 16 writable floats at every `tile.out + t·out_stride`, `t < T`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store_tile<const T: usize>(tile: &Tile, acc: &[__m512; T]) {
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: per the contract.
+        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
+    }
 }
 
 /// Computes 16 rows × `T` tokens of one row group of type `K`.
@@ -148,15 +143,8 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
             // SAFETY: token t < T has block b's activation block and its 8
             // side bytes readable (caller); all reads are unaligned.
             let (s, da, sa) = unsafe {
-                let row = tile.a.add(t * tile.a_stride);
+                let (row, da, init, sa) = tile.side32(t, b, has_min(K));
                 let q = row.add(b * ab + aq);
-                let side = row.add(tile.side_off + b * 8);
-                let da = core::ptr::read_unaligned(side as *const f32);
-                let (init, sa) = if has_min(K) {
-                    (0, core::ptr::read_unaligned(side.add(4) as *const f32))
-                } else {
-                    (core::ptr::read_unaligned(side.add(4) as *const i32), 0.0)
-                };
                 let mut s = _mm512_set1_epi32(init);
                 for (j, w) in wv.iter().enumerate() {
                     let g = core::ptr::read_unaligned(q.add(4 * j) as *const i32);
@@ -174,10 +162,8 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
             }
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
-        unsafe { _mm512_storeu_ps(tile.out.add(t * tile.out_stride), *acc_t) };
-    }
+    // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+    unsafe { store_tile(tile, &acc) };
 }
 
 /// [`group_tile`] for `nt` tokens (1..=16) chosen at run time.
@@ -187,25 +173,18 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
     // SAFETY: forwarded contract; each arm passes T = nt.
-    unsafe {
-        match nt {
-            1 => group_tile::<K, 1>(tile),
-            2 => group_tile::<K, 2>(tile),
-            3 => group_tile::<K, 3>(tile),
-            4 => group_tile::<K, 4>(tile),
-            5 => group_tile::<K, 5>(tile),
-            6 => group_tile::<K, 6>(tile),
-            7 => group_tile::<K, 7>(tile),
-            8 => group_tile::<K, 8>(tile),
-            9 => group_tile::<K, 9>(tile),
-            10 => group_tile::<K, 10>(tile),
-            11 => group_tile::<K, 11>(tile),
-            12 => group_tile::<K, 12>(tile),
-            13 => group_tile::<K, 13>(tile),
-            14 => group_tile::<K, 14>(tile),
-            15 => group_tile::<K, 15>(tile),
-            16 => group_tile::<K, 16>(tile),
-            _ => debug_assert!(false, "group_tile_n: nt = {nt}"),
-        }
-    }
+    unsafe { for_nt!(nt, group_tile[K](tile)) }
+}
+
+/// The packed tile of the 32-element type `ty` and its tokens per call.
+pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
+    let f: PackedTileFn = match Block32::from_type(ty)? {
+        Block32::Q4_0 => group_tile_n::<Q4_0>,
+        Block32::Q4_1 => group_tile_n::<Q4_1>,
+        Block32::Q5_0 => group_tile_n::<Q5_0>,
+        Block32::Q5_1 => group_tile_n::<Q5_1>,
+        Block32::Q8_0 => group_tile_n::<Q8_0>,
+        Block32::IQ4_NL => group_tile_n::<IQ4_NL>,
+    };
+    Some((f, tile_tokens(Block32::from_type(ty)?.code())))
 }

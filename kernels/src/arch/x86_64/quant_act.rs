@@ -14,8 +14,12 @@ use core::arch::x86_64::*;
 /// CPU has AVX2 + FMA + F16C; `out.len() >= x.len() / 32 * block bytes`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_q8<const SUM: bool>(x: &[f32], out: &mut [u8]) {
-    let bs = if SUM { 36 } else { 34 };
-    let qoff = if SUM { 4 } else { 2 };
+    use crate::formats::layout::{Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS};
+    let (bs, qoff) = if SUM {
+        (Q8_1_BYTES, Q8_1_QS)
+    } else {
+        (Q8_0_BYTES, Q8_0_QS)
+    };
     let nb = x.len() / 32;
     assert!(out.len() >= nb * bs, "activation buffer too small");
     let sign = _mm256_set1_ps(-0.0);

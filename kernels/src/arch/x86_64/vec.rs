@@ -142,7 +142,7 @@ pub(crate) unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[half::f16]) {
 }
 
 /// Bytes of one Q8_0 block (f16 scale + 32 × i8).
-const Q8_0_BLOCK: usize = 34;
+const Q8_0_BLOCK: usize = crate::formats::layout::Q8_0_BYTES;
 
 /// The 32 quants of the Q8_0 block at `p` as four vectors of 8 f32.
 ///
@@ -210,3 +210,13 @@ pub(crate) unsafe fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
         }
     }
 }
+
+/// The AVX2 vec table (used on the Avx2 and Avx512 paths).
+pub(crate) const OPS: crate::vec::VecOps = crate::vec::VecOps {
+    dot_f32,
+    dot_f16_f32,
+    axpy_f32,
+    axpy_f16,
+    dot_q8_0_f32,
+    axpy_q8_0,
+};
