@@ -309,6 +309,28 @@ mod tests {
     }
 
     #[test]
+    fn avx2_dot_values() {
+        assert!(matches!(parse_avx2_dot(None), Ok(None)));
+        assert!(matches!(parse_avx2_dot(Some(" AUTO ")), Ok(None)));
+        assert!(matches!(
+            parse_avx2_dot(Some("vnni")),
+            Err(KernelError::UnknownAvx2Dot(_))
+        ));
+        for d in Avx2Dot::ALL {
+            assert_eq!(d.name().parse::<Avx2Dot>().unwrap(), d);
+            match parse_avx2_dot(Some(d.name())) {
+                Ok(Some(got)) => assert!(got == d && d.available()),
+                Err(KernelError::IsaUnavailable(n)) => assert!(n == d.name() && !d.available()),
+                other => panic!("{d:?}: {other:?}"),
+            }
+        }
+        assert_eq!("avx2".parse::<Avx2Dot>().unwrap(), Avx2Dot::Maddubs);
+        // Detection picks a flavour the CPU runs (when it has AVX2 at all).
+        assert!(!is_available(Isa::Avx2) || Avx2Dot::detected().available());
+        assert!(!is_available(Isa::Avx2) || avx2_dot().available());
+    }
+
+    #[test]
     fn scalar_always_available_and_best_is_available() {
         assert!(is_available(Isa::Scalar));
         assert!(is_available(best()));
