@@ -111,7 +111,8 @@ pub struct KernelResult {
 
 /// A path of the table: an ISA through `matmul`, or the repacked layout
 /// (`matmul_packed`) of an ISA's packed kernels (AVX-512 VNNI: every packed
-/// type; AVX2: Q4_0 / Q4_1 / Q5_0 / Q5_1), which the runtime uses where it
+/// type; AVX2: Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K, with
+/// the process's `PHI_AVX2_DOT` flavour), which the runtime uses where it
 /// has one.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Path {
@@ -170,10 +171,12 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
         Path::Isa(isa) => Config {
             isa: Some(isa),
             repack: false,
+            ..Config::default()
         },
         Path::Packed(isa) => Config {
             isa: Some(isa),
             repack: true,
+            ..Config::default()
         },
     };
     let prepare = |w: &Weights<'_>| phi_kernels::prepare(w, &cfg).map_err(|e| e.to_string());

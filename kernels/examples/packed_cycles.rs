@@ -4,6 +4,8 @@
 //! the difference (user cycles do not count time the process waits).
 //!
 //! `cargo run --release -p phi-kernels --example packed_cycles -- q4_k 64 40`
+//! (`PHI_UNPACKED=1`: the same with `matmul` on the unpacked weights, the
+//! baseline; `PHI_ISA` / `PHI_AVX2_DOT` choose the kernels as usual).
 
 use phi_kernels::packed::{matmul_packed, PackedWeights};
 use phi_kernels::{quantize_row, GgmlType, Scratch, Weights};
@@ -42,9 +44,14 @@ fn main() {
         .expect("pool");
     let mut s = Scratch::default();
     let mut y = vec![0f32; nt * rows];
+    let unpacked = std::env::var_os("PHI_UNPACKED").is_some_and(|v| v == "1");
     let t = std::time::Instant::now();
     for _ in 0..reps {
-        pool.install(|| matmul_packed(&p, &x, nt, &mut y, &mut s).expect("packed"));
+        if unpacked {
+            pool.install(|| phi_kernels::matmul(&w, &x, nt, &mut y, &mut s).expect("matmul"));
+        } else {
+            pool.install(|| matmul_packed(&p, &x, nt, &mut y, &mut s).expect("packed"));
+        }
     }
     let ops = 2.0 * (rows * cols * nt * reps) as f64;
     println!(

@@ -28,6 +28,8 @@ pub(crate) struct Features {
     pub avx512: bool,
     /// `avx512` and AVX-512 VNNI.
     pub avx512vnni: bool,
+    /// `avx2` and AVX-VNNI (VEX `vpdpbusd`).
+    pub avxvnni: bool,
     pub neon: bool,
     /// `neon` and FEAT_DotProd (`sdot`).
     pub dotprod: bool,
@@ -45,6 +47,7 @@ pub(crate) fn features() -> Features {
             f.avx2 = has!("avx2") && has!("fma") && has!("f16c");
             f.avx512 = f.avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl");
             f.avx512vnni = f.avx512 && has!("avx512vnni");
+            f.avxvnni = f.avx2 && has!("avxvnni");
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -178,6 +181,97 @@ pub fn force(isa: Isa) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// The dot instruction of the 256-bit packed kernels (every type packed
+/// for `Isa::Avx2`: Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K);
+/// the packed layout is the same for all three and so are the results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Avx2Dot {
+    /// AVX2 `vpmaddubsw` + `vpmaddwd`.
+    Maddubs,
+    /// AVX-VNNI: VEX `vpdpbusd` on ymm.
+    AvxVnni,
+    /// AVX-512 VNNI + VL: EVEX `vpdpbusd` on ymm.
+    Avx512Vl,
+}
+
+impl Avx2Dot {
+    /// Every flavour, in the order of `PHI_AVX2_DOT`'s names.
+    pub const ALL: [Avx2Dot; 3] = [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl];
+
+    /// The `PHI_AVX2_DOT` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Avx2Dot::Maddubs => "maddubs",
+            Avx2Dot::AvxVnni => "avxvnni",
+            Avx2Dot::Avx512Vl => "avx512vl",
+        }
+    }
+
+    /// Whether the CPU can run this flavour.
+    pub fn available(self) -> bool {
+        let f = features();
+        f.avx2
+            && match self {
+                Avx2Dot::Maddubs => true,
+                Avx2Dot::AvxVnni => f.avxvnni,
+                Avx2Dot::Avx512Vl => f.avx512vnni,
+            }
+    }
+
+    /// The flavour detection picks: AVX-VNNI when the CPU has it, else
+    /// `Maddubs` (AVX-512 VNNI CPUs run the 512-bit packed kernels instead,
+    /// unless the ISA is forced to AVX2).
+    pub fn detected() -> Avx2Dot {
+        if Avx2Dot::AvxVnni.available() {
+            Avx2Dot::AvxVnni
+        } else {
+            Avx2Dot::Maddubs
+        }
+    }
+}
+
+impl std::str::FromStr for Avx2Dot {
+    type Err = KernelError;
+
+    /// A `PHI_AVX2_DOT` name (`maddubs`, also `avx2`; `avxvnni`;
+    /// `avx512vl`), case-insensitive.
+    fn from_str(s: &str) -> Result<Avx2Dot, KernelError> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("avx2") {
+            return Ok(Avx2Dot::Maddubs);
+        }
+        Avx2Dot::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(t))
+            .ok_or_else(|| KernelError::UnknownAvx2Dot(t.to_string()))
+    }
+}
+
+/// The value of `PHI_AVX2_DOT`: `None` for unset or `auto`, an error for an
+/// unknown name or a flavour this CPU lacks.
+pub fn parse_avx2_dot(value: Option<&str>) -> Result<Option<Avx2Dot>, KernelError> {
+    match value.map(str::trim) {
+        None => Ok(None),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("auto") => Ok(None),
+        Some(v) => {
+            let d: Avx2Dot = v.parse()?;
+            if d.available() {
+                Ok(Some(d))
+            } else {
+                Err(KernelError::IsaUnavailable(d.name()))
+            }
+        }
+    }
+}
+
+/// The process's AVX2 dot flavour: the one `crate::Config::from_env` asks
+/// for (`PHI_AVX2_DOT`), else [`Avx2Dot::detected`].
+pub fn avx2_dot() -> Avx2Dot {
+    crate::Config::from_env()
+        .avx2_dot
+        .unwrap_or_else(Avx2Dot::detected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +306,28 @@ mod tests {
             parse_request(Some("neon")),
             Err(KernelError::IsaUnavailable("neon"))
         ));
+    }
+
+    #[test]
+    fn avx2_dot_values() {
+        assert!(matches!(parse_avx2_dot(None), Ok(None)));
+        assert!(matches!(parse_avx2_dot(Some(" AUTO ")), Ok(None)));
+        assert!(matches!(
+            parse_avx2_dot(Some("vnni")),
+            Err(KernelError::UnknownAvx2Dot(_))
+        ));
+        for d in Avx2Dot::ALL {
+            assert_eq!(d.name().parse::<Avx2Dot>().unwrap(), d);
+            match parse_avx2_dot(Some(d.name())) {
+                Ok(Some(got)) => assert!(got == d && d.available()),
+                Err(KernelError::IsaUnavailable(n)) => assert!(n == d.name() && !d.available()),
+                other => panic!("{d:?}: {other:?}"),
+            }
+        }
+        assert_eq!("avx2".parse::<Avx2Dot>().unwrap(), Avx2Dot::Maddubs);
+        // Detection picks a flavour the CPU runs (when it has AVX2 at all).
+        assert!(!is_available(Isa::Avx2) || Avx2Dot::detected().available());
+        assert!(!is_available(Isa::Avx2) || avx2_dot().available());
     }
 
     #[test]

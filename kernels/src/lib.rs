@@ -36,6 +36,8 @@ pub enum KernelError {
     UnknownIsa(String),
     #[error("shape mismatch: {0}")]
     Shape(String),
+    #[error("unknown AVX2 dot flavour `{0}` (expected maddubs, avxvnni, avx512vl or auto)")]
+    UnknownAvx2Dot(String),
 }
 
 /// An instruction-set path.

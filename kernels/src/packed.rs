@@ -14,8 +14,12 @@
 //! additions differs from the scalar reference.
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (another
-//! type, rows not a multiple of 16, no AVX-512 VNNI, or the
-//! active ISA forced below AVX-512); the caller then keeps using `matmul`.
+//! type, rows not a multiple of 16, or a CPU / forced ISA without kernels
+//! for the type: AVX-512 VNNI packs every type here, AVX2 the 32-element
+//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 and Q4_K / Q5_K / Q6_K, read from the
+//! same layouts by 256-bit kernels whose dot instruction ([`Avx2Dot`]:
+//! `vpmaddubsw`, AVX-VNNI or AVX-512 VNNI + VL on ymm) the registry picks
+//! once per process); the caller then keeps using `matmul`.
 //!
 //! 32-element layout (`data`, 64-byte aligned): `groups = rows / 16`,
 //! `nb = cols / 32`. First the quants: for group `g`, block `b`, at
@@ -52,6 +56,8 @@ use crate::matmul::{aligned_bytes, Line, Scratch};
 use crate::registry::{self, PackedOps};
 use crate::tile::PackedTile;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
+
+pub use crate::dispatch::Avx2Dot;
 use rayon::prelude::*;
 
 /// Rows per interleaved group.
@@ -91,8 +97,9 @@ impl std::fmt::Debug for PackedWeights {
 }
 
 /// The ISA whose packed kernels [`PackedWeights::pack`] uses in this
-/// process: `Avx512` with VNNI (every packed type), `Avx2` (the nibble types
-/// Q4_0 / Q4_1 / Q5_0 / Q5_1; also on AVX-512 CPUs without VNNI), `None`
+/// process: `Avx512` with VNNI (every packed type), `Avx2` (Q4_0 / Q4_1 /
+/// Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K; also on AVX-512 CPUs without
+/// VNNI), `None`
 /// on other CPUs or when `PHI_ISA` / `dispatch::force` chose scalar.
 pub fn packed_isa() -> Option<Isa> {
     registry::packed_isa_for(dispatch::active())
@@ -106,7 +113,9 @@ pub fn available() -> bool {
 /// Whether `isa` has packed kernels for `ty` (built into this binary; the
 /// CPU may still lack `isa`).
 pub fn supports(isa: Isa, ty: GgmlType) -> bool {
-    crate::arch::packed_tile(ty, isa).is_some()
+    // Every AVX2 dot flavour covers the same types.
+    let dot = (isa == Isa::Avx2).then_some(Avx2Dot::Maddubs);
+    crate::arch::packed_tile(ty, isa, dot).is_some()
 }
 
 impl PackedWeights {
@@ -218,6 +227,26 @@ impl PackedWeights {
     /// The ISA whose kernels it was packed for (`Avx512` or `Avx2`).
     pub fn isa(&self) -> Isa {
         self.ops.isa
+    }
+
+    /// The dot instruction of the 256-bit kernels (`Some` when
+    /// [`isa`](Self::isa) is `Avx2`).
+    pub fn avx2_dot(&self) -> Option<Avx2Dot> {
+        self.ops.dot
+    }
+
+    /// Runs the 256-bit kernels with `dot` from now on (tests, benchmarks,
+    /// `Config::avx2_dot`); `Err(IsaUnavailable)` when the CPU lacks it or
+    /// the matrix is not packed for `Isa::Avx2`.
+    pub fn set_avx2_dot(&mut self, dot: Avx2Dot) -> Result<(), KernelError> {
+        if self.ops.isa != Isa::Avx2 {
+            return Err(KernelError::IsaUnavailable(
+                "an AVX2 dot flavour for weights packed for avx512",
+            ));
+        }
+        self.ops = registry::packed_ops_with_dot(self.ty, dot)
+            .ok_or(KernelError::IsaUnavailable(dot.name()))?;
+        Ok(())
     }
 
     /// Output rows.
@@ -542,7 +571,7 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !registry::packed_isa_runs(p.ops.isa) {
+    if !registry::packed_isa_runs(p.ops.isa) || p.ops.dot.is_some_and(|d| !d.available()) {
         return Err(KernelError::IsaUnavailable("the packed weights' ISA"));
     }
     let (rows, cols, nb) = (p.rows, p.cols, p.nb);

@@ -11,6 +11,7 @@
 //! runs the scalar reference, which is the documented fallback, never
 //! another type's kernel.
 
+use crate::dispatch::Avx2Dot;
 use crate::formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
 use crate::packed::PackedWeights;
 use crate::tile::PackedTileFn;
@@ -203,6 +204,8 @@ pub(crate) const TYPES: [GgmlType; 15] = [
 pub(crate) struct PackedOps {
     /// The packed kernels' ISA: `Avx512` (with VNNI) or `Avx2`.
     pub isa: Isa,
+    /// `Avx2`: the 256-bit kernels' dot instruction (`None` for `Avx512`).
+    pub dot: Option<Avx2Dot>,
     pub tile: PackedTileFn,
     /// The most tokens one call of `tile` takes.
     pub tile_tokens: usize,
@@ -244,12 +247,10 @@ fn table(isa: Isa) -> &'static [Option<Entry>; TYPES.len()] {
                     ..base
                 },
             };
+            // The AVX2 dot flavour is chosen here, once per process.
             let packed = packed_isa_for(isa).and_then(|pisa| {
-                crate::arch::packed_tile(ty, pisa).map(|(tile, tile_tokens)| PackedOps {
-                    isa: pisa,
-                    tile,
-                    tile_tokens,
-                })
+                let dot = (pisa == Isa::Avx2).then(dispatch::avx2_dot);
+                packed_entry(ty, pisa, dot)
             });
             Some(Entry { plain, packed })
         })
@@ -298,6 +299,26 @@ pub(crate) fn packed_ops(ty: GgmlType, pisa: Isa) -> Option<PackedOps> {
     entry(ty, pisa)?.packed.filter(|p| p.isa == pisa)
 }
 
+/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`.
+fn packed_entry(ty: GgmlType, pisa: Isa, dot: Option<Avx2Dot>) -> Option<PackedOps> {
+    crate::arch::packed_tile(ty, pisa, dot).map(|(tile, tile_tokens)| PackedOps {
+        isa: pisa,
+        dot,
+        tile,
+        tile_tokens,
+    })
+}
+
+/// The `Avx2` packed group tile of `ty` with the dot flavour `dot` instead
+/// of the process's (tests, benchmarks, [`Config::avx2_dot`]); `None` when
+/// there is none or the CPU cannot run it.
+pub(crate) fn packed_ops_with_dot(ty: GgmlType, dot: Avx2Dot) -> Option<PackedOps> {
+    if !packed_isa_runs(Isa::Avx2) || !dot.available() {
+        return None;
+    }
+    packed_entry(ty, Isa::Avx2, Some(dot))
+}
+
 /// Every SIMD tile function built for `ty` that this CPU can run, with a
 /// name (for tests and benches: includes builds `ops` would not choose here).
 #[doc(hidden)]
@@ -316,6 +337,9 @@ pub struct Config {
     /// Repack the matrices whose type has a faster interleaved layout on
     /// this CPU ([`prepare`]); `false` keeps every matrix mapped.
     pub repack: bool,
+    /// The dot instruction of the 256-bit packed kernels (matrices packed
+    /// for `Isa::Avx2`); `None`: the process's ([`dispatch::avx2_dot`]).
+    pub avx2_dot: Option<Avx2Dot>,
 }
 
 impl Default for Config {
@@ -323,35 +347,52 @@ impl Default for Config {
         Config {
             isa: None,
             repack: true,
+            avx2_dot: None,
         }
     }
 }
 
 impl Config {
-    /// `PHI_ISA` (`scalar|avx2|avx512|neon|auto`) and `PHI_REPACK` (`0`:
-    /// no repacking), read once per process. An unknown or unavailable
-    /// `PHI_ISA` prints one warning on stderr and means `auto`
-    /// ([`Config::parse`] returns the error instead).
+    /// `PHI_ISA` (`scalar|avx2|avx512|neon|auto`), `PHI_REPACK` (`0`: no
+    /// repacking) and `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
+    /// dot instruction of the AVX2 packed kernels), read once per process.
+    /// An unknown or unavailable `PHI_ISA` or `PHI_AVX2_DOT` prints one
+    /// warning on stderr and means `auto` ([`Config::parse`] and
+    /// [`dispatch::parse_avx2_dot`] return the error instead).
     pub fn from_env() -> Config {
         static ENV: OnceLock<Config> = OnceLock::new();
         *ENV.get_or_init(|| {
             let isa = std::env::var("PHI_ISA").ok();
             let repack = std::env::var("PHI_REPACK").ok();
-            Config::parse(isa.as_deref(), repack.as_deref()).unwrap_or_else(|e| {
+            let dot = std::env::var("PHI_AVX2_DOT").ok();
+            let cfg = Config::parse(isa.as_deref(), repack.as_deref()).unwrap_or_else(|e| {
                 eprintln!("phi-kernels: ignoring PHI_ISA: {e}; using auto");
                 Config::parse(None, repack.as_deref()).unwrap_or_default()
-            })
+            });
+            let avx2_dot = dispatch::parse_avx2_dot(dot.as_deref()).unwrap_or_else(|e| {
+                eprintln!("phi-kernels: ignoring PHI_AVX2_DOT: {e}; using auto");
+                None
+            });
+            Config { avx2_dot, ..cfg }
         })
     }
 
     /// The configuration the values of `PHI_ISA` and `PHI_REPACK` ask for:
     /// an error for an unknown ISA name or one this CPU lacks
-    /// ([`dispatch::parse_request`]); repacking unless `repack` is `"0"`.
+    /// ([`dispatch::parse_request`]); repacking unless `repack` is `"0"`;
+    /// the process's AVX2 dot flavour.
     pub fn parse(isa: Option<&str>, repack: Option<&str>) -> Result<Config, KernelError> {
         Ok(Config {
             isa: dispatch::parse_request(isa)?,
             repack: repack.is_none_or(|v| v.trim() != "0"),
+            avx2_dot: None,
         })
+    }
+
+    /// The AVX2 dot flavour this configuration runs: its own, or the
+    /// process's.
+    pub fn avx2_dot(&self) -> Avx2Dot {
+        self.avx2_dot.unwrap_or_else(dispatch::avx2_dot)
     }
 
     /// The ISA this configuration runs: its own, or the process's.
@@ -408,6 +449,13 @@ pub fn prepare(w: &Weights<'_>, cfg: &Config) -> Result<Matrix, KernelError> {
     let packed = match packed_isa_for(isa) {
         Some(pisa) if cfg.repack => PackedWeights::pack_with_isa(pisa, w)?,
         _ => None,
+    };
+    let packed = match (packed, cfg.avx2_dot) {
+        (Some(mut p), Some(dot)) if p.isa() == Isa::Avx2 => {
+            p.set_avx2_dot(dot)?;
+            Some(p)
+        }
+        (p, _) => p,
     };
     Ok(Matrix {
         ty: w.ty,

@@ -22,7 +22,7 @@ use phi_kernels::formats::k_quants::{
     block_dot_q2_k, block_dot_q3_k, block_dot_q4_k, block_dot_q5_k, block_dot_q6_k,
     quantize_row_q8_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K,
 };
-use phi_kernels::packed::{self, matmul_packed, PackedWeights};
+use phi_kernels::packed::{self, matmul_packed, Avx2Dot, PackedWeights};
 use phi_kernels::{
     dequantize_row, matmul, matmul_with_isa, quantize_activations, GgmlType, Isa, Scratch, Weights,
 };
@@ -138,25 +138,63 @@ fn abs_terms(w: &Weights<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
     out
 }
 
-/// The packed ISAs this CPU runs that have kernels for `ty`.
-fn isas(ty: GgmlType) -> Vec<Isa> {
-    [Isa::Avx512, Isa::Avx2]
-        .into_iter()
-        .filter(|&isa| packed::supports(isa, ty) && is_available(isa))
-        .filter(|&isa| isa != Isa::Avx512 || phi_kernels::dispatch::has_avx512_vnni())
-        .collect()
+/// The types whose `Avx2` packed kernels are written over the three dot
+/// instructions (`Avx2Dot`).
+fn has_dot_flavours(ty: GgmlType) -> bool {
+    ty != GgmlType::IQ4_NL
+}
+
+/// The packed kernels this CPU runs for `ty`: each ISA, and for `Avx2`
+/// each dot flavour the CPU has (the others are reported as skipped).
+fn isas(ty: GgmlType) -> Vec<(Isa, Avx2Dot)> {
+    let mut v = Vec::new();
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        if !packed::supports(isa, ty) || !is_available(isa) {
+            continue;
+        }
+        if isa == Isa::Avx512 {
+            if phi_kernels::dispatch::has_avx512_vnni() {
+                v.push((isa, Avx2Dot::Maddubs));
+            }
+        } else if has_dot_flavours(ty) {
+            for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
+                if dot.available() {
+                    v.push((isa, dot));
+                } else {
+                    eprintln!("{ty}: CPU lacks {dot:?}, that instantiation is not tested here");
+                }
+            }
+        } else {
+            v.push((isa, Avx2Dot::Maddubs));
+        }
+    }
+    v
+}
+
+/// `w` packed for `isa` with the 256-bit dot flavour `dot`.
+fn pack_for(isa: Isa, dot: Avx2Dot, w: &Weights<'_>) -> PackedWeights {
+    let mut p = PackedWeights::pack_with_isa(isa, w)
+        .unwrap()
+        .expect("packable shape");
+    if isa == Isa::Avx2 {
+        p.set_avx2_dot(dot).unwrap();
+        assert_eq!(p.avx2_dot(), Some(dot));
+    }
+    assert_eq!(p.isa(), isa);
+    p
 }
 
 /// [`check_case_isa`] on every packed ISA of `ty`.
 fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: usize) {
-    for isa in isas(ty) {
-        check_case_isa(rng, isa, ty, rows, cols, n_tokens);
+    for (isa, dot) in isas(ty) {
+        check_case_isa(rng, isa, dot, ty, rows, cols, n_tokens);
     }
 }
 
 fn check_case_isa(
     rng: &mut Rng,
     isa: Isa,
+    dot: Avx2Dot,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -165,9 +203,7 @@ fn check_case_isa(
     let data = random_weights(rng, ty, rows, cols);
     let w = Weights::new(ty, rows, cols, &data).unwrap();
     let x = random_x(rng, cols * n_tokens);
-    let p = PackedWeights::pack_with_isa(isa, &w)
-        .unwrap()
-        .expect("packable shape");
+    let p = pack_for(isa, dot, &w);
     assert_eq!((p.ty(), p.rows(), p.cols()), (ty, rows, cols));
     assert_eq!(
         p.data().as_ptr() as usize % 64,
@@ -186,7 +222,7 @@ fn check_case_isa(
         let bound = (nb + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
         assert!(
             (y[i] - yref[i]).abs() <= bound,
-            "{ty} {isa:?} {rows}x{cols} n_tokens={n_tokens} token {} row {}: packed {} scalar {} bound {bound}",
+            "{ty} {isa:?}/{dot:?} {rows}x{cols} n_tokens={n_tokens} token {} row {}: packed {} scalar {} bound {bound}",
             i / rows,
             i % rows,
             y[i],
@@ -310,13 +346,12 @@ fn pack_returns_none_without_a_packed_path() {
     if is_available(Isa::Avx2) {
         let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
         assert!(p.is_some(), "Q4_0 has an AVX2 packed kernel");
-        for ty in [GgmlType::Q8_0, GgmlType::IQ4_NL] {
-            let data = random_weights(&mut rng, ty, 16, 64);
-            let w = Weights::new(ty, 16, 64, &data).unwrap();
-            assert!(PackedWeights::pack_with_isa(Isa::Avx2, &w)
-                .unwrap()
-                .is_none());
-        }
+        let ty = GgmlType::IQ4_NL;
+        let data = random_weights(&mut rng, ty, 16, 64);
+        let w = Weights::new(ty, 16, 64, &data).unwrap();
+        assert!(PackedWeights::pack_with_isa(Isa::Avx2, &w)
+            .unwrap()
+            .is_none());
     }
 }
 
@@ -385,9 +420,6 @@ fn results_independent_of_thread_count_and_scratch_reuse() {
 
 #[test]
 fn batch_invariant_gemm_rows_equal_gemv() {
-    if skip() {
-        return;
-    }
     let mut rng = Rng(5);
     for ty in [
         GgmlType::Q4_0,
@@ -411,8 +443,8 @@ fn batch_invariant_gemm_rows_equal_gemv() {
         };
         let w = Weights::new(ty, rows, cols, &data).unwrap();
         let x = random_x(&mut rng, cols * nt);
-        for isa in isas(ty) {
-            let p = PackedWeights::pack_with_isa(isa, &w).unwrap().unwrap();
+        for (isa, dot) in isas(ty) {
+            let p = pack_for(isa, dot, &w);
             let mut s = Scratch::default();
             let mut all = vec![0f32; rows * nt];
             matmul_packed(&p, &x, nt, &mut all, &mut s).unwrap();
@@ -423,7 +455,7 @@ fn batch_invariant_gemm_rows_equal_gemv() {
                     one.iter()
                         .zip(&all[t * rows..][..rows])
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{ty} {isa:?}: token {t} of a batch differs from its gemv"
+                    "{ty} {isa:?}/{dot:?}: token {t} of a batch differs from its gemv"
                 );
             }
         }
@@ -524,24 +556,54 @@ fn k_terms(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], nt: u
 }
 
 fn check_k_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, nt: usize) {
+    for (isa, dot) in isas(ty) {
+        check_k_case_isa(rng, isa, dot, ty, rows, cols, nt);
+    }
+}
+
+fn check_k_case_isa(
+    rng: &mut Rng,
+    isa: Isa,
+    dot: Avx2Dot,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    nt: usize,
+) {
     let data = random_k_weights(rng, ty, rows, cols);
-    let w = Weights::new(ty, rows, cols, &data).unwrap();
     let x = random_x(rng, cols * nt);
-    let p = PackedWeights::pack(&w).unwrap().expect("packable shape");
+    assert_k_close(isa, dot, ty, rows, cols, &data, &x, nt);
+}
+
+/// The packed K-quant matmul of `data` against the scalar one, within the
+/// bound of the module docs.
+#[allow(clippy::too_many_arguments)]
+fn assert_k_close(
+    isa: Isa,
+    dot: Avx2Dot,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+    x: &[f32],
+    nt: usize,
+) {
+    let w = Weights::new(ty, rows, cols, data).unwrap();
+    let p = pack_for(isa, dot, &w);
     assert_eq!((p.ty(), p.rows(), p.cols()), (ty, rows, cols));
     assert_eq!(p.data().as_ptr() as usize % 64, 0);
     let mut s = Scratch::default();
     let mut yref = vec![0f32; rows * nt];
-    matmul_with_isa(Isa::Scalar, &w, &x, nt, &mut yref, &mut s).unwrap();
+    matmul_with_isa(Isa::Scalar, &w, x, nt, &mut yref, &mut s).unwrap();
     let mut y = vec![f32::NAN; rows * nt];
-    matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
-    let terms = k_terms(ty, &data, rows, cols, &x, nt);
+    matmul_packed(&p, x, nt, &mut y, &mut s).unwrap();
+    let terms = k_terms(ty, data, rows, cols, x, nt);
     let nb = cols / 256;
     for i in 0..y.len() {
         let bound = (nb + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
         assert!(
             (y[i] - yref[i]).abs() <= bound,
-            "{ty} {rows}x{cols} n_tokens={nt} token {} row {}: packed {} scalar {} bound {bound}",
+            "{ty} {isa:?}/{dot:?} {rows}x{cols} n_tokens={nt} token {} row {}: packed {} scalar {} bound {bound}",
             i / rows,
             i % rows,
             y[i],
@@ -552,9 +614,6 @@ fn check_k_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, nt: usize
 
 #[test]
 fn packed_k_quants_match_scalar() {
-    if skip() {
-        return;
-    }
     let mut rng = Rng(0x51_7C_C1_B7_27_22_0A_95);
     for &(rows, cols, nt) in &[(16, 256, 1), (16, 256, 9), (32, 512, 8), (48, 3072, 3)] {
         for ty in K_TYPES {
@@ -588,3 +647,109 @@ const K_TYPES: [GgmlType; 6] = [
     GgmlType::Q2_K,
     GgmlType::IQ4_XS,
 ];
+
+/// The three dot instructions of the 256-bit kernels compute the same exact
+/// integers and the same f32 operations: their results agree bit for bit
+/// (every flavour this CPU has; at least `Maddubs` on any AVX2 CPU).
+#[test]
+fn avx2_dot_flavours_bit_identical() {
+    if !is_available(Isa::Avx2) {
+        eprintln!("no AVX2: test skipped");
+        return;
+    }
+    let mut rng = Rng(0xA2D0);
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+    ] {
+        for &(rows, cols, nt) in &[(16, 256, 1), (48, 768, 5), (32, 2048, 13)] {
+            let data = if ty.block_size() == 256 {
+                random_k_weights(&mut rng, ty, rows, cols)
+            } else {
+                random_weights(&mut rng, ty, rows, cols)
+            };
+            let w = Weights::new(ty, rows, cols, &data).unwrap();
+            let x = random_x(&mut rng, cols * nt);
+            let mut s = Scratch::default();
+            let mut first: Option<Vec<f32>> = None;
+            for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
+                if !dot.available() {
+                    eprintln!("CPU lacks {dot:?}: not compared");
+                    continue;
+                }
+                let p = pack_for(Isa::Avx2, dot, &w);
+                let mut y = vec![f32::NAN; rows * nt];
+                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+                match &first {
+                    None => first = Some(y),
+                    Some(f) => assert!(
+                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{ty} {rows}x{cols} nt={nt}: {dot:?} differs from Maddubs"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Extreme values: every quant at its largest (and Q8_0 at −128 / 127, Q6_K
+/// scales ±127) against activations all at ±127, where any i16 sum that
+/// could saturate would (the random cases rarely get there).
+#[test]
+fn packed_extreme_values_do_not_saturate() {
+    let mut rng = Rng(0xE7);
+    let (rows, cols, nt) = (32, 512, 3);
+    // Token 0 all +1, token 1 all −1, token 2 alternating in sign per 16.
+    let mut x = vec![1.0f32; cols * nt];
+    for (i, v) in x.iter_mut().enumerate() {
+        if i / cols == 1 || (i / cols == 2 && (i / 16) % 2 == 1) {
+            *v = -1.0;
+        }
+    }
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        let mut data = random_k_weights(&mut rng, ty, rows, cols);
+        for (bi, blk) in data.chunks_exact_mut(ty.type_size()).enumerate() {
+            match ty {
+                GgmlType::Q6_K => {
+                    blk[..192].fill(0xFF);
+                    blk[192..208].fill(if bi % 2 == 0 { 0x7F } else { 0x81 });
+                }
+                GgmlType::Q5_K => blk[4..176].fill(0xFF),
+                _ => blk[4..144].fill(0xFF),
+            }
+        }
+        for (isa, dot) in isas(ty) {
+            assert_k_close(isa, dot, ty, rows, cols, &data, &x, nt);
+        }
+    }
+    let ty = GgmlType::Q8_0;
+    let mut data = random_weights(&mut rng, ty, rows, cols);
+    for (bi, blk) in data.chunks_exact_mut(34).enumerate() {
+        blk[2..].fill(if (bi / 3) % 2 == 0 { 0x80 } else { 0x7F });
+    }
+    let w = Weights::new(ty, rows, cols, &data).unwrap();
+    let terms = abs_terms(&w, &x, nt);
+    let mut s = Scratch::default();
+    let mut yref = vec![0f32; rows * nt];
+    matmul_with_isa(Isa::Scalar, &w, &x, nt, &mut yref, &mut s).unwrap();
+    for (isa, dot) in isas(ty) {
+        let p = pack_for(isa, dot, &w);
+        let mut y = vec![f32::NAN; rows * nt];
+        matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+        for i in 0..y.len() {
+            let bound = (cols / 32 + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
+            assert!(
+                (y[i] - yref[i]).abs() <= bound,
+                "Q8_0 {isa:?}/{dot:?} extreme: {} vs {} at {i}",
+                y[i],
+                yref[i]
+            );
+        }
+    }
+}

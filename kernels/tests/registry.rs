@@ -53,6 +53,7 @@ fn prepare_keeps_or_packs_and_matmul_agrees_with_the_scalar_path() {
         let scalar = Config {
             isa: Some(Isa::Scalar),
             repack: true,
+            ..Config::default()
         };
         let m = prepare(&w, &scalar).unwrap();
         assert!(!m.is_packed() && m.isa() == Isa::Scalar, "{ty}");
@@ -64,7 +65,15 @@ fn prepare_keeps_or_packs_and_matmul_agrees_with_the_scalar_path() {
 
         // The process's ISA: packed where the registry has a layout.
         for repack in [false, true] {
-            let m = prepare(&w, &Config { isa: None, repack }).unwrap();
+            let m = prepare(
+                &w,
+                &Config {
+                    isa: None,
+                    repack,
+                    ..Config::default()
+                },
+            )
+            .unwrap();
             let packable = phi_kernels::packed::packed_isa()
                 .is_some_and(|isa| phi_kernels::packed::supports(isa, ty));
             assert_eq!(m.is_packed(), repack && packable, "{ty} repack={repack}");

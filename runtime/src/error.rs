@@ -88,10 +88,12 @@ impl PhiError {
             PhiError::Gguf(_) => K::InvalidModel,
             PhiError::Kernel(KernelError::Unsupported(_)) => K::UnsupportedModel,
             PhiError::Kernel(KernelError::Shape(_)) => K::InvalidModel,
-            // A `PHI_ISA` request this CPU cannot honour.
-            PhiError::Kernel(KernelError::IsaUnavailable(_) | KernelError::UnknownIsa(_)) => {
-                K::InvalidArgument
-            }
+            // A `PHI_ISA` / `PHI_AVX2_DOT` request this CPU cannot honour.
+            PhiError::Kernel(
+                KernelError::IsaUnavailable(_)
+                | KernelError::UnknownIsa(_)
+                | KernelError::UnknownAvx2Dot(_),
+            ) => K::InvalidArgument,
             PhiError::Tokenizer(T::UnknownModel(_) | T::UnknownPreTokenizer(_)) => {
                 K::UnsupportedModel
             }

@@ -72,7 +72,8 @@ pub struct Model {
 pub struct ModelOptions {
     /// Repack the weights the kernels have a faster interleaved layout for on
     /// this CPU (the kernels' registry decides per type; e.g. on AVX2 the
-    /// Q4_x / Q5_x types, on AVX-512 VNNI also Q8_0, IQ4_NL and K-quants) and
+    /// Q4_x / Q5_x types, Q8_0 and Q4_K / Q5_K / Q6_K, on AVX-512 VNNI also
+    /// IQ4_NL, Q2_K, Q3_K and IQ4_XS) and
     /// release their mapped pages, so the weights are still resident only
     /// once. `false` keeps every weight in the mapping (zero-copy).
     /// Default: true; [`ModelOptions::from_env`]: unless `PHI_REPACK=0`.

@@ -71,14 +71,18 @@ pub(crate) fn mat_variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
 
 /// The packed group tile of `ty` for the packed ISA `pisa` and the most
 /// tokens it takes per call, if there is one.
-pub(crate) fn packed_tile(ty: GgmlType, pisa: Isa) -> Option<(PackedTileFn, usize)> {
+pub(crate) fn packed_tile(
+    ty: GgmlType,
+    pisa: Isa,
+    dot: Option<crate::dispatch::Avx2Dot>,
+) -> Option<(PackedTileFn, usize)> {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_64::packed_tile(ty, pisa)
+        x86_64::packed_tile(ty, pisa, dot)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (ty, pisa);
+        let _ = (ty, pisa, dot);
         None
     }
 }

@@ -3,28 +3,51 @@
 //! K-quants: `k_avx2.rs`, `k_avx512.rs`.
 
 /// `for_nt!(nt, f[P..](args))` is `f::<P.., nt>(args)` for a run-time `nt` in 1..=16 (the packed group
-/// tiles are instantiated per token count).
+/// tiles are instantiated per token count); `for_nt!(@ nt, f[P..](args); 1 2 ..)`
+/// for the listed counts only.
 macro_rules! for_nt {
-    ($nt:expr, $f:ident [$($p:tt),*] ($($arg:expr),*)) => {
+    (@call $f:ident [$($p:tt),*] ($($arg:expr),*) $n:literal) => {
+        $f::<$($p,)* $n>($($arg),*)
+    };
+    (@ $nt:expr, $f:ident $ps:tt $args:tt; $($n:literal)*) => {
         match $nt {
-            1 => $f::<$($p,)* 1>($($arg),*),
-            2 => $f::<$($p,)* 2>($($arg),*),
-            3 => $f::<$($p,)* 3>($($arg),*),
-            4 => $f::<$($p,)* 4>($($arg),*),
-            5 => $f::<$($p,)* 5>($($arg),*),
-            6 => $f::<$($p,)* 6>($($arg),*),
-            7 => $f::<$($p,)* 7>($($arg),*),
-            8 => $f::<$($p,)* 8>($($arg),*),
-            9 => $f::<$($p,)* 9>($($arg),*),
-            10 => $f::<$($p,)* 10>($($arg),*),
-            11 => $f::<$($p,)* 11>($($arg),*),
-            12 => $f::<$($p,)* 12>($($arg),*),
-            13 => $f::<$($p,)* 13>($($arg),*),
-            14 => $f::<$($p,)* 14>($($arg),*),
-            15 => $f::<$($p,)* 15>($($arg),*),
-            16 => $f::<$($p,)* 16>($($arg),*),
+            $($n => for_nt!(@call $f $ps $args $n),)*
             _ => debug_assert!(false, "packed tile of {} tokens", $nt),
         }
+    };
+    ($nt:expr, $f:ident $ps:tt $args:tt) => {
+        for_nt!(@ $nt, $f $ps $args; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    };
+}
+
+/// `for_nt4!(nt, f[P..](args))`: [`for_nt`] for the 256-bit packed tiles of
+/// at most 4 tokens.
+macro_rules! for_nt4 {
+    ($nt:expr, $f:ident $ps:tt $args:tt) => {
+        for_nt!(@ $nt, $f $ps $args; 1 2 3 4)
+    };
+}
+
+/// `for_each_dot!(m)` invokes `m!(module, Dot type, target features)` for
+/// each flavour of the 256-bit packed kernels (`vnni_dot::Dot`), the module
+/// names matching `Avx2Dot`'s: `avx2` (Maddubs), `avxvnni`, `avx512vl`.
+macro_rules! for_each_dot {
+    ($m:ident) => {
+        $m!(
+            avx2,
+            crate::arch::x86_64::vnni_dot::Maddubs,
+            "avx2,fma,f16c"
+        );
+        $m!(
+            avxvnni,
+            crate::arch::x86_64::vnni_dot::AvxVnni,
+            "avx2,fma,f16c,avxvnni"
+        );
+        $m!(
+            avx512vl,
+            crate::arch::x86_64::vnni_dot::Avx512Vl,
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+        );
     };
 }
 
@@ -112,11 +135,16 @@ pub(crate) mod avx512;
 pub(crate) mod k_avx2;
 pub(crate) mod k_avx512;
 pub(crate) mod packed_avx2;
+pub(crate) mod packed_avx2_k;
+pub(crate) mod packed_avx2_q8;
 pub(crate) mod packed_avx512;
 pub(crate) mod packed_k_avx512;
 pub(crate) mod quant_act;
+pub(crate) mod quant_k_act;
 pub(crate) mod vec;
+pub(crate) mod vnni_dot;
 
+use crate::dispatch::Avx2Dot;
 use crate::tile::{MatFn, PackedTileFn};
 use crate::{GgmlType, Isa};
 
@@ -163,16 +191,33 @@ pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::tile::QuantizeActFn> 
         GgmlType::Q8_0 => Some(quant_act::quantize_act_q8_0),
         GgmlType::Q8_1 => Some(quant_act::quantize_act_q8_1),
         GgmlType::F16 => Some(quant_act::quantize_act_f16),
+        GgmlType::Q8_K => Some(quant_k_act::quantize_act_q8_k),
         _ => None,
     }
 }
 
 /// The packed group tile of `ty` for `pisa` (`Avx512`: VNNI kernels, every
-/// packed type; `Avx2`: the nibble types) and its most tokens per call.
-pub(crate) fn packed_tile(ty: GgmlType, pisa: Isa) -> Option<(PackedTileFn, usize)> {
-    match pisa {
-        Isa::Avx512 => packed_avx512::tile_for(ty).or_else(|| packed_k_avx512::tile_for(ty)),
-        Isa::Avx2 => packed_avx2::tile_for(ty),
+/// packed type; `Avx2`: the 256-bit kernels of Q4_0 / Q4_1 / Q5_0 / Q5_1 /
+/// Q8_0 / Q4_K / Q5_K / Q6_K with the dot instruction `dot`) and its most
+/// tokens per call. `None` for `Avx2` without a flavour.
+pub(crate) fn packed_tile(
+    ty: GgmlType,
+    pisa: Isa,
+    dot: Option<Avx2Dot>,
+) -> Option<(PackedTileFn, usize)> {
+    // The first of the flavour module `$m`'s 256-bit kernels that has `ty`.
+    macro_rules! avx2_tile {
+        ($m:ident) => {
+            packed_avx2::$m::tile_for(ty)
+                .or_else(|| packed_avx2_q8::$m::tile_for(ty))
+                .or_else(|| packed_avx2_k::$m::tile_for(ty))
+        };
+    }
+    match (pisa, dot) {
+        (Isa::Avx512, _) => packed_avx512::tile_for(ty).or_else(|| packed_k_avx512::tile_for(ty)),
+        (Isa::Avx2, Some(Avx2Dot::Maddubs)) => avx2_tile!(avx2),
+        (Isa::Avx2, Some(Avx2Dot::AvxVnni)) => avx2_tile!(avxvnni),
+        (Isa::Avx2, Some(Avx2Dot::Avx512Vl)) => avx2_tile!(avx512vl),
         _ => None,
     }
 }

@@ -11,12 +11,15 @@
 //! on AVX-512, at the driver's `−bias·Σa`; blocks are combined as
 //! `isum·(d_w·d_a)` (+ `m_w·s_a`) in f32.
 //!
-//! Q8_0 and IQ4_NL are not here: their unsigned bytes (up to 255) would
-//! saturate `vpmaddubsw`, and their unpacked AVX2 kernels already stream
-//! at the memory's speed (Q8_0) or close to it.
+//! Written over `vnni_dot::Dot` like the Q8_0 / K-quant 256-bit kernels:
+//! with AVX-VNNI (or AVX-512 VNNI + VL) each group is one `vpdpbusd`
+//! instead of the `vpmaddubsw` / i16 add / `vpmaddwd` sequence; the integers
+//! and so the results are the same. IQ4_NL is not here: its unsigned
+//! codebook bytes (up to 255) would saturate `vpmaddubsw`.
 
 use core::arch::x86_64::*;
 
+use super::vnni_dot::Dot;
 use crate::formats::layout::Block32;
 use crate::formats::packed_layout::l32::*;
 use crate::tile::{PackedTile as Tile, PackedTileFn};
@@ -28,132 +31,136 @@ const PF_DIST: usize = 4096;
 /// the nibble types, see `tile_for`).
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; otherwise the contract of
+/// The CPU has `D`'s ISA, AVX2, FMA and F16C; otherwise the contract of
 /// `packed_avx512::group_tile` (`tile.qs` has `nb · quant_bytes(K)` bytes
 /// readable, `tile.sc` `nb · scale_bytes(K)`, each of the `T` activation rows
 /// has `nb · act_block(K)` bytes at its start and `nb·8` at `side_off`, and
 /// `out` has 16 writable floats at every `t·out_stride`, `t < T`).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
-    let qb = quant_bytes(K);
-    let sb = scale_bytes(K);
-    let ab = act_block(K);
-    let aq = ab - 32;
-    let q5 = K == Q5_0 || K == Q5_1;
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m10 = _mm256_set1_epi8(0x10);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); 2]; T];
-    for b in 0..tile.nb {
-        // SAFETY: block b < nb of the group's quants and scales is readable
-        // (caller); unaligned loads need no alignment.
-        let (p, s) = unsafe { (tile.qs.add(b * qb), tile.sc.add(b * sb)) };
-        if T == 1 {
-            // gemv streams the weights: prefetch ahead (a hint, never faults).
-            let ahead = p.wrapping_add(PF_DIST);
-            for l in 0..qb / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
-            }
-        }
-        for h in 0..2 {
-            // SAFETY: the half-vectors 32h..32h+32 of the block's quant
-            // vectors, its fifth-bit vector (Q5_x) and the 8 f16 scales of rows
-            // 8h.. lie inside block b (caller).
-            let (wv, dw, mw) = unsafe {
-                let mut wv = [_mm256_setzero_si256(); 8];
-                for k in 0..4 {
-                    let v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
-                    wv[k] = _mm256_and_si256(v, m4);
-                    wv[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                }
-                if q5 {
-                    // Bit j of each fifth-bit byte moved to bit 4 of group j.
-                    let hv = _mm256_loadu_si256(p.add(256 + 32 * h) as *const __m256i);
-                    for (j, w) in wv.iter_mut().enumerate() {
-                        let hs = match j {
-                            0 => _mm256_slli_epi16::<4>(hv),
-                            1 => _mm256_slli_epi16::<3>(hv),
-                            2 => _mm256_slli_epi16::<2>(hv),
-                            3 => _mm256_slli_epi16::<1>(hv),
-                            4 => hv,
-                            5 => _mm256_srli_epi16::<1>(hv),
-                            6 => _mm256_srli_epi16::<2>(hv),
-                            _ => _mm256_srli_epi16::<3>(hv),
-                        };
-                        *w = _mm256_or_si256(*w, _mm256_and_si256(hs, m10));
-                    }
-                }
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h) as *const __m128i));
-                let mw = if has_min(K) {
-                    _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h) as *const __m128i))
-                } else {
-                    _mm256_setzero_ps()
-                };
-                (wv, dw, mw)
-            };
-            for (t, acc_t) in acc.iter_mut().enumerate() {
-                // SAFETY: token t < T has block b's activation block and its 8
-                // side bytes readable (caller); all reads are unaligned.
-                let (isum, da, sa) = unsafe {
-                    let (row, da, init, sa) = tile.side32(t, b, has_min(K));
-                    let q = row.add(b * ab + aq);
-                    let mut isum = _mm256_set1_epi32(init);
-                    for quad in 0..2 {
-                        let mut s16 = _mm256_setzero_si256();
-                        for (j, w) in wv.iter().enumerate().skip(4 * quad).take(4) {
-                            let g = core::ptr::read_unaligned(q.add(4 * j) as *const i32);
-                            let prod = _mm256_maddubs_epi16(*w, _mm256_set1_epi32(g));
-                            s16 = _mm256_add_epi16(s16, prod);
-                        }
-                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
-                    }
-                    (isum, da, sa)
-                };
-                acc_t[h] = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(isum),
-                    _mm256_mul_ps(dw, _mm256_set1_ps(da)),
-                    acc_t[h],
-                );
-                if has_min(K) {
-                    acc_t[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sa), acc_t[h]);
-                }
-            }
-        }
-    }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: 16 floats at out + t·out_stride are writable (caller).
-        unsafe {
-            let o = tile.out.add(t * tile.out_stride);
-            _mm256_storeu_ps(o, acc_t[0]);
-            _mm256_storeu_ps(o.add(8), acc_t[1]);
-        }
-    }
-}
-
-/// [`group_tile`] for `nt` tokens (1..=`AVX2_TILE_TOKENS`) chosen at run time.
-///
-/// # Safety
-/// As [`group_tile`] with `T = nt`; `1 <= nt <= AVX2_TILE_TOKENS`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
-    // SAFETY: forwarded contract; each arm passes T = nt.
+#[inline(always)]
+unsafe fn group_body<D: Dot, const K: u8, const T: usize>(tile: &Tile) {
+    // SAFETY: the caller's contract: the CPU has `D`'s ISA (AVX2, FMA and
+    // F16C included) for every intrinsic; the pointer reads below are
+    // justified where they happen.
     unsafe {
-        match nt {
-            1 => group_tile::<K, 1>(tile),
-            2 => group_tile::<K, 2>(tile),
-            _ => debug_assert!(false, "packed_avx2::group_tile_n: nt = {nt}"),
+        let qb = quant_bytes(K);
+        let sb = scale_bytes(K);
+        let ab = act_block(K);
+        let aq = ab - 32;
+        let q5 = K == Q5_0 || K == Q5_1;
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+        for b in 0..tile.nb {
+            // SAFETY: block b < nb of the group's quants and scales is readable
+            // (caller); unaligned loads need no alignment.
+            let (p, s) = (tile.qs.add(b * qb), tile.sc.add(b * sb));
+            if T == 1 {
+                // gemv streams the weights: prefetch ahead (a hint, never faults).
+                let ahead = p.wrapping_add(PF_DIST);
+                for l in 0..qb / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+                }
+            }
+            for h in 0..2 {
+                // SAFETY: the half-vectors 32h..32h+32 of the block's quant
+                // vectors, its fifth-bit vector (Q5_x) and the 8 f16 scales of rows
+                // 8h.. lie inside block b (caller).
+                let (wv, dw, mw) = {
+                    let mut wv = [_mm256_setzero_si256(); 8];
+                    for k in 0..4 {
+                        let v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
+                        wv[k] = _mm256_and_si256(v, m4);
+                        wv[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    }
+                    if q5 {
+                        // Bit j of each fifth-bit byte moved to bit 4 of group j.
+                        let hv = _mm256_loadu_si256(p.add(256 + 32 * h) as *const __m256i);
+                        for (j, w) in wv.iter_mut().enumerate() {
+                            *w = super::packed_avx2_k::merge_fifth_bit(*w, hv, j);
+                        }
+                    }
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h) as *const __m128i));
+                    let mw = if has_min(K) {
+                        _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h) as *const __m128i))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    (wv, dw, mw)
+                };
+                for (t, acc_t) in acc.iter_mut().enumerate() {
+                    // SAFETY: token t < T has block b's activation block and its 8
+                    // side bytes readable (caller); all reads are unaligned.
+                    let (isum, da, sa) = {
+                        let (row, da, init, sa) = tile.side32(t, b, has_min(K));
+                        let q = row.add(b * ab + aq);
+                        // AVX2: 4 groups per i16 sum (|Σ| ≤ 4·2·31·127).
+                        let init = _mm256_set1_epi32(init);
+                        let isum = if q5 {
+                            D::dot::<8, 31>(init, &wv, q)
+                        } else {
+                            D::dot::<8, 15>(init, &wv, q)
+                        };
+                        (isum, da, sa)
+                    };
+                    acc_t[h] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(isum),
+                        _mm256_mul_ps(dw, _mm256_set1_ps(da)),
+                        acc_t[h],
+                    );
+                    if has_min(K) {
+                        acc_t[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sa), acc_t[h]);
+                    }
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter().enumerate() {
+            // SAFETY: 16 floats at out + t·out_stride are writable (caller).
+            {
+                let o = tile.out.add(t * tile.out_stride);
+                _mm256_storeu_ps(o, acc_t[0]);
+                _mm256_storeu_ps(o.add(8), acc_t[1]);
+            }
         }
     }
 }
 
-/// The AVX2 packed tile of `ty` (the nibble types) and its tokens per call.
-pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
-    let f: PackedTileFn = match Block32::from_type(ty)? {
-        Block32::Q4_0 => group_tile_n::<Q4_0>,
-        Block32::Q4_1 => group_tile_n::<Q4_1>,
-        Block32::Q5_0 => group_tile_n::<Q5_0>,
-        Block32::Q5_1 => group_tile_n::<Q5_1>,
-        Block32::Q8_0 | Block32::IQ4_NL => return None,
+/// Instantiates [`group_body`] for one [`Dot`] inside functions compiled
+/// for its ISA, with the dispatch over the token count.
+macro_rules! instantiate {
+    ($modname:ident, $dot:ty, $features:literal) => {
+        pub(crate) mod $modname {
+            use super::*;
+
+            #[target_feature(enable = $features)]
+            unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
+                // SAFETY: forwarded contract; this function has the ISA.
+                unsafe { group_body::<$dot, K, T>(tile) }
+            }
+
+            /// The tile of kind `K` for `nt` tokens (1..=`AVX2_TILE_TOKENS`).
+            ///
+            /// # Safety
+            /// The CPU has the ISA; the contract of `group_body` with
+            /// `T = nt`, `1 <= nt <= AVX2_TILE_TOKENS`.
+            #[target_feature(enable = $features)]
+            unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
+                // SAFETY: forwarded contract; each arm passes T = nt.
+                unsafe { for_nt!(@ nt, group_tile[K](tile); 1 2) }
+            }
+
+            /// This flavour's packed tile of `ty` (the nibble types) and
+            /// its tokens per call.
+            pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
+                let f: PackedTileFn = match Block32::from_type(ty)? {
+                    Block32::Q4_0 => group_tile_n::<Q4_0>,
+                    Block32::Q4_1 => group_tile_n::<Q4_1>,
+                    Block32::Q5_0 => group_tile_n::<Q5_0>,
+                    Block32::Q5_1 => group_tile_n::<Q5_1>,
+                    Block32::Q8_0 | Block32::IQ4_NL => return None,
+                };
+                Some((f, AVX2_TILE_TOKENS))
+            }
+        }
     };
-    Some((f, AVX2_TILE_TOKENS))
 }
+
+for_each_dot!(instantiate);

@@ -1,0 +1,303 @@
+//! 256-bit bodies of the repacked Q4_K / Q5_K / Q6_K matmul
+//! (`crate::packed`), written once over [`Dot`] and instantiated for AVX2
+//! (`vpmaddubsw`), AVX-VNNI and AVX-512 VNNI + VL (`vpdpbusd` on ymm).
+//!
+//! They read the AVX-512 records unchanged (`packed_k_avx512.rs` describes
+//! them): each 64-byte vector of 16 rows is two 32-byte halves, rows `0..8`
+//! and `8..16`, and a tile runs the super-blocks once per half (the second
+//! pass finds the group's records in L1/L2: 28–110 KiB for 3072–8192
+//! columns). Per half, sub-block and token the quants' dot is one
+//! [`Dot::dot_scaled`] (AVX2: 8 / 4 / 2 groups per i16 sum for Q4_K / Q5_K /
+//! Q6_K, one `vpmaddwd` by the scale each; VNNI: 8 / 8 / 4 `vpdpbusd` and one
+//! `vpmulld`).
+//!
+//! Offsets and mins go through the Q8_K block's own sums, not through the
+//! dots' start values, so that the scale can be folded into the AVX2
+//! `vpmaddwd`: Q4_K / Q5_K subtract `Σ_p (m_2p, m_2p+1)·(pair sums)` (the
+//! driver's side words: 32-element sums as i16 pairs), Q6_K subtracts
+//! `32·Σ_g sc_g·bsum_g` (one `vpmaddwd` of the stored scale pairs with the
+//! bsum pairs per 32 elements). Every integer equals the scalar reference's;
+//! per super-block `acc += isum·(d_w·d_a) − imin·(dmin_w·d_a)` in f32.
+
+use core::arch::x86_64::*;
+
+use super::vnni_dot::Dot;
+use crate::formats::packed_layout::k_layout::*;
+use crate::tile::{PackedTile as KTile, PackedTileFn};
+
+/// gemv prefetch distance in records.
+const PF_RECS: usize = 4;
+
+/// Tokens per register tile (16 ymm registers: 8 weight vectors, the scale,
+/// `T` i32 sums and the temporaries).
+pub(crate) const TILE_TOKENS: usize = 4;
+
+/// Prefetch hint for the `part`-th of `parts` slices of the record
+/// `PF_RECS` ahead (never faults).
+#[inline(always)]
+fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
+    let ahead = rec.wrapping_add(PF_RECS * len);
+    let lines = len / 64;
+    for l in part * lines / parts..(part + 1) * lines / parts {
+        // SAFETY: prefetch is a hint; it does not fault on any address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l) as *const i8) };
+    }
+}
+
+/// `w | (bit j of h moved to bit 4)` in every byte (16-bit shifts only
+/// spill into bits the `0x10` mask drops). Shared with `packed_avx2.rs`.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline(always)]
+pub(crate) unsafe fn merge_fifth_bit(w: __m256i, h: __m256i, j: usize) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let hs = match j {
+            0 => _mm256_slli_epi16::<4>(h),
+            1 => _mm256_slli_epi16::<3>(h),
+            2 => _mm256_slli_epi16::<2>(h),
+            3 => _mm256_slli_epi16::<1>(h),
+            4 => h,
+            5 => _mm256_srli_epi16::<1>(h),
+            6 => _mm256_srli_epi16::<2>(h),
+            _ => _mm256_srli_epi16::<3>(h),
+        };
+        _mm256_or_si256(w, _mm256_and_si256(hs, _mm256_set1_epi8(0x10)))
+    }
+}
+
+/// Stores the `T` tokens' 8-row results of half `h`.
+///
+/// # Safety
+/// AVX; 16 floats writable at every `out + t·out_stride`, `t < T`.
+#[inline(always)]
+unsafe fn store<const T: usize>(tile: &KTile, h: usize, acc: &[__m256; T]) {
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: floats 8h..8h+8 of token t's 16 (caller).
+        unsafe { _mm256_storeu_ps(tile.out.add(t * tile.out_stride + 8 * h), *a) };
+    }
+}
+
+/// 16 rows × `T` tokens of a Q4_K (`Q5 == false`) or Q5_K group.
+///
+/// # Safety
+/// The CPU has `D`'s ISA (and AVX2, FMA, F16C); `tile.qs` has `nb` records of
+/// [`Q4_K_REC`] (Q5_K: [`Q5_K_REC`]) bytes readable; each of the `T`
+/// activation rows has `nb` Q8_K blocks (292 bytes) at its start and `nb·16`
+/// side bytes at `side_off` readable; `out` has 16 writable floats at every
+/// `t·out_stride`, `t < T`.
+#[inline(always)]
+unsafe fn q4_k_body<D: Dot, const Q5: bool, const T: usize>(tile: &KTile) {
+    // SAFETY: the whole body runs under the caller's ISA guarantee; every
+    // pointer below stays inside record b (offsets < rec_len) or token t's
+    // activation row (block b, side words of b), as the caller guarantees.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let rec_len = if Q5 { Q5_K_REC } else { Q4_K_REC };
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..tile.nb {
+                let rec = tile.qs.wrapping_add(b * rec_len);
+                let mut isum = [_mm256_setzero_si256(); T];
+                for j in 0..8 {
+                    if T == 1 && h == 0 {
+                        prefetch_part(rec, rec_len, j, 8);
+                    }
+                    let c = j / 2;
+                    let mut wv = [_mm256_setzero_si256(); 8];
+                    for (k, w) in wv.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(rec.add((8 * c + k) * 64 + 32 * h) as *const _);
+                        *w = if j % 2 == 0 {
+                            _mm256_and_si256(v, m4)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)
+                        };
+                        if Q5 {
+                            let hv = _mm256_loadu_si256(
+                                rec.add(Q5K_QH + 64 * k + 32 * h) as *const __m256i
+                            );
+                            *w = merge_fifth_bit(*w, hv, j);
+                        }
+                    }
+                    let sc = D::scale(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        rec.add(Q4K_SC + 16 * j + 8 * h) as *const __m128i,
+                    )));
+                    for (t, is) in isum.iter_mut().enumerate() {
+                        let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_QS + 32 * j);
+                        *is = if Q5 {
+                            D::dot_scaled::<8, 31>(*is, &wv, q, sc)
+                        } else {
+                            D::dot_scaled::<8, 15>(*is, &wv, q, sc)
+                        };
+                    }
+                }
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(Q4K_D + 16 * h) as *const _));
+                let mw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(Q4K_DMIN + 16 * h) as *const _));
+                let mut mins = [_mm256_setzero_si256(); 4];
+                for (p, m) in mins.iter_mut().enumerate() {
+                    *m = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                        rec.add(Q4K_MIN + 32 * p + 16 * h) as *const __m128i
+                    ));
+                }
+                for (t, acc_t) in acc.iter_mut().enumerate() {
+                    let row = tile.a.add(t * tile.a_stride);
+                    let da = _mm256_set1_ps(core::ptr::read_unaligned(
+                        row.add(b * A_BLOCK) as *const f32
+                    ));
+                    let side = row.add(tile.side_off + b * Q4K_SIDE);
+                    let mut im = _mm256_setzero_si256();
+                    for (p, m) in mins.iter().enumerate() {
+                        let pair = core::ptr::read_unaligned(side.add(4 * p) as *const i32);
+                        im = D::dot_i16(im, *m, _mm256_set1_epi32(pair));
+                    }
+                    *acc_t =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, da), *acc_t);
+                    *acc_t =
+                        _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_mul_ps(mw, da), *acc_t);
+                }
+            }
+            store::<T>(tile, h, &acc);
+        }
+    }
+}
+
+/// 16 rows × `T` tokens of a Q6_K group.
+///
+/// # Safety
+/// As [`q4_k_body`] with records of [`Q6_K_REC`] bytes (no side bytes read).
+#[inline(always)]
+unsafe fn q6_k_body<D: Dot, const T: usize>(tile: &KTile) {
+    // SAFETY: as in `q4_k_body`: the caller's ISA, every pointer inside
+    // record b or token t's Q8_K block b.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m30 = _mm256_set1_epi8(0x30);
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..tile.nb {
+                let rec = tile.qs.wrapping_add(b * Q6_K_REC);
+                let mut isum = [_mm256_setzero_si256(); T];
+                let mut pairs = [_mm256_setzero_si256(); 8];
+                for n in 0..2 {
+                    for qi in 0..4 {
+                        let p = 4 * n + qi;
+                        if T == 1 && h == 0 {
+                            prefetch_part(rec, Q6_K_REC, p, 8);
+                        }
+                        // Scales (sc_2p, sc_2p+1) as the i16 halves of lane r.
+                        let sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                            rec.add(Q6K_SC + 32 * p + 16 * h) as *const __m128i,
+                        ));
+                        pairs[p] = sp;
+                        let sc = [
+                            D::scale(_mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(sp))),
+                            D::scale(_mm256_srai_epi32::<16>(sp)),
+                        ];
+                        let mut wv = [_mm256_setzero_si256(); 8];
+                        for (k, w) in wv.iter_mut().enumerate() {
+                            let l = _mm256_loadu_si256(
+                                rec.add(((2 * n + qi % 2) * 8 + k) * 64 + 32 * h) as *const _,
+                            );
+                            let hv = _mm256_loadu_si256(
+                                rec.add(Q6K_QH + (8 * n + k) * 64 + 32 * h) as *const _,
+                            );
+                            let lo = if qi < 2 {
+                                _mm256_and_si256(l, m4)
+                            } else {
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(l), m4)
+                            };
+                            let hs = match qi {
+                                0 => _mm256_slli_epi16::<4>(hv),
+                                1 => _mm256_slli_epi16::<2>(hv),
+                                2 => hv,
+                                _ => _mm256_srli_epi16::<2>(hv),
+                            };
+                            *w = _mm256_or_si256(lo, _mm256_and_si256(hs, m30));
+                        }
+                        let w0 = [wv[0], wv[1], wv[2], wv[3]];
+                        let w1 = [wv[4], wv[5], wv[6], wv[7]];
+                        for (t, is) in isum.iter_mut().enumerate() {
+                            let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_QS + 32 * p);
+                            *is = D::dot_scaled::<4, 63>(*is, &w0, q, sc[0]);
+                            *is = D::dot_scaled::<4, 63>(*is, &w1, q.add(16), sc[1]);
+                        }
+                    }
+                }
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(Q6K_D + 16 * h) as *const _));
+                for (t, acc_t) in acc.iter_mut().enumerate() {
+                    let blk = tile.a.add(t * tile.a_stride + b * A_BLOCK);
+                    let da = _mm256_set1_ps(core::ptr::read_unaligned(blk as *const f32));
+                    // Σ_g sc_g·bsum_g: the offset 32 times it is removed.
+                    let mut corr = _mm256_setzero_si256();
+                    for (p, sp) in pairs.iter().enumerate() {
+                        let bs = core::ptr::read_unaligned(blk.add(260 + 4 * p) as *const i32);
+                        corr = D::dot_i16(corr, *sp, _mm256_set1_epi32(bs));
+                    }
+                    let is = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(corr));
+                    *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, da), *acc_t);
+                }
+            }
+            store::<T>(tile, h, &acc);
+        }
+    }
+}
+
+/// Instantiates the bodies for one [`Dot`] inside functions compiled for
+/// its ISA, and their dispatch over kind and token count.
+macro_rules! instantiate {
+    ($modname:ident, $dot:ty, $features:literal) => {
+        pub(crate) mod $modname {
+            use super::*;
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4_k<const Q5: bool, const T: usize>(tile: &KTile) {
+                // SAFETY: forwarded contract; this function has the ISA.
+                unsafe { q4_k_body::<$dot, Q5, T>(tile) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q6_k<const T: usize>(tile: &KTile) {
+                // SAFETY: forwarded contract; this function has the ISA.
+                unsafe { q6_k_body::<$dot, T>(tile) }
+            }
+
+            /// Tile functions (see [`PackedTileFn`]) for `nt` tokens.
+            ///
+            /// # Safety
+            /// The CPU has the ISA; the contract of the type's body with
+            /// `T = nt`, `1 <= nt <= TILE_TOKENS`.
+            #[target_feature(enable = $features)]
+            unsafe fn q4_k_n(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract; each arm passes T = nt.
+                unsafe { for_nt4!(nt, q4_k[false](tile)) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q5_k_n(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract; each arm passes T = nt.
+                unsafe { for_nt4!(nt, q4_k[true](tile)) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q6_k_n(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract; each arm passes T = nt.
+                unsafe { for_nt4!(nt, q6_k[](tile)) }
+            }
+
+            /// This flavour's tile of `ty` (Q4_K, Q5_K or Q6_K) and its
+            /// tokens per call.
+            pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
+                let f: PackedTileFn = match ty {
+                    crate::GgmlType::Q4_K => q4_k_n,
+                    crate::GgmlType::Q5_K => q5_k_n,
+                    crate::GgmlType::Q6_K => q6_k_n,
+                    _ => return None,
+                };
+                Some((f, TILE_TOKENS))
+            }
+        }
+    };
+}
+
+for_each_dot!(instantiate);
