@@ -1,6 +1,6 @@
 //! Q4_1: 32 weights per block, 4-bit unsigned `q * d + m`.
 
-use super::{min_max, read_block, trunc_i8, BlockQ8_1, QK};
+use super::{min_max, trunc_i8, BlockQ8_1, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -68,23 +68,12 @@ pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     sum
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ4_1>(src, i) {
-            dequantize_row_q4_1(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q4_1);
 }
 
+/// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ4_1>(w, i), read_block::<BlockQ8_1>(a, i))
-        else {
-            break;
-        };
-        sum += block_dot_q4_1_q8_1(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
-            + wb.m.to_f32() * ab.s.to_f32();
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q4_1_q8_1)
 }

@@ -1,6 +1,6 @@
 //! Q5_0: 32 weights per block, 5-bit signed (q - 16) times an f16 scale.
 
-use super::{read_block, signed_absmax, trunc_i8, BlockQ8_0, QK};
+use super::{signed_absmax, trunc_i8, BlockQ8_0, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -80,22 +80,12 @@ pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     sum
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ5_0>(src, i) {
-            dequantize_row_q5_0(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q5_0);
 }
 
+/// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ5_0>(w, i), read_block::<BlockQ8_0>(a, i))
-        else {
-            break;
-        };
-        sum += block_dot_q5_0_q8_0(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32());
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q5_0_q8_0)
 }
