@@ -1,6 +1,6 @@
 //! Q4_0: 32 weights per block, 4-bit signed (q - 8) times an f16 scale.
 
-use super::{signed_absmax, trunc_i8, BlockQ8_0, QK};
+use super::{pack_nibbles, quantize_signed_block, BlockQ8_0, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -18,17 +18,9 @@ const _: () = assert!(core::mem::size_of::<BlockQ4_0>() == 18);
 pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (max, _) = signed_absmax(xb);
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, q) = quantize_signed_block(xb, 8);
         yb.d = f16::from_f32(d);
-        for j in 0..QK / 2 {
-            let x0 = xb[j] * id;
-            let x1 = xb[j + QK / 2] * id;
-            let q0 = trunc_i8(x0 + 8.5).min(15) as u8;
-            let q1 = trunc_i8(x1 + 8.5).min(15) as u8;
-            yb.qs[j] = q0 | (q1 << 4);
-        }
+        pack_nibbles(&q, &mut yb.qs);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Q4_1: 32 weights per block, 4-bit unsigned `q * d + m`.
 
-use super::{min_max, trunc_i8, BlockQ8_1, QK};
+use super::{pack_nibbles, quantize_min_block, trunc_i8, BlockQ8_1, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -18,18 +18,10 @@ const _: () = assert!(core::mem::size_of::<BlockQ4_1>() == 20);
 pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (min, max) = min_max(xb);
-        let d = (max - min) / 15.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, min, q) = quantize_min_block(xb, 15.0, |v| trunc_i8(v).min(15) as u8);
         yb.d = f16::from_f32(d);
         yb.m = f16::from_f32(min);
-        for j in 0..QK / 2 {
-            let x0 = (xb[j] - min) * id;
-            let x1 = (xb[j + QK / 2] - min) * id;
-            let q0 = trunc_i8(x0 + 0.5).min(15) as u8;
-            let q1 = trunc_i8(x1 + 0.5).min(15) as u8;
-            yb.qs[j] = q0 | (q1 << 4);
-        }
+        pack_nibbles(&q, &mut yb.qs);
     }
 }
 

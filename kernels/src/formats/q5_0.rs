@@ -1,6 +1,6 @@
 //! Q5_0: 32 weights per block, 5-bit signed (q - 16) times an f16 scale.
 
-use super::{signed_absmax, trunc_i8, BlockQ8_0, QK};
+use super::{pack_nibbles, quantize_signed_block, BlockQ8_0, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -29,21 +29,9 @@ pub(crate) fn q5_value(qs: &[u8; 16], qh: u32, j: usize) -> u8 {
 pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (max, _) = signed_absmax(xb);
-        let d = max / -16.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, q) = quantize_signed_block(xb, 16);
         yb.d = f16::from_f32(d);
-        let mut qh = 0u32;
-        for j in 0..QK / 2 {
-            let x0 = xb[j] * id;
-            let x1 = xb[j + QK / 2] * id;
-            let q0 = trunc_i8(x0 + 16.5).min(31) as u8;
-            let q1 = trunc_i8(x1 + 16.5).min(31) as u8;
-            yb.qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
-            qh |= (((q0 & 0x10) >> 4) as u32) << j;
-            qh |= (((q1 & 0x10) >> 4) as u32) << (j + QK / 2);
-        }
-        yb.qh = qh.to_le_bytes();
+        yb.qh = pack_nibbles(&q, &mut yb.qs).to_le_bytes();
     }
 }
 
