@@ -4,7 +4,7 @@
 //! [`KVALUES_IQ4NL`].
 
 use super::k_quants::{BlockQ8_K, QK_K};
-use super::{read_block, BlockQ8_0};
+use super::BlockQ8_0;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -153,50 +153,22 @@ pub fn vec_dot_iq4_xs_q8_k(x: &[BlockIQ4_XS], y: &[BlockQ8_K]) -> f32 {
 
 /// Byte-level IQ4_NL dequantizer (any alignment).
 pub(crate) fn dequantize_iq4_nl_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, out) in dst.chunks_exact_mut(QK4_NL).enumerate() {
-        if let Some(b) = read_block::<BlockIQ4_NL>(src, i) {
-            dequantize_row_iq4_nl(core::slice::from_ref(&b), out);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK4_NL, dequantize_row_iq4_nl);
 }
 
 /// Byte-level IQ4_NL × Q8_0 reference dot of `n` elements (any alignment).
 pub(crate) fn vec_dot_iq4_nl_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK4_NL {
-        let (Some(wb), Some(ab)) = (
-            read_block::<BlockIQ4_NL>(w, i),
-            read_block::<BlockQ8_0>(a, i),
-        ) else {
-            break;
-        };
-        sum += vec_dot_iq4_nl_q8_0(core::slice::from_ref(&wb), core::slice::from_ref(&ab));
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK4_NL, vec_dot_iq4_nl_q8_0)
 }
 
 /// Byte-level IQ4_XS dequantizer (any alignment).
 pub(crate) fn dequantize_iq4_xs_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, out) in dst.chunks_exact_mut(QK_K).enumerate() {
-        if let Some(b) = read_block::<BlockIQ4_XS>(src, i) {
-            dequantize_row_iq4_xs(core::slice::from_ref(&b), out);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK_K, dequantize_row_iq4_xs);
 }
 
 /// Byte-level IQ4_XS × Q8_K reference dot of `n` elements (any alignment).
 pub(crate) fn vec_dot_iq4_xs_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK_K {
-        let (Some(wb), Some(ab)) = (
-            read_block::<BlockIQ4_XS>(w, i),
-            read_block::<BlockQ8_K>(a, i),
-        ) else {
-            break;
-        };
-        sum += vec_dot_iq4_xs_q8_k(core::slice::from_ref(&wb), core::slice::from_ref(&ab));
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK_K, vec_dot_iq4_xs_q8_k)
 }
 
 // ---------------------------------------------------------------------------
@@ -222,14 +194,7 @@ fn nearest_code(v: f32) -> u8 {
 /// around "largest magnitude ↦ -127" and "↦ 113", each followed by the
 /// closed-form least-squares scale for its codebook assignment.
 fn fit_iq4(x: &[f32]) -> f32 {
-    let mut max = 0.0f32;
-    let mut amax = 0.0f32;
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = super::signed_absmax(x);
     if amax == 0.0 {
         return 0.0;
     }

@@ -18,7 +18,6 @@
 //! search for the sub-block scales (and mins), not bit-identical to
 //! llama.cpp's output but of comparable error (see the crate README).
 
-use super::read_block;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -638,14 +637,7 @@ fn fit_scale_min(x: &[f32], w: &[f32], nmax: i32, steps: i32) -> (f32, f32) {
 /// Weighted least-squares fit of `x ≈ s·q` with integer `q ∈ -nmin..=nmax`
 /// (symmetric types). Returns `s` (possibly negative).
 fn fit_scale_sym(x: &[f32], w: &[f32], nmin: i32, nmax: i32, steps: i32) -> f32 {
-    let mut max = 0.0f32;
-    let mut amax = 0.0f32;
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = super::signed_absmax(x);
     if amax == 0.0 {
         return 0.0;
     }
@@ -943,26 +935,13 @@ macro_rules! byte_fns {
     ($blk:ty, $deq:ident, $dot:ident, $deq_bytes:ident, $dot_bytes:ident) => {
         /// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 256` blocks.
         pub(crate) fn $deq_bytes(src: &[u8], dst: &mut [f32]) {
-            for (i, out) in dst.chunks_exact_mut(QK_K).enumerate() {
-                if let Some(b) = read_block::<$blk>(src, i) {
-                    $deq(core::slice::from_ref(&b), out);
-                }
-            }
+            super::dequantize_blocks(src, dst, QK_K, $deq);
         }
 
         /// Byte-level reference dot (any alignment) of `n` elements against
         /// Q8_K activations; same arithmetic as the slice version.
         pub(crate) fn $dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            let mut sum = 0.0f32;
-            for i in 0..n / QK_K {
-                let (Some(wb), Some(ab)) =
-                    (read_block::<$blk>(w, i), read_block::<BlockQ8_K>(a, i))
-                else {
-                    break;
-                };
-                sum += $dot(core::slice::from_ref(&wb), core::slice::from_ref(&ab));
-            }
-            sum
+            super::vec_dot_blocks::<$blk, BlockQ8_K>(n, w, a, QK_K, $dot)
         }
     };
 }
@@ -1005,11 +984,7 @@ byte_fns!(
 
 /// Byte-level Q8_K dequantizer (activation-only type).
 pub(crate) fn dequantize_q8_k_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, out) in dst.chunks_exact_mut(QK_K).enumerate() {
-        if let Some(b) = read_block::<BlockQ8_K>(src, i) {
-            dequantize_row_q8_k(core::slice::from_ref(&b), out);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK_K, dequantize_row_q8_k);
 }
 
 /// Activation quantizer on bytes: `out` (4-byte aligned, as the driver's

@@ -1,6 +1,6 @@
 //! Q4_0: 32 weights per block, 4-bit signed (q - 8) times an f16 scale.
 
-use super::{read_block, signed_absmax, trunc_i8, BlockQ8_0, QK};
+use super::{pack_nibbles, quantize_signed_block, BlockQ8_0, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -18,17 +18,9 @@ const _: () = assert!(core::mem::size_of::<BlockQ4_0>() == 18);
 pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (max, _) = signed_absmax(xb);
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, q) = quantize_signed_block(xb, 8);
         yb.d = f16::from_f32(d);
-        for j in 0..QK / 2 {
-            let x0 = xb[j] * id;
-            let x1 = xb[j + QK / 2] * id;
-            let q0 = trunc_i8(x0 + 8.5).min(15) as u8;
-            let q1 = trunc_i8(x1 + 8.5).min(15) as u8;
-            yb.qs[j] = q0 | (q1 << 4);
-        }
+        pack_nibbles(&q, &mut yb.qs);
     }
 }
 
@@ -69,23 +61,10 @@ pub fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
 
 /// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ4_0>(src, i) {
-            dequantize_row_q4_0(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q4_0);
 }
 
 /// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ4_0>(w, i), read_block::<BlockQ8_0>(a, i))
-        else {
-            break;
-        };
-        let d = wb.d.to_f32() * ab.d.to_f32();
-        sum += block_dot_q4_0_q8_0(&wb, &ab) as f32 * d;
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q4_0_q8_0)
 }

@@ -1,6 +1,6 @@
 //! Q4_1: 32 weights per block, 4-bit unsigned `q * d + m`.
 
-use super::{min_max, read_block, trunc_i8, BlockQ8_1, QK};
+use super::{pack_nibbles, quantize_min_block, trunc_i8, BlockQ8_1, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -18,18 +18,10 @@ const _: () = assert!(core::mem::size_of::<BlockQ4_1>() == 20);
 pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (min, max) = min_max(xb);
-        let d = (max - min) / 15.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, min, q) = quantize_min_block(xb, 15.0, |v| trunc_i8(v).min(15) as u8);
         yb.d = f16::from_f32(d);
         yb.m = f16::from_f32(min);
-        for j in 0..QK / 2 {
-            let x0 = (xb[j] - min) * id;
-            let x1 = (xb[j + QK / 2] - min) * id;
-            let q0 = trunc_i8(x0 + 0.5).min(15) as u8;
-            let q1 = trunc_i8(x1 + 0.5).min(15) as u8;
-            yb.qs[j] = q0 | (q1 << 4);
-        }
+        pack_nibbles(&q, &mut yb.qs);
     }
 }
 
@@ -68,23 +60,12 @@ pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     sum
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ4_1>(src, i) {
-            dequantize_row_q4_1(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q4_1);
 }
 
+/// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ4_1>(w, i), read_block::<BlockQ8_1>(a, i))
-        else {
-            break;
-        };
-        sum += block_dot_q4_1_q8_1(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
-            + wb.m.to_f32() * ab.s.to_f32();
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q4_1_q8_1)
 }

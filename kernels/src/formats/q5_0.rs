@@ -1,6 +1,6 @@
 //! Q5_0: 32 weights per block, 5-bit signed (q - 16) times an f16 scale.
 
-use super::{read_block, signed_absmax, trunc_i8, BlockQ8_0, QK};
+use super::{pack_nibbles, quantize_signed_block, BlockQ8_0, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -29,21 +29,9 @@ pub(crate) fn q5_value(qs: &[u8; 16], qh: u32, j: usize) -> u8 {
 pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (max, _) = signed_absmax(xb);
-        let d = max / -16.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, q) = quantize_signed_block(xb, 16);
         yb.d = f16::from_f32(d);
-        let mut qh = 0u32;
-        for j in 0..QK / 2 {
-            let x0 = xb[j] * id;
-            let x1 = xb[j + QK / 2] * id;
-            let q0 = trunc_i8(x0 + 16.5).min(31) as u8;
-            let q1 = trunc_i8(x1 + 16.5).min(31) as u8;
-            yb.qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
-            qh |= (((q0 & 0x10) >> 4) as u32) << j;
-            qh |= (((q1 & 0x10) >> 4) as u32) << (j + QK / 2);
-        }
-        yb.qh = qh.to_le_bytes();
+        yb.qh = pack_nibbles(&q, &mut yb.qs).to_le_bytes();
     }
 }
 
@@ -80,22 +68,12 @@ pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     sum
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ5_0>(src, i) {
-            dequantize_row_q5_0(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q5_0);
 }
 
+/// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ5_0>(w, i), read_block::<BlockQ8_0>(a, i))
-        else {
-            break;
-        };
-        sum += block_dot_q5_0_q8_0(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32());
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q5_0_q8_0)
 }

@@ -1,7 +1,7 @@
 //! Q5_1: 32 weights per block, 5-bit unsigned `q * d + m`.
 
 use super::q5_0::q5_value;
-use super::{min_max, read_block, BlockQ8_1, QK};
+use super::{pack_nibbles, quantize_min_block, BlockQ8_1, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -21,22 +21,10 @@ const _: () = assert!(core::mem::size_of::<BlockQ5_1>() == 24);
 pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let (min, max) = min_max(xb);
-        let d = (max - min) / 31.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, min, q) = quantize_min_block(xb, 31.0, |v| v as u8);
         yb.d = f16::from_f32(d);
         yb.m = f16::from_f32(min);
-        let mut qh = 0u32;
-        for j in 0..QK / 2 {
-            let x0 = (xb[j] - min) * id;
-            let x1 = (xb[j + QK / 2] - min) * id;
-            let q0 = (x0 + 0.5) as u8;
-            let q1 = (x1 + 0.5) as u8;
-            yb.qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
-            qh |= (((q0 & 0x10) >> 4) as u32) << j;
-            qh |= (((q1 & 0x10) >> 4) as u32) << (j + QK / 2);
-        }
-        yb.qh = qh.to_le_bytes();
+        yb.qh = pack_nibbles(&q, &mut yb.qs).to_le_bytes();
     }
 }
 
@@ -75,23 +63,12 @@ pub fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     sum
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ5_1>(src, i) {
-            dequantize_row_q5_1(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q5_1);
 }
 
+/// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ5_1>(w, i), read_block::<BlockQ8_1>(a, i))
-        else {
-            break;
-        };
-        sum += block_dot_q5_1_q8_1(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32())
-            + wb.m.to_f32() * ab.s.to_f32();
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q5_1_q8_1)
 }

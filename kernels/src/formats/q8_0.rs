@@ -1,7 +1,7 @@
 //! Q8_0: 32 signed bytes per block times an f16 scale. Used both as a
 //! weight format and as the activation partner of Q4_0 / Q5_0 / Q8_0.
 
-use super::{abs_max, read_block, QK};
+use super::{quantize_q8_block, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -20,13 +20,7 @@ const _: () = assert!(core::mem::size_of::<BlockQ8_0>() == 34);
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let amax = abs_max(xb);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        yb.d = f16::from_f32(d);
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
-        }
+        yb.d = f16::from_f32(quantize_q8_block(xb, &mut yb.qs, false));
     }
 }
 
@@ -38,13 +32,7 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 pub fn quantize_row_q8_0_act(x: &[f32], y: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let amax = abs_max(xb);
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        yb.d = f16::from_f32(d);
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
-        }
+        yb.d = f16::from_f32(quantize_q8_block(xb, &mut yb.qs, true));
     }
 }
 
@@ -78,24 +66,14 @@ pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     sum
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = read_block::<BlockQ8_0>(src, i) {
-            dequantize_row_q8_0(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q8_0);
 }
 
+/// Byte-level reference dot (any alignment): `n` elements.
 pub(crate) fn vec_dot_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..n / QK {
-        let (Some(wb), Some(ab)) = (read_block::<BlockQ8_0>(w, i), read_block::<BlockQ8_0>(a, i))
-        else {
-            break;
-        };
-        sum += block_dot_q8_0_q8_0(&wb, &ab) as f32 * (wb.d.to_f32() * ab.d.to_f32());
-    }
-    sum
+    super::vec_dot_blocks(n, w, a, QK, vec_dot_q8_0_q8_0)
 }
 
 /// Activation quantizer on bytes: `out` holds `x.len() / 32` blocks.

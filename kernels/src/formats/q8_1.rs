@@ -1,6 +1,6 @@
 //! Q8_1: Q8_0 plus `s = d * Σq`, the activation partner of Q4_1 / Q5_1.
 
-use super::{abs_max, QK};
+use super::{quantize_q8_block, QK};
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
@@ -17,36 +17,24 @@ const _: () = assert!(core::mem::size_of::<BlockQ8_1>() == 36);
 /// Quantizes like ggml's `quantize_row_q8_1_ref`: as Q8_0's reference
 /// quantizer, plus `s = fp16(Σq · d)` with the unrounded f32 `d`.
 pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
-    debug_assert_eq!(x.len(), y.len() * QK);
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let amax = abs_max(xb);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        yb.d = f16::from_f32(d);
-        let mut sum = 0i32;
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
-            sum += *q as i32;
-        }
-        yb.s = f16::from_f32(sum as f32 * d);
-    }
+    quantize_q8_1_with(x, y, false);
 }
 
 /// Quantizes activations as ggml-cpu does on x86 (multiplier `127 / amax`,
 /// round to nearest even, `s = fp16(d · Σq)`); see
 /// [`super::q8_0::quantize_row_q8_0_act`].
 pub fn quantize_row_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
+    quantize_q8_1_with(x, y, true);
+}
+
+/// Both Q8_1 quantizers: [`quantize_q8_block`] per block, then
+/// `s = fp16(d · Σq)` with the unrounded f32 `d`.
+fn quantize_q8_1_with(x: &[f32], y: &mut [BlockQ8_1], act: bool) {
     debug_assert_eq!(x.len(), y.len() * QK);
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let amax = abs_max(xb);
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let d = quantize_q8_block(xb, &mut yb.qs, act);
         yb.d = f16::from_f32(d);
-        let mut sum = 0i32;
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
-            sum += *q as i32;
-        }
+        let sum: i32 = yb.qs.iter().map(|&q| q as i32).sum();
         yb.s = f16::from_f32(d * sum as f32);
     }
 }
@@ -62,12 +50,9 @@ pub fn dequantize_row_q8_1(x: &[BlockQ8_1], y: &mut [f32]) {
     }
 }
 
+/// Byte-level dequantizer (any alignment): `src` holds `dst.len() / 32` blocks.
 pub(crate) fn dequantize_bytes(src: &[u8], dst: &mut [f32]) {
-    for (i, yb) in dst.chunks_exact_mut(QK).enumerate() {
-        if let Some(b) = super::read_block::<BlockQ8_1>(src, i) {
-            dequantize_row_q8_1(core::slice::from_ref(&b), yb);
-        }
-    }
+    super::dequantize_blocks(src, dst, QK, dequantize_row_q8_1);
 }
 
 /// Activation quantizer on bytes: `out` holds `x.len() / 32` blocks.

@@ -20,11 +20,9 @@ use crate::GgmlType;
 use core::arch::aarch64::*;
 
 use crate::formats::iq4::{BlockIQ4_NL, BlockIQ4_XS};
-use crate::formats::k_quants::{BlockQ2_K, BlockQ3_K, BlockQ6_K, BlockQ8_K};
+use crate::formats::k_quants::{BlockQ6_K, BlockQ8_K};
 use core::mem::{offset_of, size_of};
 
-const Q2_K_BYTES: usize = size_of::<BlockQ2_K>();
-const Q3_K_BYTES: usize = size_of::<BlockQ3_K>();
 const Q6_K_BYTES: usize = size_of::<BlockQ6_K>();
 const IQ4_XS_BYTES: usize = size_of::<BlockIQ4_XS>();
 const IQ4_NL_BYTES: usize = size_of::<BlockIQ4_NL>();
@@ -156,125 +154,131 @@ fn s8(v: uint8x16_t) -> int8x16_t {
     unsafe { vreinterpretq_s8_u8(v) }
 }
 
-/// Q2_K · Q8_K rows (`T` activation rows). Block: `scales[16]`,
-/// `qs[64]`, `d`, `dmin`.
+/// The float step of the types with mins (Q2_K, Q4_K, Q5_K), the scalar
+/// reference's expression per token: `sum += (d·d_a)·sumi − (dmin·d_a)·summs`
+/// with `summs(a)` the block's `Σ min·bsum`.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 84 bytes, every
-/// `a[t]` as many Q8_K blocks.
+/// NEON; every `ab[t]` is a whole Q8_K block.
 #[inline(always)]
-unsafe fn row_q2_k<D: I8Dot, const T: usize>(
-    n: usize,
-    w: *const u8,
-    a: [*const u8; T],
-) -> [f32; T] {
-    let mut sums = [0.0f32; T];
-    for i in 0..n / QK_K {
-        // SAFETY: block i of the weight row and of every activation row lies
-        // inside the caller's bytes; all offsets below stay inside the
-        // 84- / 292-byte blocks.
-        unsafe {
-            let wb = w.add(i * Q2_K_BYTES);
-            let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
-            let sc = bytes::<16>(wb);
-            // Mins (high nibbles), widened for the bsums products.
-            let mins = vshrq_n_u8::<4>(vld1q_u8(wb));
-            let m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins)));
-            let m1 = vreinterpretq_s16_u16(vmovl_high_u8(mins));
-
-            let three = vdupq_n_u8(3);
-            let mut acc = [vdupq_n_s32(0); T];
-            for h in 0..2 {
-                let mut q0 = vld1q_u8(wb.add(16 + 32 * h));
-                let mut q1 = vld1q_u8(wb.add(32 + 32 * h));
-                for j in 0..4 {
-                    let sb = 8 * h + 2 * j;
-                    let off = 128 * h + 32 * j;
-                    let w0 = s8(vandq_u8(q0, three));
-                    let w1 = s8(vandq_u8(q1, three));
-                    let (s0, s1) = ((sc[sb] & 0xF) as i32, (sc[sb + 1] & 0xF) as i32);
-                    for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
-                        *acc_t = sub16::<D>(*acc_t, w0, q8k_qs(ab_t, off), s0);
-                        *acc_t = sub16::<D>(*acc_t, w1, q8k_qs(ab_t, off + 16), s1);
-                    }
-                    q0 = vshrq_n_u8::<2>(q0);
-                    q1 = vshrq_n_u8::<2>(q1);
-                }
-            }
-            let (dw, dminw) = (load_f16(wb.add(80)), load_f16(wb.add(82)));
-            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
-                let (b0, b1) = q8k_bsums(ab_t);
-                let mut ms = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
-                ms = vmlal_high_s16(ms, b0, m0);
-                ms = vmlal_s16(ms, vget_low_s16(b1), vget_low_s16(m1));
-                ms = vmlal_high_s16(ms, b1, m1);
-                let summs = vaddvq_s32(ms);
-                let sumi = vaddvq_s32(acc_t);
-                let yd = q8k_d(ab_t);
-                let dall = yd * dw;
-                let dmin = yd * dminw;
-                *sum += dall * sumi as f32 - dmin * summs as f32;
-            }
-        }
+unsafe fn acc_with_mins<const T: usize>(
+    sums: &mut [f32; T],
+    acc: [int32x4_t; T],
+    ab: &[*const u8; T],
+    (dw, dminw): (f32, f32),
+    summs: impl Fn(*const u8) -> i32,
+) {
+    for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(ab) {
+        // SAFETY: forwarded contract.
+        let (yd, sumi) = unsafe { (q8k_d(ab_t), vaddvq_s32(acc_t)) };
+        let summs = summs(ab_t);
+        *sum += dw * yd * sumi as f32 - dminw * yd * summs as f32;
     }
-    sums
 }
 
-/// Q3_K · Q8_K rows (`T` activation rows). Block: `hmask[32]`, `qs[64]`,
-/// `scales[12]`, `d`.
+/// The float step of the types without mins (Q3_K, Q6_K, IQ4_XS):
+/// `sum += d·d_a·sumi` per token.
 ///
 /// # Safety
 ///
-/// `D`'s CPU features; `w` holds `n / 256` blocks of 110 bytes, every
+/// NEON; every `ab[t]` is a whole Q8_K block.
+#[inline(always)]
+unsafe fn acc_plain<const T: usize>(
+    sums: &mut [f32; T],
+    acc: [int32x4_t; T],
+    ab: &[*const u8; T],
+    dw: f32,
+) {
+    for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(ab) {
+        // SAFETY: forwarded contract.
+        let (yd, sumi) = unsafe { (q8k_d(ab_t), vaddvq_s32(acc_t)) };
+        *sum += dw * yd * sumi as f32;
+    }
+}
+
+/// Q2_K (`Q3 == false`) or Q3_K · Q8_K rows (`T` activation rows). Both
+/// hold 2-bit values in the same `qs` order under 16 sub-block scales.
+/// Q2_K: `scales[16]` (scale and min nibbles), `qs[64]`, `d`, `dmin`.
+/// Q3_K: `hmask[32]`, `qs[64]`, `scales[12]` (signed 6-bit), `d`; a value
+/// is lowered by 4 where its hmask bit is clear.
+///
+/// # Safety
+///
+/// `D`'s CPU features; `w` holds `n / 256` Q2_K (Q3_K) blocks, every
 /// `a[t]` as many Q8_K blocks.
 #[inline(always)]
-unsafe fn row_q3_k<D: I8Dot, const T: usize>(
+unsafe fn row_q23_k<D: I8Dot, const Q3: bool, const T: usize>(
     n: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
+    use crate::formats::layout::fields::{q2_k, q3_k};
+    let (bs, qs) = if Q3 {
+        (q3_k::BS, q3_k::QS)
+    } else {
+        (q2_k::BS, q2_k::QS)
+    };
     let mut sums = [0.0f32; T];
     for i in 0..n / QK_K {
         // SAFETY: block i of the weight row and of every activation row lies
         // inside the caller's bytes; all offsets below stay inside the
-        // 110- / 292-byte blocks.
+        // weight and Q8_K blocks.
         unsafe {
-            let wb = w.add(i * Q3_K_BYTES);
+            let wb = w.add(i * bs);
             let ab: [*const u8; T] = core::array::from_fn(|t| a[t].add(i * Q8_K_BYTES));
-            let sc = unpack_scales_q3_k(&bytes::<12>(wb.add(96)));
-            let hm0 = vld1q_u8(wb);
-            let hm1 = vld1q_u8(wb.add(16));
+            let sc: [i32; 16] = if Q3 {
+                unpack_scales_q3_k(&bytes::<12>(wb.add(q3_k::SC))).map(|s| s as i32)
+            } else {
+                bytes::<16>(wb.add(q2_k::SC)).map(|s| (s & 0xF) as i32)
+            };
+            let (hm0, hm1) = if Q3 {
+                (vld1q_u8(wb.add(q3_k::HM)), vld1q_u8(wb.add(q3_k::HM + 16)))
+            } else {
+                (vdupq_n_u8(0), vdupq_n_u8(0))
+            };
             let (three, four) = (vdupq_n_u8(3), vdupq_n_u8(4));
             let mut acc = [vdupq_n_s32(0); T];
             for h in 0..2 {
-                let mut q0 = vld1q_u8(wb.add(32 + 32 * h));
-                let mut q1 = vld1q_u8(wb.add(48 + 32 * h));
+                let mut q0 = vld1q_u8(wb.add(qs + 32 * h));
+                let mut q1 = vld1q_u8(wb.add(qs + 16 + 32 * h));
                 for j in 0..4 {
                     let sb = 8 * h + 2 * j;
                     let off = 128 * h + 32 * j;
-                    let m = vdupq_n_u8(1 << (4 * h + j));
-                    // Value = low 2 bits − (hmask bit clear ? 4 : 0).
-                    let w0 = vsubq_s8(
-                        s8(vandq_u8(q0, three)),
-                        s8(vbicq_u8(four, vtstq_u8(hm0, m))),
-                    );
-                    let w1 = vsubq_s8(
-                        s8(vandq_u8(q1, three)),
-                        s8(vbicq_u8(four, vtstq_u8(hm1, m))),
-                    );
+                    let mut w0 = s8(vandq_u8(q0, three));
+                    let mut w1 = s8(vandq_u8(q1, three));
+                    if Q3 {
+                        // Value = low 2 bits − (hmask bit clear ? 4 : 0).
+                        let m = vdupq_n_u8(1 << (4 * h + j));
+                        w0 = vsubq_s8(w0, s8(vbicq_u8(four, vtstq_u8(hm0, m))));
+                        w1 = vsubq_s8(w1, s8(vbicq_u8(four, vtstq_u8(hm1, m))));
+                    }
                     for (acc_t, &ab_t) in acc.iter_mut().zip(&ab) {
-                        *acc_t = sub16::<D>(*acc_t, w0, q8k_qs(ab_t, off), sc[sb] as i32);
-                        *acc_t = sub16::<D>(*acc_t, w1, q8k_qs(ab_t, off + 16), sc[sb + 1] as i32);
+                        *acc_t = sub16::<D>(*acc_t, w0, q8k_qs(ab_t, off), sc[sb]);
+                        *acc_t = sub16::<D>(*acc_t, w1, q8k_qs(ab_t, off + 16), sc[sb + 1]);
                     }
                     q0 = vshrq_n_u8::<2>(q0);
                     q1 = vshrq_n_u8::<2>(q1);
                 }
             }
-            let dw = load_f16(wb.add(108));
-            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
-                let sumi = vaddvq_s32(acc_t);
-                *sum += dw * q8k_d(ab_t) * sumi as f32;
+            if Q3 {
+                acc_plain(&mut sums, acc, &ab, load_f16(wb.add(q3_k::D)));
+            } else {
+                // Mins (high nibbles), widened for the bsums products.
+                let mins = vshrq_n_u8::<4>(vld1q_u8(wb.add(q2_k::SC)));
+                let m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins)));
+                let m1 = vreinterpretq_s16_u16(vmovl_high_u8(mins));
+                // (In this unsafe block: `ab_t` is a whole Q8_K block.)
+                let summs = |ab_t| {
+                    let (b0, b1) = q8k_bsums(ab_t);
+                    let mut ms = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
+                    ms = vmlal_high_s16(ms, b0, m0);
+                    ms = vmlal_s16(ms, vget_low_s16(b1), vget_low_s16(m1));
+                    ms = vmlal_high_s16(ms, b1, m1);
+                    vaddvq_s32(ms)
+                };
+                let d = (load_f16(wb.add(q2_k::D)), load_f16(wb.add(q2_k::DMIN)));
+                acc_with_mins(&mut sums, acc, &ab, d, summs);
             }
         }
     }
@@ -340,15 +344,9 @@ unsafe fn row_q45_k<D: I8Dot, const Q5: bool, const T: usize>(
                     *acc_t = sub32::<D>(*acc_t, w_hi, a_hi, sc[2 * k + 1] as i32);
                 }
             }
-            let (dw, dminw) = (load_f16(wb), load_f16(wb.add(2)));
-            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
-                let summs = mins_dot8(&mn, ab_t);
-                let sumi = vaddvq_s32(acc_t);
-                let yd = q8k_d(ab_t);
-                let d = dw * yd;
-                let dmin = dminw * yd;
-                *sum += d * sumi as f32 - dmin * summs as f32;
-            }
+            let d = (load_f16(wb), load_f16(wb.add(2)));
+            // (In this unsafe block: every `ab_t` is a whole Q8_K block.)
+            acc_with_mins(&mut sums, acc, &ab, d, |ab_t| mins_dot8(&mn, ab_t));
         }
     }
     sums
@@ -404,10 +402,7 @@ unsafe fn row_q6_k<D: I8Dot, const T: usize>(
                 }
             }
             let dw = load_f16(wb.add(208));
-            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
-                let sumi = vaddvq_s32(acc_t);
-                *sum += dw * q8k_d(ab_t) * sumi as f32;
-            }
+            acc_plain(&mut sums, acc, &ab, dw);
         }
     }
     sums
@@ -509,18 +504,15 @@ unsafe fn row_iq4_xs<D: I8Dot, const T: usize>(
                 }
             }
             let dw = load_f16(wb);
-            for ((sum, acc_t), &ab_t) in sums.iter_mut().zip(acc).zip(&ab) {
-                let sumi = vaddvq_s32(acc_t);
-                *sum += dw * q8k_d(ab_t) * sumi as f32;
-            }
+            acc_plain(&mut sums, acc, &ab, dw);
         }
     }
     sums
 }
 
 flavours! {
-    Q2_K => row_q2_k[];
-    Q3_K => row_q3_k[];
+    Q2_K => row_q23_k[false];
+    Q3_K => row_q23_k[true];
     Q4_K => row_q45_k[false];
     Q5_K => row_q45_k[true];
     Q6_K => row_q6_k[];

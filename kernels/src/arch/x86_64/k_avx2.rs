@@ -395,87 +395,72 @@ pub(crate) unsafe fn q3_k_scales16(s: *const u8) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32)))
 }
 
-/// One Q3_K weight row against `T` Q8_K activation rows (see [`dot_q45_k_n`]).
+/// One Q2_K (`Q3 == false`) or Q3_K weight row against `T` Q8_K activation
+/// rows (see [`dot_q45_k_n`]). Both store 2-bit values in the same `qs`
+/// order under 16 sub-block scales; Q3_K adds a third bit from `hmask`
+/// (value = low 2 bits | hmask bit << 2, minus the offset 4 taken out through
+/// the block sums) and signed 6-bit scales where Q2_K has 4-bit scales and
+/// mins.
 ///
 /// # Safety
-/// As [`dot_q45_k_n`], with Q3_K weight blocks.
+/// As [`dot_q45_k_n`], with Q2_K (Q3_K) weight blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q3_k_n<const T: usize>(
+pub(crate) unsafe fn dot_q23_k_n<const Q3: bool, const T: usize>(
     nb: usize,
     w: *const u8,
     a: [*const u8; T],
 ) -> [f32; T] {
-    use crate::formats::layout::fields::q3_k::*;
-    let m3 = _mm256_set1_epi8(0x03);
-    let one = _mm256_set1_epi8(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for i in 0..nb {
-        // SAFETY: block i of each operand is in bounds per the contract.
-        unsafe {
-            let x = w.add(i * BS);
-            let dx = f16_at(x.add(D));
-            let sc16 = q3_k_scales16(x.add(SC));
-            // Element value = (low 2 bits | hmask bit << 2) - 4.
-            let mut hm = _mm256_loadu_si256(x.add(HM).cast());
-            let mut sumi = [_mm256_setzero_si256(); T];
-            for n in 0..2 {
-                let mut q = _mm256_loadu_si256(x.add(QS + 32 * n).cast());
-                for j in 0..4 {
-                    let low = _mm256_and_si256(q, m3);
-                    q = _mm256_srli_epi16::<2>(q);
-                    let h = _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one));
-                    hm = _mm256_srli_epi16::<1>(hm);
-                    let u = _mm256_or_si256(low, h);
-                    let s = pair_scales(sc16, (4 * n + j) as i32);
-                    let off = i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j;
-                    dot_group(&mut sumi, u, s, &a, off);
-                }
-            }
-            acc_with_offset::<2, T>(&mut acc, &sumi, &a, i, dx, sc16);
-        }
-    }
-    finish(&acc, None)
-}
-
-/// One Q2_K weight row against `T` Q8_K activation rows (see [`dot_q45_k_n`]).
-///
-/// # Safety
-/// As [`dot_q45_k_n`], with Q2_K weight blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q2_k_n<const T: usize>(
-    nb: usize,
-    w: *const u8,
-    a: [*const u8; T],
-) -> [f32; T] {
-    use crate::formats::layout::fields::q2_k::*;
+    use crate::formats::layout::fields::{q2_k, q3_k};
+    let (bs, qs) = if Q3 {
+        (q3_k::BS, q3_k::QS)
+    } else {
+        (q2_k::BS, q2_k::QS)
+    };
     let m3 = _mm256_set1_epi8(0x03);
     let m4 = _mm_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_m = [_mm256_setzero_ps(); T];
     for i in 0..nb {
         // SAFETY: block i of each operand is in bounds per the contract.
         unsafe {
-            let x = w.add(i * BS);
-            let dx = f16_at(x.add(D));
-            let dmx = f16_at(x.add(DMIN));
-            let raw = _mm_loadu_si128(x.add(SC).cast());
-            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
-            let mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+            let x = w.add(i * bs);
+            // (d, scales, mins, hmask): Q3_K has no mins, Q2_K no hmask.
+            let (dx, sc16, mn16, mut hm) = if Q3 {
+                let hm = _mm256_loadu_si256(x.add(q3_k::HM).cast());
+                let sc16 = q3_k_scales16(x.add(q3_k::SC));
+                (f16_at(x.add(q3_k::D)), sc16, _mm256_setzero_si256(), hm)
+            } else {
+                let raw = _mm_loadu_si128(x.add(q2_k::SC).cast());
+                let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+                let mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+                (f16_at(x.add(q2_k::D)), sc16, mn16, _mm256_setzero_si256())
+            };
             let mut sumi = [_mm256_setzero_si256(); T];
             for n in 0..2 {
-                let mut q = _mm256_loadu_si256(x.add(QS + 32 * n).cast());
+                let mut q = _mm256_loadu_si256(x.add(qs + 32 * n).cast());
                 for j in 0..4 {
-                    let u = _mm256_and_si256(q, m3);
+                    let mut u = _mm256_and_si256(q, m3);
                     q = _mm256_srli_epi16::<2>(q);
+                    if Q3 {
+                        let h = _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one));
+                        hm = _mm256_srli_epi16::<1>(hm);
+                        u = _mm256_or_si256(u, h);
+                    }
                     let s = pair_scales(sc16, (4 * n + j) as i32);
                     let off = i * Q8K_SIZE + Q8K_QS + 128 * n + 32 * j;
                     dot_group(&mut sumi, u, s, &a, off);
                 }
             }
-            acc_with_mins((&mut acc, &mut acc_m), &sumi, &a, i, (dx, dmx), mn16);
+            if Q3 {
+                acc_with_offset::<2, T>(&mut acc, &sumi, &a, i, dx, sc16);
+            } else {
+                let dmx = f16_at(x.add(q2_k::DMIN));
+                acc_with_mins((&mut acc, &mut acc_m), &sumi, &a, i, (dx, dmx), mn16);
+            }
         }
     }
-    finish(&acc, Some(&acc_m))
+    finish(&acc, if Q3 { None } else { Some(&acc_m) })
 }
 
 /// 32 IQ4 codebook values (signed bytes) from 16 packed bytes at `p`: low
@@ -573,8 +558,8 @@ pub(crate) unsafe fn dot_iq4_nl(nb: usize, w: *const u8, a: *const u8) -> f32 {
 k_tiles! {
     "avx2,fma,f16c";
     IQ4_NL => dot_iq4_nl;
-    Q2_K => dot_q2_k_n[];
-    Q3_K => dot_q3_k_n[];
+    Q2_K => dot_q23_k_n[false];
+    Q3_K => dot_q23_k_n[true];
     Q4_K => dot_q45_k_n[false];
     Q5_K => dot_q45_k_n[true];
     Q6_K => dot_q6_k_n[];

@@ -224,24 +224,33 @@ macro_rules! kernels {
                 finish(&acc, None)
             }
 
-            /// One Q3_K weight row against `T` Q8_K activation rows (see
-            /// [`dot_q45_k_n`]).
+            /// One Q2_K (`Q3 == false`) or Q3_K weight row against `T` Q8_K
+            /// activation rows (see [`dot_q45_k_n`] and the AVX2
+            /// `dot_q23_k_n`: Q3_K is Q2_K's 2-bit values plus an `hmask`
+            /// bit, with signed scales and an offset instead of mins).
             ///
             /// # Safety
-            /// As [`dot_q45_k_n`], with Q3_K weight blocks.
+            /// As [`dot_q45_k_n`], with Q2_K (Q3_K) weight blocks.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q3_k_n<const T: usize>(
+            pub(super) unsafe fn dot_q23_k_n<const Q3: bool, const T: usize>(
                 nb: usize,
                 w: *const u8,
                 a: [*const u8; T],
             ) -> [f32; T] {
-                use crate::formats::layout::fields::q3_k::*;
+                use crate::formats::layout::fields::{q2_k, q3_k};
+                let (bs, qs) = if Q3 {
+                    (q3_k::BS, q3_k::QS)
+                } else {
+                    (q2_k::BS, q2_k::QS)
+                };
                 let m3 = _mm512_set1_epi8(0x03);
+                let m4 = _mm_set1_epi8(0x0F);
                 let four = _mm512_set1_epi8(4);
                 let shr = [halves16(0, 2), halves16(4, 6)];
                 let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
-                // hmask bit g of every byte rotated to bit 2 (bit 8b + g of a
-                // dword lands on 8b + 2): g = 4n + 2jj (low half), + 1 (high half).
+                // Q3_K: hmask bit g of every byte rotated to bit 2 (bit 8b + g
+                // of a dword lands on 8b + 2): g = 4n + 2jj (low half), + 1
+                // (high half).
                 let rot = |g: i32| {
                     _mm512_inserti64x4::<1>(
                         _mm512_castsi256_si512(_mm256_set1_epi32((2 - g).rem_euclid(32))),
@@ -250,79 +259,38 @@ macro_rules! kernels {
                 };
                 let rot = [rot(0), rot(2), rot(4), rot(6)];
                 let mut acc = [_mm256_setzero_ps(); T];
-                for i in 0..nb {
-                    // SAFETY: block i of each operand is in bounds per the contract.
-                    unsafe {
-                        let x = w.add(i * BS);
-                        let dx = f16_at(x.add(D));
-                        let sc16 = q3_k_scales16(x.add(SC));
-                        let sc16z = _mm512_castsi256_si512(sc16);
-                        let hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(HM).cast()));
-                        let mut sumi = [_mm512_setzero_si512(); T];
-                        for n in 0..2 {
-                            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                                x.add(QS + 32 * n).cast(),
-                            ));
-                            for jj in 0..2 {
-                                // Bit lanes j = 2jj (low half) and 2jj+1 (high half):
-                                // u = low 2 bits | hmask bit << 2.
-                                let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
-                                let h = _mm512_rolv_epi32(hm, rot[2 * n + jj]);
-                                // 0xF8: A | (B & C).
-                                let u = _mm512_ternarylogic_epi32::<0xF8>(u, h, four);
-                                let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
-                                for t in 0..T {
-                                    let q8 = _mm512_loadu_si512(
-                                        a[t].add(i * Q8K_SIZE + Q8K_QS + 128 * n + 64 * jj).cast(),
-                                    );
-                                    sumi[t] =
-                                        dpwssd!($vnni, sumi[t], _mm512_maddubs_epi16(u, q8), s);
-                                }
-                            }
-                        }
-                        let s256 = core::array::from_fn(|t| fold(sumi[t]));
-                        acc_with_offset::<2, T>(&mut acc, &s256, &a, i, dx, sc16);
-                    }
-                }
-                finish(&acc, None)
-            }
-
-            /// One Q2_K weight row against `T` Q8_K activation rows (see
-            /// [`dot_q45_k_n`]).
-            ///
-            /// # Safety
-            /// As [`dot_q45_k_n`], with Q2_K weight blocks.
-            #[target_feature(enable = $feat)]
-            pub(super) unsafe fn dot_q2_k_n<const T: usize>(
-                nb: usize,
-                w: *const u8,
-                a: [*const u8; T],
-            ) -> [f32; T] {
-                use crate::formats::layout::fields::q2_k::*;
-                let m3 = _mm512_set1_epi8(0x03);
-                let m4 = _mm_set1_epi8(0x0F);
-                let shr = [halves16(0, 2), halves16(4, 6)];
-                let idx = [quad_idx(0), quad_idx(1), quad_idx(2), quad_idx(3)];
-                let mut acc = [_mm256_setzero_ps(); T];
                 let mut acc_m = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     // SAFETY: block i of each operand is in bounds per the contract.
                     unsafe {
-                        let x = w.add(i * BS);
-                        let dx = f16_at(x.add(D));
-                        let dmx = f16_at(x.add(DMIN));
-                        let raw = _mm_loadu_si128(x.add(SC).cast());
-                        let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
-                        let mn16 =
-                            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+                        let x = w.add(i * bs);
+                        // (d, scales, mins, hmask): Q3_K has no mins, Q2_K no hmask.
+                        let (dx, sc16, mn16, hm) = if Q3 {
+                            let hm =
+                                _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(q3_k::HM).cast()));
+                            let sc16 = q3_k_scales16(x.add(q3_k::SC));
+                            (f16_at(x.add(q3_k::D)), sc16, _mm256_setzero_si256(), hm)
+                        } else {
+                            let raw = _mm_loadu_si128(x.add(q2_k::SC).cast());
+                            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+                            let mn16 =
+                                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+                            (f16_at(x.add(q2_k::D)), sc16, mn16, _mm512_setzero_si512())
+                        };
                         let sc16z = _mm512_castsi256_si512(sc16);
                         let mut sumi = [_mm512_setzero_si512(); T];
                         for n in 0..2 {
                             let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                                x.add(QS + 32 * n).cast(),
+                                x.add(qs + 32 * n).cast(),
                             ));
                             for jj in 0..2 {
-                                let u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
+                                // Bit lanes j = 2jj (low half) and 2jj+1 (high half).
+                                let mut u = _mm512_and_si512(_mm512_srlv_epi16(q, shr[jj]), m3);
+                                if Q3 {
+                                    let h = _mm512_rolv_epi32(hm, rot[2 * n + jj]);
+                                    // 0xF8: A | (B & C).
+                                    u = _mm512_ternarylogic_epi32::<0xF8>(u, h, four);
+                                }
                                 let s = _mm512_permutexvar_epi16(idx[2 * n + jj], sc16z);
                                 for t in 0..T {
                                     let q8 = _mm512_loadu_si512(
@@ -334,11 +302,16 @@ macro_rules! kernels {
                             }
                         }
                         let s256 = core::array::from_fn(|t| fold(sumi[t]));
-                        let acc_all = (&mut acc, &mut acc_m);
-                        acc_with_mins(acc_all, &s256, &a, i, (dx, dmx), mn16);
+                        if Q3 {
+                            acc_with_offset::<2, T>(&mut acc, &s256, &a, i, dx, sc16);
+                        } else {
+                            let dmx = f16_at(x.add(q2_k::DMIN));
+                            let acc_all = (&mut acc, &mut acc_m);
+                            acc_with_mins(acc_all, &s256, &a, i, (dx, dmx), mn16);
+                        }
                     }
                 }
-                finish(&acc, Some(&acc_m))
+                finish(&acc, if Q3 { None } else { Some(&acc_m) })
             }
 
             /// 64 IQ4 codebook values from two 16-byte groups `lo_src` /
@@ -492,8 +465,8 @@ macro_rules! kernels {
             k_tiles! {
                 $feat;
                 IQ4_NL => dot_iq4_nl;
-                Q2_K => dot_q2_k_n[];
-                Q3_K => dot_q3_k_n[];
+                Q2_K => dot_q23_k_n[false];
+                Q3_K => dot_q23_k_n[true];
                 Q4_K => dot_q45_k_n[false];
                 Q5_K => dot_q45_k_n[true];
                 Q6_K => dot_q6_k_n[];
