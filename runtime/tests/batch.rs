@@ -34,14 +34,18 @@ fn prompts(n_vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// What `generate` gives the prompt alone in a fresh context.
-fn solo(model: &Arc<Model>, prompt: &[u32], sp: &SamplerParams, max: usize) -> Vec<u32> {
+fn fresh_context(model: &Arc<Model>) -> Context {
     let params = ContextParams {
         n_ctx: N_CTX,
         n_threads: 2,
         ..Default::default()
     };
-    let mut ctx = Context::new(Arc::clone(model), &params).unwrap();
+    Context::new(Arc::clone(model), &params).unwrap()
+}
+
+/// What `generate` gives the prompt alone in a fresh context.
+fn solo(model: &Arc<Model>, prompt: &[u32], sp: &SamplerParams, max: usize) -> Vec<u32> {
+    let mut ctx = fresh_context(model);
     let mut sampler = Sampler::new(sp.clone());
     let mut out = Vec::new();
     let tok = model.tokenizer();
@@ -367,12 +371,7 @@ fn solo_constrained(
     max: usize,
     spec: &ConstraintSpec,
 ) -> (Vec<u32>, Finish, bool) {
-    let params = ContextParams {
-        n_ctx: N_CTX,
-        n_threads: 2,
-        ..Default::default()
-    };
-    let mut ctx = Context::new(Arc::clone(model), &params).unwrap();
+    let mut ctx = fresh_context(model);
     let mut sampler = Sampler::new(sp.clone());
     let vocab = ConstraintVocab::for_model(model).unwrap();
     let mut c = Constraint::new(&vocab, spec).unwrap();
