@@ -5,6 +5,7 @@ Exits non-zero on the first failed check; every call is bounded (max_tokens,
 timeout, no retries) and goes to the loopback address it is given.
 """
 
+import json
 import os
 import sys
 
@@ -76,6 +77,32 @@ assert comp.object == "text_completion"
 assert comp.usage.completion_tokens > 0
 assert isinstance(comp.choices[0].text, str)
 
+# Structured output: a JSON Schema through `response_format`.
+schema = {
+    "type": "object",
+    "properties": {
+        "n": {"type": "integer", "minimum": 0, "maximum": 999},
+        "c": {"enum": ["red", "green", "blue"]},
+    },
+    "required": ["n", "c"],
+    "additionalProperties": False,
+}
+chat = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "Pick a number and a colour."}],
+    max_tokens=64,
+    temperature=0,
+    response_format={
+        "type": "json_schema",
+        "json_schema": {"name": "pick", "strict": True, "schema": schema},
+    },
+)
+assert chat.choices[0].finish_reason == "stop", chat.choices[0]
+answer = json.loads(chat.choices[0].message.content)
+assert set(answer) == {"n", "c"}, answer
+assert isinstance(answer["n"], int) and 0 <= answer["n"] <= 999, answer
+assert answer["c"] in ("red", "green", "blue"), answer
+
 # Errors arrive as the client's exception types.
 try:
     client.chat.completions.create(
@@ -96,5 +123,18 @@ try:
     sys.exit("an unknown route answered")
 except openai.NotFoundError as e:
     assert e.status_code == 404
+try:
+    client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=4,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "bad", "schema": {"type": "no-such-type"}},
+        },
+    )
+    sys.exit("an invalid JSON Schema was accepted")
+except openai.BadRequestError as e:
+    assert e.status_code == 400 and e.param == "response_format", (e.param, str(e))
 
-print("openai client: 6 passed, 0 failed")
+print("openai client: 8 passed, 0 failed")

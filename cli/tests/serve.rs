@@ -629,3 +629,179 @@ fn sigterm_ends_streams_and_exits_zero() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// The schema the structured-output tests ask for: small enough that the
+/// constraint alone ends it within a few tokens, even on random weights.
+fn small_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 999},
+            "ok": {"type": "boolean"},
+            "c": {"enum": ["red", "green", "blue"]}
+        },
+        "required": ["n", "ok", "c"],
+        "additionalProperties": false
+    })
+}
+
+#[test]
+fn structured_output_json_object_and_json_schema() {
+    let srv = Server::start(&["-np", "2"]);
+    let schema = small_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let formats = [
+        json!({"type": "json_schema", "json_schema": {"name": "answer", "strict": true, "schema": schema}}),
+        json!({"type": "json_object"}),
+    ];
+    for rf in formats {
+        let mut body = chat_body("Give me JSON.", 120, false);
+        body["response_format"] = rf.clone();
+        let (s, v) = srv.post("/v1/chat/completions", &body);
+        assert_eq!(s, 200, "{v}");
+        let text = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+        if rf["type"] == "json_schema" || finish == "stop" {
+            // This schema always completes well within the budget.
+            assert_eq!(finish, "stop", "{rf}: {text:?}");
+            let parsed: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(parsed.is_object(), "{text}");
+            assert!(
+                rf["type"] == "json_object" || validator.is_valid(&parsed),
+                "{text} does not match the schema"
+            );
+        } else {
+            // Any object may run on (a random model loves long keys):
+            // then it is cut at max_tokens, an unfinished object.
+            assert_eq!(finish, "length", "{rf}");
+            assert_eq!(v["usage"]["completion_tokens"], 120, "{v}");
+            assert!(text.starts_with('{'), "{text:?}");
+            assert!(serde_json::from_str::<Value>(&text).is_err(), "{text:?}");
+        }
+        // Streamed: the same text at temperature 0.
+        body["stream"] = json!(true);
+        let want = v["choices"][0]["finish_reason"].as_str().unwrap();
+        let (streamed, finish) = streamed_text(&srv.stream("/v1/chat/completions", &body));
+        assert_eq!((streamed.as_str(), finish.as_str()), (text.as_str(), want));
+    }
+    // llama-server's `json_schema` field, on both endpoints, with sampling.
+    let body = json!({"prompt": "Data:", "json_schema": small_schema(), "max_tokens": 120,
+        "temperature": 1.0, "seed": 5});
+    let (s, v) = srv.post("/v1/completions", &body);
+    assert_eq!(s, 200, "{v}");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(
+        validator.is_valid(&serde_json::from_str(text).unwrap()),
+        "{text}"
+    );
+    let mut body = chat_body("JSON please", 120, true);
+    body["json_schema"] = small_schema();
+    let (text, finish) = streamed_text(&srv.stream("/v1/chat/completions", &body));
+    assert_eq!(finish, "stop");
+    assert!(
+        validator.is_valid(&serde_json::from_str(&text).unwrap()),
+        "{text}"
+    );
+    // Cut short by max_tokens: finish reason length.
+    let mut body = chat_body("Give me JSON.", 3, false);
+    body["response_format"] =
+        json!({"type": "json_schema", "json_schema": {"name": "a", "schema": small_schema()}});
+    let (s, v) = srv.post("/v1/chat/completions", &body);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 3, "{v}");
+}
+
+#[test]
+fn lark_grammar_on_completions() {
+    let srv = Server::start(&[]);
+    let re = regex::Regex::new(r"^[0-9]{3}-[a-z]{2,4}( ok)?$").unwrap();
+    for (seed, stream) in [(1, false), (2, true), (3, false)] {
+        let body = json!({"prompt": "Code:", "grammar": "start: /[0-9]{3}-[a-z]{2,4}/ \" ok\"?",
+            "max_tokens": 40, "temperature": 1.0, "seed": seed, "stream": stream});
+        let (text, finish) = if stream {
+            streamed_text(&srv.stream("/v1/completions", &body))
+        } else {
+            let (s, v) = srv.post("/v1/completions", &body);
+            assert_eq!(s, 200, "{v}");
+            (
+                v["choices"][0]["text"].as_str().unwrap().to_string(),
+                v["choices"][0]["finish_reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        };
+        assert_eq!(finish, "stop", "{text:?}");
+        assert!(re.is_match(&text), "{text:?} does not match the grammar");
+    }
+}
+
+#[test]
+fn structured_output_the_engine_cannot_handle_is_a_400() {
+    let srv = Server::start(&[]);
+    let chat = |rf: Value| {
+        let mut b = chat_body("hi", 8, false);
+        b["response_format"] = rf;
+        b
+    };
+    let cases = [
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}}),
+            ),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/missing"}}}),
+            ),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"type": "xml"})),
+            "response_format",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "json_schema": 5}),
+            "json_schema",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "grammar": "start: (("}),
+            "grammar",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "grammar": "root ::= \"a\""}),
+            "grammar",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "grammar": "start: \"a\"", "json_schema": {}}),
+            "grammar",
+        ),
+    ];
+    let generated = srv.metric("phi_generated_tokens_total");
+    for (path, body, param) in cases {
+        let (s, v) = srv.post(path, &body);
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // Refused before any token.
+    assert_eq!(srv.metric("phi_generated_tokens_total"), generated);
+    // The server keeps serving.
+    let (s, _) = srv.post("/v1/chat/completions", &chat_body("hi", 2, false));
+    assert_eq!(s, 200);
+}

@@ -45,6 +45,7 @@
 //! # Ok::<(), phi::PhiError>(())
 //! ```
 
+use crate::constraint::Constraint;
 use crate::context::{
     alloc_kv, default_threads, memory_needed, rotary_inv_freq, Buffers, KvType, LayerKv, Pass, Run,
 };
@@ -139,6 +140,9 @@ pub enum Finish {
     Length,
     /// The sequence's cells are full.
     ContextFull,
+    /// The sequence's [`Constraint`] failed (no token can continue it); the
+    /// output so far is not a complete match.
+    ConstraintError,
 }
 
 /// Log-probabilities of one generated token.
@@ -180,6 +184,8 @@ struct Seq {
     /// The sampled token not yet evaluated (decoding), or None (prefilling).
     pending: Option<u32>,
     generated: Vec<u32>,
+    /// Structured output: the mask for every sampled token.
+    constraint: Option<Constraint>,
 }
 
 struct Slot {
@@ -332,6 +338,25 @@ impl Batch {
     /// vocabulary or leaves no room in `n_ctx` for a generated token, or
     /// `max_tokens` is 0.
     pub fn submit(&mut self, prompt: Vec<u32>, params: SeqParams) -> Result<Admitted> {
+        self.submit_constrained(prompt, params, None)
+    }
+
+    /// [`submit`](Self::submit) with structured output: every token of the
+    /// sequence is sampled from logits masked by `constraint` and committed
+    /// to it (as [`generate_constrained`](crate::generate::generate_constrained)
+    /// does). End-of-generation is allowed only when the output is a complete
+    /// match (`ignore_eos` has no effect: the constraint decides); the
+    /// sequence ends with [`Finish::Stop`] once the constraint is finished,
+    /// with [`Finish::Length`] at `max_tokens` even when the output is not yet
+    /// complete, and with [`Finish::ConstraintError`] if no token can continue
+    /// it. Build the constraint before (it compiles a grammar; the first
+    /// mask is already computed), not on the thread that steps the batch.
+    pub fn submit_constrained(
+        &mut self,
+        prompt: Vec<u32>,
+        params: SeqParams,
+        constraint: Option<Constraint>,
+    ) -> Result<Admitted> {
         let n_vocab = self.model.config.n_vocab;
         if prompt.is_empty() {
             return Err(PhiError::InvalidArgument("the prompt has no tokens".into()));
@@ -340,6 +365,14 @@ impl Batch {
             return Err(PhiError::InvalidArgument(
                 "max_tokens must be at least 1".into(),
             ));
+        }
+        if let Some(c) = &constraint {
+            if c.vocab().n_vocab() != n_vocab {
+                return Err(PhiError::InvalidArgument(format!(
+                    "the constraint masks {} logits, the model has {n_vocab}",
+                    c.vocab().n_vocab()
+                )));
+            }
         }
         if let Some(&id) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(PhiError::BadToken { id, n_vocab });
@@ -386,6 +419,7 @@ impl Batch {
             params,
             sampler,
             pending: None,
+            constraint,
         });
         Ok(Admitted { id, cached_tokens })
     }
@@ -513,7 +547,7 @@ impl Batch {
                     top: top_logprobs(row, n),
                 }
             });
-            if seq.params.ignore_eos {
+            if seq.params.ignore_eos && seq.constraint.is_none() {
                 for &t in &self.eog {
                     if let Some(v) = row.get_mut(t as usize) {
                         *v = f32::NEG_INFINITY;
@@ -521,16 +555,37 @@ impl Batch {
                 }
             }
             apply_penalties(row, seq, &mut self.counts);
-            let next = seq.sampler.sample(row);
+            let next = match &mut seq.constraint {
+                None => seq.sampler.sample(row),
+                Some(c) => {
+                    // The mask, then the token; in place, no allocation.
+                    let sampled = c.apply(row).and_then(|()| {
+                        let t = seq.sampler.sample(row);
+                        c.commit(t).map(|()| t)
+                    });
+                    match sampled {
+                        Ok(t) => t,
+                        Err(_) => {
+                            events.push(Event::end(seq.id, Finish::ConstraintError));
+                            slot.seq = None;
+                            continue;
+                        }
+                    }
+                }
+            };
             let logprobs = logprobs.map(|mut lp| {
                 lp.logprob = logprob_of(&self.raw, next);
                 lp
             });
             seq.generated.push(next);
-            let finish = if model.tokenizer().is_eog(next) && !seq.params.ignore_eos {
+            let eog_stops = !seq.params.ignore_eos || seq.constraint.is_some();
+            let finish = if model.tokenizer().is_eog(next) && eog_stops {
                 events.push(Event::end(seq.id, Finish::Stop));
                 slot.seq = None;
                 continue;
+            } else if seq.constraint.as_ref().is_some_and(Constraint::is_finished) {
+                // Nothing but end-of-generation can follow.
+                Some(Finish::Stop)
             } else if seq.generated.len() >= seq.params.max_tokens {
                 Some(Finish::Length)
             } else {

@@ -3,7 +3,11 @@
 //! it joins, or whether its prefix came from the cache.
 
 use phi::batch::{Batch, BatchParams, Event, Finish, SeqId, SeqParams};
-use phi::{generate, Context, ContextParams, Model, PhiError, Sampler, SamplerParams};
+use phi::constraint::{Constraint, ConstraintSpec, ConstraintVocab};
+use phi::{
+    generate, generate_constrained, Context, ContextParams, Model, PhiError, Sampler,
+    SamplerParams, StopReason,
+};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -30,14 +34,18 @@ fn prompts(n_vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// What `generate` gives the prompt alone in a fresh context.
-fn solo(model: &Arc<Model>, prompt: &[u32], sp: &SamplerParams, max: usize) -> Vec<u32> {
+fn fresh_context(model: &Arc<Model>) -> Context {
     let params = ContextParams {
         n_ctx: N_CTX,
         n_threads: 2,
         ..Default::default()
     };
-    let mut ctx = Context::new(Arc::clone(model), &params).unwrap();
+    Context::new(Arc::clone(model), &params).unwrap()
+}
+
+/// What `generate` gives the prompt alone in a fresh context.
+fn solo(model: &Arc<Model>, prompt: &[u32], sp: &SamplerParams, max: usize) -> Vec<u32> {
+    let mut ctx = fresh_context(model);
     let mut sampler = Sampler::new(sp.clone());
     let mut out = Vec::new();
     let tok = model.tokenizer();
@@ -353,4 +361,136 @@ fn logprobs_and_penalties() {
     toks.sort_unstable();
     toks.dedup();
     assert_eq!(toks.len(), 30);
+}
+
+/// What `generate_constrained` gives the prompt alone, and how it ended.
+fn solo_constrained(
+    model: &Arc<Model>,
+    prompt: &[u32],
+    sp: &SamplerParams,
+    max: usize,
+    spec: &ConstraintSpec,
+) -> (Vec<u32>, Finish, bool) {
+    let mut ctx = fresh_context(model);
+    let mut sampler = Sampler::new(sp.clone());
+    let vocab = ConstraintVocab::for_model(model).unwrap();
+    let mut c = Constraint::new(&vocab, spec).unwrap();
+    let mut out = Vec::new();
+    let tok = model.tokenizer();
+    let stats = generate_constrained(
+        &mut ctx,
+        &mut sampler,
+        prompt,
+        max,
+        |t| tok.is_eog(t),
+        Some(&mut c),
+        |t| {
+            out.push(t);
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    let finish = match stats.stop {
+        StopReason::EndOfGeneration => Finish::Stop,
+        StopReason::Length => Finish::Length,
+        StopReason::Callback => unreachable!("the callback never stops"),
+    };
+    (out, finish, c.is_accepting())
+}
+
+#[test]
+fn constrained_sequences_batched_with_free_ones_equal_solo() {
+    let m = model("phi3-tiny-q4_0");
+    let vocab = ConstraintVocab::for_model(&m).unwrap();
+    let prompts = prompts(m.config().n_vocab);
+    let tok = m.tokenizer();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 99},
+            "c": {"enum": ["red", "green"]}
+        },
+        "required": ["n", "c"],
+        "additionalProperties": false
+    });
+    let specs = [
+        ConstraintSpec::JsonSchema(schema.clone()),
+        ConstraintSpec::Regex("[0-9]{2,4}-[a-z]{1,3}".into()),
+        ConstraintSpec::JsonObject,
+    ];
+    let seeded = SamplerParams {
+        temperature: 0.9,
+        seed: 77,
+        ..Default::default()
+    };
+    for sp in [SamplerParams::greedy(), seeded] {
+        let max = 40;
+        let mut b = batch(&m, 6, 9);
+        // Free sequences interleaved with constrained ones.
+        let mut free = Vec::new();
+        let mut constrained = Vec::new();
+        for (i, p) in prompts.iter().take(6).enumerate() {
+            if i % 2 == 0 {
+                free.push((b.submit(p.clone(), seq(&sp, 24)).unwrap().id, i));
+            } else {
+                let spec = &specs[i / 2];
+                let c = Constraint::new(&vocab, spec).unwrap();
+                let id = b
+                    .submit_constrained(p.clone(), seq(&sp, max), Some(c))
+                    .unwrap()
+                    .id;
+                constrained.push((id, i, spec));
+            }
+        }
+        let mut out = HashMap::new();
+        let finished = drain(&mut b, &mut out);
+        for &(id, i) in &free {
+            assert_eq!(
+                out.get(&id).cloned().unwrap_or_default(),
+                solo(&m, &prompts[i], &sp, 24),
+                "free sequence {i} changed next to constrained ones"
+            );
+        }
+        for &(id, i, spec) in &constrained {
+            let (want, want_finish, accepting) = solo_constrained(&m, &prompts[i], &sp, max, spec);
+            let got = out.get(&id).cloned().unwrap_or_default();
+            assert_eq!(
+                got, want,
+                "{spec:?}: batched differs from generate_constrained"
+            );
+            assert_eq!(finished[&id], want_finish, "{spec:?}: finish reason");
+            let bytes: Vec<u8> = got
+                .iter()
+                .flat_map(|&t| tok.token_to_piece(t, false))
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            // Stop means a complete match; length means it may be cut short.
+            if finished[&id] == Finish::Stop {
+                assert!(
+                    accepting,
+                    "{spec:?}: stopped before the output was complete"
+                );
+                match spec {
+                    ConstraintSpec::Regex(_) => {
+                        let (num, word) = text.split_once('-').unwrap();
+                        assert!((2..=4).contains(&num.len()), "{text}");
+                        assert!(num.bytes().all(|c| c.is_ascii_digit()), "{text}");
+                        assert!((1..=3).contains(&word.len()), "{text}");
+                    }
+                    _ => {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                        assert!(v.is_object(), "{text}");
+                        if let ConstraintSpec::JsonSchema(_) = spec {
+                            assert!(v["n"].as_u64().is_some_and(|n| n <= 99), "{text}");
+                            assert!(["red", "green"].contains(&v["c"].as_str().unwrap()));
+                        }
+                    }
+                }
+            } else {
+                assert_eq!(finished[&id], Finish::Length, "{spec:?}");
+                assert_eq!(got.len(), max);
+            }
+        }
+    }
 }

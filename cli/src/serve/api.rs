@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use phi::batch::SeqParams;
 use phi::tokenizer::ChatMessage;
-use phi::SamplerParams;
+use phi::{ConstraintSpec, SamplerParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -122,6 +122,12 @@ pub struct Sampling {
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<u32>,
+    /// OpenAI's structured output: `{"type": "text" | "json_object" |
+    /// "json_schema", ...}`.
+    pub response_format: Option<Value>,
+    /// llama-server's extensions: a JSON Schema, or a grammar (llguidance Lark).
+    pub json_schema: Option<Value>,
+    pub grammar: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -179,14 +185,6 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
             }
         }
     }
-    if let Some(rf) = obj.get("response_format") {
-        if !(rf.is_null() || rf.get("type").and_then(Value::as_str) == Some("text")) {
-            return Err(ApiError::bad(
-                "only `response_format: {\"type\": \"text\"}` is supported",
-                Some("response_format"),
-            ));
-        }
-    }
     serde_json::from_value(value).map_err(|e| ApiError::bad(format!("invalid request: {e}"), None))
 }
 
@@ -198,6 +196,8 @@ pub struct Settings {
     pub stops: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Structured output, and the request field it came from.
+    pub constraint: Option<(ConstraintSpec, &'static str)>,
 }
 
 fn range(
@@ -229,6 +229,7 @@ impl Sampling {
                 Some("top_logprobs"),
             ));
         }
+        let constraint = self.constraint()?;
         let temperature = range(self.temperature, 0.8, 0.0, 2.0, "temperature")?;
         let top_p = range(self.top_p, 0.95, 0.0, 1.0, "top_p")?;
         let min_p = range(self.min_p, 0.05, 0.0, 1.0, "min_p")?;
@@ -298,7 +299,64 @@ impl Sampling {
                 .stream_options
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
+            constraint,
         })
+    }
+}
+
+impl Sampling {
+    /// The structured-output constraint the request asks for (at most one of
+    /// `response_format`, `json_schema`, `grammar`), with the name of the
+    /// field it came from (for error messages).
+    pub fn constraint(&self) -> Result<Option<(ConstraintSpec, &'static str)>, ApiError> {
+        let mut found = Vec::new();
+        if let Some(rf) = self.response_format.as_ref().filter(|v| !v.is_null()) {
+            let bad = |m: &str| ApiError::bad(m, Some("response_format"));
+            let schema_of = |v: Option<&Value>| match v {
+                None | Some(Value::Null) => None,
+                Some(s) => Some(ConstraintSpec::JsonSchema(s.clone())),
+            };
+            let spec = match rf.get("type").and_then(Value::as_str) {
+                Some("text") => None,
+                // llama-server also takes `{"type": "json_object", "schema": {...}}`.
+                Some("json_object") => {
+                    Some(schema_of(rf.get("schema")).unwrap_or(ConstraintSpec::JsonObject))
+                }
+                Some("json_schema") => {
+                    let Some(js) = rf.get("json_schema").filter(|v| v.is_object()) else {
+                        return Err(bad(
+                            "`response_format` of type `json_schema` needs a `json_schema` object",
+                        ));
+                    };
+                    // Without `schema`, any JSON value (as OpenAI treats it).
+                    Some(
+                        schema_of(js.get("schema"))
+                            .unwrap_or(ConstraintSpec::JsonSchema(Value::Bool(true))),
+                    )
+                }
+                _ => {
+                    return Err(bad(
+                        "`response_format.type` must be `text`, `json_object` or `json_schema`",
+                    ))
+                }
+            };
+            if let Some(spec) = spec {
+                found.push((spec, "response_format"));
+            }
+        }
+        if let Some(js) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
+            found.push((ConstraintSpec::JsonSchema(js.clone()), "json_schema"));
+        }
+        if let Some(g) = &self.grammar {
+            found.push((ConstraintSpec::Lark(g.clone()), "grammar"));
+        }
+        if found.len() > 1 {
+            return Err(ApiError::bad(
+                "give at most one of `response_format` (JSON), `json_schema` and `grammar`",
+                Some(found[1].1),
+            ));
+        }
+        Ok(found.pop())
     }
 }
 
@@ -472,5 +530,58 @@ mod tests {
         let s = ok.sampling.settings(None).unwrap();
         assert_eq!(s.stops, vec!["x".to_string()]);
         assert_eq!(chat_messages(&ok.messages).unwrap()[0].content, "a");
+    }
+
+    #[test]
+    fn structured_output_fields() {
+        let spec = |b: &str| {
+            parse::<ChatRequest>(b.as_bytes())
+                .and_then(|r| r.sampling.constraint())
+                .map(|c| c.map(|(s, p)| (s, p.to_string())))
+        };
+        let m = r#""messages": [{"role": "user", "content": "hi"}]"#;
+        assert_eq!(spec(&format!("{{{m}}}")).unwrap(), None);
+        assert_eq!(
+            spec(&format!(
+                r#"{{{m}, "response_format": {{"type": "text"}}}}"#
+            ))
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            spec(&format!(
+                r#"{{{m}, "response_format": {{"type": "json_object"}}}}"#
+            ))
+            .unwrap(),
+            Some((ConstraintSpec::JsonObject, "response_format".into()))
+        );
+        let s = spec(&format!(
+            r#"{{{m}, "response_format": {{"type": "json_schema", "json_schema": {{"name": "x", "strict": true, "schema": {{"type": "integer"}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            s,
+            Some((
+                ConstraintSpec::JsonSchema(json!({"type": "integer"})),
+                "response_format".into()
+            ))
+        );
+        assert_eq!(
+            spec(&format!(r#"{{{m}, "grammar": "start: \"a\""}}"#)).unwrap(),
+            Some((
+                ConstraintSpec::Lark("start: \"a\"".into()),
+                "grammar".into()
+            ))
+        );
+        for bad in [
+            r#""response_format": {"type": "yaml"}"#,
+            r#""response_format": {"type": "json_schema"}"#,
+            r#""response_format": {"type": "json_object"}, "grammar": "start: \"a\"""#,
+            r#""json_schema": {}, "grammar": "start: \"a\"""#,
+        ] {
+            let e = spec(&format!("{{{m}, {bad}}}")).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.param.is_some(), "{bad}");
+        }
     }
 }

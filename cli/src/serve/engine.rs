@@ -5,6 +5,7 @@
 
 use super::Metrics;
 use phi::batch::{Batch, Event, Finish, SeqId, SeqParams, TokenLogprobs};
+use phi::Constraint;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use tokio::sync::mpsc;
 pub struct Job {
     pub prompt: Vec<u32>,
     pub params: SeqParams,
+    /// Structured output, compiled on the request side.
+    pub constraint: Option<Constraint>,
     pub tx: mpsc::UnboundedSender<Msg>,
 }
 
@@ -73,7 +76,7 @@ pub fn run(mut batch: Batch, mut queue: mpsc::Receiver<Job>, metrics: Arc<Metric
                 continue;
             }
             let n_prompt = job.prompt.len();
-            match batch.submit(job.prompt, job.params) {
+            match batch.submit_constrained(job.prompt, job.params, job.constraint) {
                 Ok(a) => {
                     metrics
                         .prompt_tokens

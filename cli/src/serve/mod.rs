@@ -14,7 +14,7 @@ mod routes;
 
 use crate::args::{KvArgs, ModelArgs};
 use phi::batch::{Batch, BatchParams};
-use phi::Model;
+use phi::{ConstraintVocab, Model};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -95,6 +95,9 @@ pub struct Loaded {
     pub queue: mpsc::Sender<engine::Job>,
     pub n_ctx: usize,
     pub n_seq: usize,
+    /// The vocabulary for structured output, built once at load (or why it
+    /// cannot be).
+    pub constraint_vocab: Result<Arc<ConstraintVocab>, String>,
 }
 
 /// Shared by every handler.
@@ -190,6 +193,7 @@ async fn serve(
                     e => e.to_string(),
                 })?;
             let (n_ctx, n_seq) = (batch.n_ctx(), batch.n_seq());
+            let constraint_vocab = ConstraintVocab::for_model(&model).map_err(|e| e.to_string());
             let (tx, rx) = mpsc::channel(queue_size);
             let metrics = Arc::clone(&loader_state.metrics);
             let engine = std::thread::Builder::new()
@@ -201,6 +205,7 @@ async fn serve(
                 queue: tx,
                 n_ctx,
                 n_seq,
+                constraint_vocab,
             });
             Ok(engine)
         });

@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use phi::batch::{Finish, TokenLogprobs};
 use phi::tokenizer::Utf8Stream;
+use phi::{Constraint, ConstraintSpec};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -359,6 +360,11 @@ impl Generation {
                     let finish = match f {
                         Finish::Stop => "stop",
                         Finish::Length | Finish::ContextFull => "length",
+                        Finish::ConstraintError => {
+                            return Some(Err(
+                                "structured output failed: no token can continue the output".into(),
+                            ))
+                        }
                     };
                     let finish = if self.stops.stopped { "stop" } else { finish };
                     return Some(Ok(Piece {
@@ -481,11 +487,16 @@ async fn start(
     }
     // More than the context can hold ends with "length" when it is full.
     settings.seq.max_tokens = settings.max_tokens.unwrap_or(l.n_ctx).min(l.n_ctx);
+    let constraint = match settings.constraint.take() {
+        None => None,
+        Some((spec, param)) => Some(compile(l, spec, param).await?),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let prompt_tokens = prompt.len();
     let job = Job {
         prompt,
         params: settings.seq.clone(),
+        constraint,
         tx,
     };
     state.metrics.queued.fetch_add(1, Ordering::SeqCst);
@@ -532,6 +543,32 @@ async fn start(
         }
     }
     Ok((g, settings))
+}
+
+/// Compiles a structured-output constraint off the async threads (a grammar
+/// may take a while), so the engine never does; what the engine cannot
+/// handle is a 400 naming `param`, before any token.
+async fn compile(
+    l: &Loaded,
+    spec: ConstraintSpec,
+    param: &'static str,
+) -> Result<Constraint, ApiError> {
+    let vocab = l.constraint_vocab.clone().map_err(|e| {
+        ApiError::bad(
+            format!("structured output is not available for this model: {e}"),
+            Some(param),
+        )
+    })?;
+    tokio::task::spawn_blocking(move || Constraint::new(&vocab, &spec))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("compiling the constraint failed: {e}"),
+                "engine_error",
+            )
+        })?
+        .map_err(|e| ApiError::bad(e.to_string(), Some(param)))
 }
 
 async fn chat(AxState(state): AxState<Shared>, b: Result<Bytes, BytesRejection>) -> Response {
