@@ -15,7 +15,7 @@ set -euo pipefail
 T="${1:-2}"
 ROUNDS="${2:-3}"
 CACHE="${PHI_CACHE:-$HOME/.cache/phi-ref}"
-PY="$CACHE/venv/bin/python"
+PY="${PHI_REF_VENV:-$CACHE/venv}/bin/python"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PHI="${PHI:-$HERE/target/release/phi}"
 REFDIR="$HERE/../shared/reference"
