@@ -372,6 +372,8 @@ impl Batch {
     /// complete, and with [`Finish::ConstraintError`] if no token can continue
     /// it. Build the constraint before (it compiles a grammar; the first
     /// mask is already computed), not on the thread that steps the batch.
+    /// Each later mask is computed during the forward pass that evaluates
+    /// the token before it (see [`set_mask_overlap`](Self::set_mask_overlap)).
     pub fn submit_constrained(
         &mut self,
         prompt: Vec<u32>,
