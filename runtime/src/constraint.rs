@@ -591,3 +591,61 @@ impl Drop for MaskThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Arc<ConstraintVocab> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/models/phi3-tiny-q4_0.gguf"
+        );
+        let model = Model::load(path).unwrap();
+        Arc::new(ConstraintVocab::new(model.tokenizer(), model.config.n_vocab).unwrap())
+    }
+
+    /// Constraints that just committed a token: their next mask is unknown.
+    fn committed(v: &Arc<ConstraintVocab>, n: usize) -> Vec<SharedConstraint> {
+        (0..n)
+            .map(|_| {
+                let mut c =
+                    Constraint::new(v, &ConstraintSpec::Regex("[0-9]{2,8}".into())).unwrap();
+                let digit = (0..v.n_vocab() as u32)
+                    .find(|&t| v.token_bytes(t) == b"7")
+                    .unwrap();
+                c.commit(digit).unwrap();
+                assert!(c.mask.is_none());
+                Arc::new(Mutex::new(c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_mask_thread_computes_the_masks_it_is_given() {
+        let v = vocab();
+        let cs = committed(&v, 3);
+        let mut t = MaskThread::new(true);
+        // Twice: the job list comes back and is reused.
+        for _ in 0..2 {
+            t.start(cs[..2].iter());
+            t.wait();
+            for c in &cs[..2] {
+                assert!(lock(c).mask.is_some(), "not computed on the thread");
+            }
+            assert!(lock(&cs[2]).mask.is_none(), "not asked for");
+        }
+        assert_eq!(
+            lock(&cs[0]).masks,
+            2,
+            "the first mask, then one on the thread"
+        );
+        // Off: nothing is computed ahead; the masks come when applied.
+        let cs = committed(&v, 1);
+        let mut off = MaskThread::new(false);
+        off.start(cs.iter());
+        off.wait();
+        assert!(lock(&cs[0]).mask.is_none());
+        assert!(!off.enabled());
+    }
+}
