@@ -45,7 +45,7 @@
 //! # Ok::<(), phi::PhiError>(())
 //! ```
 
-use crate::constraint::Constraint;
+use crate::constraint::{lock as lock_constraint, Constraint, MaskThread, SharedConstraint};
 use crate::context::{
     alloc_kv, default_threads, memory_needed, rotary_inv_freq, Buffers, KvType, LayerKv, Pass, Run,
 };
@@ -53,7 +53,8 @@ use crate::error::{PhiError, Result};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerParams};
 use phi_kernels::Scratch;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How a [`Batch`] is set up.
 #[derive(Debug, Clone)]
@@ -184,8 +185,9 @@ struct Seq {
     /// The sampled token not yet evaluated (decoding), or None (prefilling).
     pending: Option<u32>,
     generated: Vec<u32>,
-    /// Structured output: the mask for every sampled token.
-    constraint: Option<Constraint>,
+    /// Structured output: the mask for every sampled token (shared with
+    /// the mask thread while the forward pass runs).
+    constraint: Option<SharedConstraint>,
 }
 
 struct Slot {
@@ -220,6 +222,8 @@ pub struct Batch {
     out_slot: Vec<usize>,
     counts: Vec<u32>,
     raw: Vec<f32>,
+    /// Computes constrained sequences' masks during the forward pass.
+    masks: MaskThread,
 }
 
 impl Batch {
@@ -286,6 +290,7 @@ impl Batch {
             out_slot: Vec::with_capacity(params.n_seq),
             counts: Vec::new(),
             raw: Vec::new(),
+            masks: MaskThread::new(true),
             model,
         })
     }
@@ -332,6 +337,22 @@ impl Batch {
         self.slots.iter().map(|s| s.cached.len()).sum()
     }
 
+    /// Whether constrained sequences' masks are computed on a thread of
+    /// their own during the forward pass (the default) or in line after it.
+    /// Either way the masks, and so the tokens, are the same.
+    pub fn set_mask_overlap(&mut self, on: bool) {
+        self.masks.set_enabled(on);
+    }
+    pub fn mask_overlap(&self) -> bool {
+        self.masks.enabled()
+    }
+    /// Time steps have spent on constraint masks after their forward pass
+    /// (computing them in line, or waiting for the mask thread): the cost
+    /// of structured output on the critical path.
+    pub fn mask_critical_time(&self) -> Duration {
+        self.masks.critical()
+    }
+
     /// Admits a sequence into the free slot that already holds the longest
     /// prefix of `prompt` (else the least recently used one). Fails when no
     /// slot is free, the prompt is empty, holds a token outside the
@@ -351,6 +372,8 @@ impl Batch {
     /// complete, and with [`Finish::ConstraintError`] if no token can continue
     /// it. Build the constraint before (it compiles a grammar; the first
     /// mask is already computed), not on the thread that steps the batch.
+    /// Each later mask is computed during the forward pass that evaluates
+    /// the token before it (see [`set_mask_overlap`](Self::set_mask_overlap)).
     pub fn submit_constrained(
         &mut self,
         prompt: Vec<u32>,
@@ -419,7 +442,7 @@ impl Batch {
             params,
             sampler,
             pending: None,
-            constraint,
+            constraint: constraint.map(|c| Arc::new(Mutex::new(c))),
         });
         Ok(Admitted { id, cached_tokens })
     }
@@ -516,10 +539,22 @@ impl Batch {
         };
         let (tokens, runs, out_rows, logits) =
             (&self.tokens, &self.runs, &self.out_rows, &mut self.logits);
-        self.pool.install(|| -> Result<()> {
+        // Structured output: each decoding sequence's mask depends only on
+        // the token it sampled last step, so it is computed while the pass
+        // runs, off the critical path (same masks as in line).
+        self.masks.start(
+            self.slots
+                .iter()
+                .filter_map(|s| s.seq.as_ref())
+                .filter(|q| q.pending.is_some())
+                .filter_map(|q| q.constraint.as_ref()),
+        );
+        let pass = self.pool.install(|| -> Result<()> {
             pass.layers(tokens, runs)?;
             pass.logits(out_rows.iter().copied(), logits)
-        })?;
+        });
+        self.masks.wait();
+        pass?;
 
         // The evaluated tokens are now in their slots' cells.
         let mut t0 = 0;
@@ -555,14 +590,22 @@ impl Batch {
                 }
             }
             apply_penalties(row, seq, &mut self.counts);
-            let next = match &mut seq.constraint {
-                None => seq.sampler.sample(row),
+            // `finished`: the constraint admits nothing but end-of-generation.
+            let (next, finished) = match &seq.constraint {
+                None => (seq.sampler.sample(row), false),
                 Some(c) => {
-                    // The mask, then the token; in place, no allocation.
-                    let sampled = c.apply(row).and_then(|()| {
-                        let t = seq.sampler.sample(row);
-                        c.commit(t).map(|()| t)
-                    });
+                    let sampled = {
+                        let mut c = lock_constraint(c);
+                        // Known already unless the mask thread is off.
+                        let t = Instant::now();
+                        let mask = c.compute_mask();
+                        self.masks.add_critical(t.elapsed());
+                        // The mask, then the token; in place, no allocation.
+                        mask.and_then(|()| c.apply(row)).and_then(|()| {
+                            let t = seq.sampler.sample(row);
+                            c.commit(t).map(|()| (t, c.is_finished()))
+                        })
+                    };
                     match sampled {
                         Ok(t) => t,
                         Err(_) => {
@@ -583,7 +626,7 @@ impl Batch {
                 events.push(Event::end(seq.id, Finish::Stop));
                 slot.seq = None;
                 continue;
-            } else if seq.constraint.as_ref().is_some_and(Constraint::is_finished) {
+            } else if finished {
                 // Nothing but end-of-generation can follow.
                 Some(Finish::Stop)
             } else if seq.generated.len() >= seq.params.max_tokens {

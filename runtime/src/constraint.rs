@@ -53,7 +53,9 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What constrained output must match.
@@ -427,5 +429,223 @@ impl Constraint {
     /// The shared vocabulary.
     pub fn vocab(&self) -> &Arc<ConstraintVocab> {
         &self.vocab
+    }
+}
+
+/// A constraint shared between a sequence and the [`MaskThread`] that
+/// computes its next mask (neither holds the lock while the other works).
+pub(crate) type SharedConstraint = Arc<Mutex<Constraint>>;
+
+/// Locks a shared constraint. A poisoned lock still holds a consistent
+/// state: llguidance catches its own panics and turns them into errors.
+pub(crate) fn lock(c: &SharedConstraint) -> std::sync::MutexGuard<'_, Constraint> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Computes the next masks of several constraints on a thread of its own
+/// while the caller runs something else (a batch's forward pass):
+/// [`start`](Self::start) hands it the constraints, [`wait`](Self::wait)
+/// takes them back once their masks are computed. The thread is spawned on
+/// first use and lives as long as this value; the job list travels back and
+/// forth by value, so steady state allocates nothing.
+pub(crate) struct MaskThread {
+    /// Off: [`start`](Self::start) does nothing (masks are computed in line).
+    enabled: bool,
+    /// Time spent on masks after the forward pass: waiting for this thread,
+    /// plus what the caller reports with [`add_critical`](Self::add_critical).
+    critical: Duration,
+    go: Option<SyncSender<Vec<SharedConstraint>>>,
+    done: Option<Receiver<Vec<SharedConstraint>>>,
+    handle: Option<JoinHandle<()>>,
+    /// The job list, when it is not on the thread.
+    jobs: Option<Vec<SharedConstraint>>,
+    in_flight: bool,
+    /// Whether spawning was tried (it is tried once).
+    spawned: bool,
+}
+
+impl MaskThread {
+    /// No thread yet; `enabled` says whether [`start`](Self::start) uses one.
+    pub(crate) fn new(enabled: bool) -> MaskThread {
+        MaskThread {
+            enabled,
+            critical: Duration::ZERO,
+            go: None,
+            done: None,
+            handle: None,
+            jobs: Some(Vec::new()),
+            in_flight: false,
+            spawned: false,
+        }
+    }
+
+    /// Starts computing the masks of `constraints` (those whose mask is
+    /// already known cost nothing). Without a thread (it could not be
+    /// spawned, or it died) nothing happens and the masks are computed when
+    /// they are applied, on the caller's thread: same masks, later.
+    pub(crate) fn start<'a>(&mut self, constraints: impl Iterator<Item = &'a SharedConstraint>) {
+        if self.in_flight {
+            self.wait();
+        }
+        if !self.enabled {
+            return;
+        }
+        let Some(mut jobs) = self.jobs.take() else {
+            return;
+        };
+        jobs.clear();
+        jobs.extend(constraints.cloned());
+        if jobs.is_empty() {
+            self.jobs = Some(jobs);
+            return;
+        }
+        if !self.spawned {
+            self.spawn();
+        }
+        match &self.go {
+            Some(go) => match go.send(jobs) {
+                Ok(()) => self.in_flight = true,
+                Err(back) => {
+                    // The thread is gone: compute in line from now on.
+                    self.go = None;
+                    self.jobs = Some(back.0);
+                }
+            },
+            None => self.jobs = Some(jobs),
+        }
+    }
+
+    /// Waits until the masks [`start`](Self::start) asked for are computed.
+    pub(crate) fn wait(&mut self) {
+        if !std::mem::take(&mut self.in_flight) {
+            return;
+        }
+        let t = Instant::now();
+        let back = self.done.as_ref().map(Receiver::recv);
+        self.critical += t.elapsed();
+        match back {
+            Some(Ok(mut jobs)) => {
+                jobs.clear();
+                self.jobs = Some(jobs);
+            }
+            // The thread is gone (and the list with it): compute in line
+            // from now on, with a fresh list.
+            _ => {
+                self.go = None;
+                self.jobs = Some(Vec::new());
+            }
+        }
+    }
+
+    pub(crate) fn set_enabled(&mut self, on: bool) {
+        self.enabled = on;
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Adds mask time the caller spent on the critical path.
+    pub(crate) fn add_critical(&mut self, d: Duration) {
+        self.critical += d;
+    }
+
+    /// Mask time on the critical path so far (see the field).
+    pub(crate) fn critical(&self) -> Duration {
+        self.critical
+    }
+
+    fn spawn(&mut self) {
+        self.spawned = true;
+        let (go, go_rx) = sync_channel::<Vec<SharedConstraint>>(1);
+        let (done_tx, done) = sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("phi-mask".into())
+            .spawn(move || {
+                // Ends when the caller's side is dropped.
+                for jobs in go_rx {
+                    for c in &jobs {
+                        // An error stays in the constraint's matcher and is
+                        // reported again where the mask is applied.
+                        let _ = lock(c).compute_mask();
+                    }
+                    if done_tx.send(jobs).is_err() {
+                        break;
+                    }
+                }
+            });
+        if let Ok(handle) = thread {
+            self.go = Some(go);
+            self.done = Some(done);
+            self.handle = Some(handle);
+        }
+    }
+}
+
+impl Drop for MaskThread {
+    fn drop(&mut self) {
+        self.wait();
+        self.go = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Arc<ConstraintVocab> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/models/phi3-tiny-q4_0.gguf"
+        );
+        let model = Model::load(path).unwrap();
+        Arc::new(ConstraintVocab::new(model.tokenizer(), model.config.n_vocab).unwrap())
+    }
+
+    /// Constraints that just committed a token: their next mask is unknown.
+    fn committed(v: &Arc<ConstraintVocab>, n: usize) -> Vec<SharedConstraint> {
+        (0..n)
+            .map(|_| {
+                let mut c =
+                    Constraint::new(v, &ConstraintSpec::Regex("[0-9]{2,8}".into())).unwrap();
+                let digit = (0..v.n_vocab() as u32)
+                    .find(|&t| v.token_bytes(t) == b"7")
+                    .unwrap();
+                c.commit(digit).unwrap();
+                assert!(c.mask.is_none());
+                Arc::new(Mutex::new(c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_mask_thread_computes_the_masks_it_is_given() {
+        let v = vocab();
+        let cs = committed(&v, 3);
+        let mut t = MaskThread::new(true);
+        // Twice: the job list comes back and is reused.
+        for _ in 0..2 {
+            t.start(cs[..2].iter());
+            t.wait();
+            for c in &cs[..2] {
+                assert!(lock(c).mask.is_some(), "not computed on the thread");
+            }
+            assert!(lock(&cs[2]).mask.is_none(), "not asked for");
+        }
+        assert_eq!(
+            lock(&cs[0]).masks,
+            2,
+            "the first mask, then one on the thread"
+        );
+        // Off: nothing is computed ahead; the masks come when applied.
+        let cs = committed(&v, 1);
+        let mut off = MaskThread::new(false);
+        off.start(cs.iter());
+        off.wait();
+        assert!(lock(&cs[0]).mask.is_none());
+        assert!(!off.enabled());
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::config::Arch;
 use crate::error::{PhiError, Result};
-use phi_gguf::{GgmlType, GgufWriter, Value, ValueType};
+use phi_gguf::{GgmlType, Gguf, GgufWriter, Value, ValueType};
 use rayon::prelude::*;
 use std::io::Write;
 
@@ -161,6 +161,29 @@ pub fn build(spec: &SyntheticSpec) -> Result<Vec<u8>> {
 /// twice in memory); returns the bytes written.
 pub fn write(spec: &SyntheticSpec, out: impl Write) -> Result<u64> {
     Ok(writer(spec)?.write_to(out)?)
+}
+
+/// Writes the model in `weights` (e.g. a synthetic one) with the tokenizer
+/// of `vocab` (any GGUF with `tokenizer.*` keys, a vocab-only file works)
+/// instead of its own, tensor by tensor; returns the bytes written. The
+/// model's vocabulary size must be the tokenizer's (the loader checks).
+pub fn write_with_vocab(weights: &Gguf, vocab: &Gguf, out: impl Write) -> Result<u64> {
+    let mut w = GgufWriter::new();
+    for (k, v) in weights.metadata() {
+        if !k.starts_with("tokenizer.") {
+            w.add_metadata(k.clone(), v.clone())?;
+        }
+    }
+    for (k, v) in vocab.metadata() {
+        if k.starts_with("tokenizer.") {
+            w.add_metadata(k.clone(), v.clone())?;
+        }
+    }
+    let names: Vec<&str> = weights.tensors().iter().map(|t| t.name.as_str()).collect();
+    for t in weights.tensors() {
+        w.add_tensor_deferred(t.name.clone(), t.ggml_type, &t.dims)?;
+    }
+    Ok(w.write_to_with(out, |i, _| Ok(weights.tensor(names[i])?.data.to_vec()))?)
 }
 
 fn writer(spec: &SyntheticSpec) -> Result<GgufWriter> {

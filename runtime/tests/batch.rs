@@ -4,10 +4,12 @@
 
 use phi::batch::{Batch, BatchParams, Event, Finish, SeqId, SeqParams};
 use phi::constraint::{Constraint, ConstraintSpec, ConstraintVocab};
+use phi::synthetic::{self, SyntheticSpec};
 use phi::{
     generate, generate_constrained, Context, ContextParams, Model, PhiError, Sampler,
     SamplerParams, StopReason,
 };
+use phi_gguf::{GgmlType, Gguf};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -491,6 +493,102 @@ fn constrained_sequences_batched_with_free_ones_equal_solo() {
                 assert_eq!(finished[&id], Finish::Length, "{spec:?}");
                 assert_eq!(got.len(), max);
             }
+        }
+    }
+}
+
+/// A tiny random-weight Phi-3 with the tokenizer of a real vocabulary
+/// (`tests/fixtures/vocab/NAME`): the fixture models' own has 512 tokens.
+fn model_with_vocab(name: &str) -> Arc<Model> {
+    let dir = format!("{}/../tests/fixtures/vocab", env!("CARGO_MANIFEST_DIR"));
+    let vocab = Gguf::open(format!("{dir}/{name}")).unwrap();
+    let spec = SyntheticSpec {
+        n_vocab: vocab.get_array("tokenizer.ggml.tokens").unwrap().len(),
+        weight_type: GgmlType::Q8_0,
+        ..SyntheticSpec::tiny_phi3()
+    };
+    let weights = Gguf::from_bytes(synthetic::build(&spec).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    synthetic::write_with_vocab(&weights, &vocab, &mut bytes).unwrap();
+    Arc::new(Model::from_gguf(Gguf::from_bytes(bytes).unwrap()).unwrap())
+}
+
+/// Runs four constrained sequences (JSON Schema, regex, JSON object, Lark)
+/// and two free ones, joining at different steps, with the mask thread on
+/// or off; returns each submission's tokens and finish.
+fn mixed_run(m: &Arc<Model>, sp: &SamplerParams, overlap: bool) -> Vec<(Vec<u32>, Finish)> {
+    let vocab = ConstraintVocab::for_model(m).unwrap();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 0, "maximum": 999},
+            "tags": {"type": "array", "items": {"enum": ["a", "bc"]}, "maxItems": 3}
+        },
+        "required": ["id", "tags"],
+        "additionalProperties": false
+    });
+    let specs = [
+        Some(ConstraintSpec::JsonSchema(schema)),
+        None,
+        Some(ConstraintSpec::Regex("[a-z]{2,6}( [0-9]{1,3}){1,4}".into())),
+        Some(ConstraintSpec::JsonObject),
+        None,
+        Some(ConstraintSpec::Lark(
+            r#"start: "x=" /[0-9]{1,4}/ ("," /[a-z]+/)*"#.into(),
+        )),
+    ];
+    let prompts = prompts(m.config().n_vocab);
+    let mut b = batch(m, 4, 7);
+    b.set_mask_overlap(overlap);
+    assert_eq!(b.mask_overlap(), overlap);
+    let mut ids = Vec::new();
+    let mut out = HashMap::new();
+    let mut finished = HashMap::new();
+    let mut events = Vec::new();
+    let mut next = 0;
+    let mut steps = 0;
+    while next < specs.len() || b.n_active() > 0 {
+        // Join whenever a slot is free: some join while others decode.
+        while next < specs.len() && b.has_free_slot() {
+            let c = specs[next]
+                .as_ref()
+                .map(|s| Constraint::new(&vocab, s).unwrap());
+            let a = b
+                .submit_constrained(prompts[next].clone(), seq(sp, 48), c)
+                .unwrap();
+            ids.push(a.id);
+            next += 1;
+        }
+        events.clear();
+        b.step(&mut events).unwrap();
+        record(&events, &mut out, &mut finished);
+        steps += 1;
+        assert!(steps < 10_000, "the batch does not finish");
+    }
+    ids.iter()
+        .map(|id| (out.remove(id).unwrap_or_default(), finished[id]))
+        .collect()
+}
+
+#[test]
+fn masks_on_their_own_thread_give_the_same_tokens_as_in_line() {
+    let seeded = SamplerParams {
+        temperature: 0.8,
+        seed: 5,
+        ..Default::default()
+    };
+    for name in ["ggml-vocab-phi-3.gguf", "ggml-vocab-gpt-2.gguf"] {
+        let m = model_with_vocab(name);
+        for sp in [SamplerParams::greedy(), seeded.clone()] {
+            let inline = mixed_run(&m, &sp, false);
+            let overlapped = mixed_run(&m, &sp, true);
+            assert_eq!(inline, overlapped, "{name}, {sp:?}");
+            // The constrained ones produced text, and some finished early.
+            assert!(inline.iter().all(|(t, _)| !t.is_empty()), "{name}");
+            assert!(
+                inline.iter().any(|(_, f)| *f == Finish::Stop),
+                "{name}: {inline:?}"
+            );
         }
     }
 }
