@@ -57,7 +57,7 @@ use crate::registry::{self, PackedOps};
 use crate::tile::PackedTile;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
 
-pub use crate::dispatch::Avx2Dot;
+pub use crate::dispatch::{Avx2Dot, NeonDot};
 use rayon::prelude::*;
 
 /// Rows per interleaved group.

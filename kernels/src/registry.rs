@@ -11,7 +11,7 @@
 //! runs the scalar reference, which is the documented fallback, never
 //! another type's kernel.
 
-use crate::dispatch::Avx2Dot;
+use crate::dispatch::{Avx2Dot, NeonDot};
 use crate::formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
 use crate::packed::PackedWeights;
 use crate::tile::PackedTileFn;
@@ -340,6 +340,9 @@ pub struct Config {
     /// The dot instruction of the 256-bit packed kernels (matrices packed
     /// for `Isa::Avx2`); `None`: the process's ([`dispatch::avx2_dot`]).
     pub avx2_dot: Option<Avx2Dot>,
+    /// The dot tier of the NEON packed kernels (matrices packed for
+    /// `Isa::Neon`); `None`: the process's ([`dispatch::neon_dot`]).
+    pub neon_dot: Option<NeonDot>,
 }
 
 impl Default for Config {
@@ -348,15 +351,18 @@ impl Default for Config {
             isa: None,
             repack: true,
             avx2_dot: None,
+            neon_dot: None,
         }
     }
 }
 
 impl Config {
     /// `PHI_ISA` (`scalar|avx2|avx512|neon|auto`), `PHI_REPACK` (`0`: no
-    /// repacking) and `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
-    /// dot instruction of the AVX2 packed kernels), read once per process.
-    /// An unknown or unavailable `PHI_ISA` or `PHI_AVX2_DOT` prints one
+    /// repacking), `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
+    /// dot instruction of the AVX2 packed kernels) and `PHI_NEON_DOT`
+    /// (`plain|sdot|smmla|auto`: the tier of the NEON packed kernels), read
+    /// once per process. An unknown or unavailable `PHI_ISA`, `PHI_AVX2_DOT`
+    /// or `PHI_NEON_DOT` prints one
     /// warning on stderr and means `auto` ([`Config::parse`] and
     /// [`dispatch::parse_avx2_dot`] return the error instead).
     pub fn from_env() -> Config {
@@ -373,7 +379,16 @@ impl Config {
                 eprintln!("phi-kernels: ignoring PHI_AVX2_DOT: {e}; using auto");
                 None
             });
-            Config { avx2_dot, ..cfg }
+            let neon = std::env::var("PHI_NEON_DOT").ok();
+            let neon_dot = dispatch::parse_neon_dot(neon.as_deref()).unwrap_or_else(|e| {
+                eprintln!("phi-kernels: ignoring PHI_NEON_DOT: {e}; using auto");
+                None
+            });
+            Config {
+                avx2_dot,
+                neon_dot,
+                ..cfg
+            }
         })
     }
 
@@ -386,6 +401,7 @@ impl Config {
             isa: dispatch::parse_request(isa)?,
             repack: repack.is_none_or(|v| v.trim() != "0"),
             avx2_dot: None,
+            neon_dot: None,
         })
     }
 

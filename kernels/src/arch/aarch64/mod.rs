@@ -104,6 +104,7 @@ macro_rules! flavours {
 
 mod k_neon;
 mod neon;
+mod neon_dot;
 #[cfg(test)]
 mod tests;
 pub(crate) mod vec;
