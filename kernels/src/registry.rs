@@ -202,10 +202,12 @@ pub(crate) const TYPES: [GgmlType; 15] = [
 /// A packed group tile for one weight type and the ISA it runs on.
 #[derive(Clone, Copy)]
 pub(crate) struct PackedOps {
-    /// The packed kernels' ISA: `Avx512` (with VNNI) or `Avx2`.
+    /// The packed kernels' ISA: `Avx512` (with VNNI), `Avx2` or `Neon`.
     pub isa: Isa,
-    /// `Avx2`: the 256-bit kernels' dot instruction (`None` for `Avx512`).
+    /// `Avx2`: the 256-bit kernels' dot instruction (`None` otherwise).
     pub dot: Option<Avx2Dot>,
+    /// `Neon`: the NEON kernels' dot tier (`None` otherwise).
+    pub neon: Option<NeonDot>,
     pub tile: PackedTileFn,
     /// The most tokens one call of `tile` takes.
     pub tile_tokens: usize,
@@ -247,10 +249,12 @@ fn table(isa: Isa) -> &'static [Option<Entry>; TYPES.len()] {
                     ..base
                 },
             };
-            // The AVX2 dot flavour is chosen here, once per process.
+            // The AVX2 dot flavour and the NEON tier are chosen here, once
+            // per process.
             let packed = packed_isa_for(isa).and_then(|pisa| {
                 let dot = (pisa == Isa::Avx2).then(dispatch::avx2_dot);
-                packed_entry(ty, pisa, dot)
+                let neon = (pisa == Isa::Neon).then(dispatch::neon_dot);
+                packed_entry(ty, pisa, dot, neon)
             });
             Some(Entry { plain, packed })
         })
@@ -272,11 +276,12 @@ pub fn ops(ty: GgmlType, isa: Isa) -> Option<TypeOps> {
 
 /// The ISA whose packed kernels serve the plain ISA `isa` on this CPU:
 /// AVX-512 with VNNI → `Avx512`; AVX-512 without VNNI and AVX2 → `Avx2`;
-/// otherwise none.
+/// NEON → `Neon`; otherwise none.
 pub(crate) fn packed_isa_for(isa: Isa) -> Option<Isa> {
     match isa {
         Isa::Avx512 if dispatch::has_avx512_vnni() => Some(Isa::Avx512),
         Isa::Avx512 | Isa::Avx2 if dispatch::is_available(Isa::Avx2) => Some(Isa::Avx2),
+        Isa::Neon if dispatch::is_available(Isa::Neon) => Some(Isa::Neon),
         _ => None,
     }
 }
@@ -285,8 +290,8 @@ pub(crate) fn packed_isa_for(isa: Isa) -> Option<Isa> {
 pub(crate) fn packed_isa_runs(isa: Isa) -> bool {
     match isa {
         Isa::Avx512 => dispatch::has_avx512_vnni(),
-        Isa::Avx2 => dispatch::is_available(Isa::Avx2),
-        _ => false,
+        Isa::Avx2 | Isa::Neon => dispatch::is_available(isa),
+        Isa::Scalar => false,
     }
 }
 
@@ -299,11 +304,18 @@ pub(crate) fn packed_ops(ty: GgmlType, pisa: Isa) -> Option<PackedOps> {
     entry(ty, pisa)?.packed.filter(|p| p.isa == pisa)
 }
 
-/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`.
-fn packed_entry(ty: GgmlType, pisa: Isa, dot: Option<Avx2Dot>) -> Option<PackedOps> {
-    crate::arch::packed_tile(ty, pisa, dot).map(|(tile, tile_tokens)| PackedOps {
+/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`
+/// or (`Neon`) the tier `neon`.
+fn packed_entry(
+    ty: GgmlType,
+    pisa: Isa,
+    dot: Option<Avx2Dot>,
+    neon: Option<NeonDot>,
+) -> Option<PackedOps> {
+    crate::arch::packed_tile(ty, pisa, dot, neon).map(|(tile, tile_tokens)| PackedOps {
         isa: pisa,
         dot,
+        neon,
         tile,
         tile_tokens,
     })
@@ -316,7 +328,17 @@ pub(crate) fn packed_ops_with_dot(ty: GgmlType, dot: Avx2Dot) -> Option<PackedOp
     if !packed_isa_runs(Isa::Avx2) || !dot.available() {
         return None;
     }
-    packed_entry(ty, Isa::Avx2, Some(dot))
+    packed_entry(ty, Isa::Avx2, Some(dot), None)
+}
+
+/// The `Neon` packed group tile of `ty` with the tier `tier` instead of the
+/// process's (tests, benchmarks, [`Config::neon_dot`]); `None` when there
+/// is none or the CPU cannot run it.
+pub(crate) fn packed_ops_with_neon(ty: GgmlType, tier: NeonDot) -> Option<PackedOps> {
+    if !packed_isa_runs(Isa::Neon) || !tier.available() {
+        return None;
+    }
+    packed_entry(ty, Isa::Neon, None, Some(tier))
 }
 
 /// Every SIMD tile function built for `ty` that this CPU can run, with a
@@ -466,12 +488,16 @@ pub fn prepare(w: &Weights<'_>, cfg: &Config) -> Result<Matrix, KernelError> {
         Some(pisa) if cfg.repack => PackedWeights::pack_with_isa(pisa, w)?,
         _ => None,
     };
-    let packed = match (packed, cfg.avx2_dot) {
-        (Some(mut p), Some(dot)) if p.isa() == Isa::Avx2 => {
+    let packed = match (packed, cfg.avx2_dot, cfg.neon_dot) {
+        (Some(mut p), Some(dot), _) if p.isa() == Isa::Avx2 => {
             p.set_avx2_dot(dot)?;
             Some(p)
         }
-        (p, _) => p,
+        (Some(mut p), _, Some(tier)) if p.isa() == Isa::Neon => {
+            p.set_neon_dot(tier)?;
+            Some(p)
+        }
+        (p, _, _) => p,
     };
     Ok(Matrix {
         ty: w.ty,

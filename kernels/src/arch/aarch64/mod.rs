@@ -104,10 +104,20 @@ macro_rules! flavours {
 
 mod k_neon;
 mod neon;
-mod neon_dot;
+pub(crate) mod neon_dot;
+mod packed_neon;
 #[cfg(test)]
 mod tests;
 pub(crate) mod vec;
+
+/// The NEON packed group tile of `ty` for `tier` (`packed_neon.rs`) and the
+/// most tokens it takes per call.
+pub(crate) fn packed_tile(
+    ty: GgmlType,
+    tier: crate::dispatch::NeonDot,
+) -> Option<(crate::tile::PackedTileFn, usize)> {
+    packed_neon::tile_for(ty, tier)
+}
 
 /// Whether this CPU has FEAT_DotProd (`sdot`), detected once with the
 /// other features (`crate::dispatch::features`).

@@ -188,8 +188,3 @@ pub(crate) unsafe fn smmla(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> in
     }
     acc
 }
-
-/// The process's NEON packed tier (`PHI_NEON_DOT`, else detected).
-pub(crate) fn tier() -> crate::dispatch::NeonDot {
-    crate::dispatch::neon_dot()
-}
