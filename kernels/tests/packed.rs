@@ -697,31 +697,52 @@ fn avx2_dot_flavours_bit_identical() {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
     ] {
-        for &(rows, cols, nt) in &[(16, 256, 1), (48, 768, 5), (32, 2048, 13)] {
-            let data = if ty.block_size() == 256 {
-                random_k_weights(&mut rng, ty, rows, cols)
-            } else {
-                random_weights(&mut rng, ty, rows, cols)
+        let shapes = [(16, 256, 1), (48, 768, 5), (32, 2048, 13)];
+        let dots = [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl];
+        flavours_agree(&mut rng, ty, &shapes, Isa::Avx2, dots.map(Flavour::Avx2));
+    }
+}
+
+/// `matmul_packed` of `ty` gives the same bits with every flavour of `isa`
+/// the CPU has (those it lacks are reported and skipped), on random weights
+/// and activations of each `(rows, cols, tokens)` shape.
+fn flavours_agree(
+    rng: &mut Rng,
+    ty: GgmlType,
+    shapes: &[(usize, usize, usize)],
+    isa: Isa,
+    flavours: [Flavour; 3],
+) {
+    for &(rows, cols, nt) in shapes {
+        let data = if ty.block_size() == 256 {
+            random_k_weights(rng, ty, rows, cols)
+        } else {
+            random_weights(rng, ty, rows, cols)
+        };
+        let w = Weights::new(ty, rows, cols, &data).unwrap();
+        let x = random_x(rng, cols * nt);
+        let mut s = Scratch::default();
+        let mut first: Option<Vec<f32>> = None;
+        for f in flavours {
+            let available = match f {
+                Flavour::Avx2(d) => d.available(),
+                Flavour::Neon(t) => t.available(),
+                Flavour::Only => true,
             };
-            let w = Weights::new(ty, rows, cols, &data).unwrap();
-            let x = random_x(&mut rng, cols * nt);
-            let mut s = Scratch::default();
-            let mut first: Option<Vec<f32>> = None;
-            for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
-                if !dot.available() {
-                    eprintln!("CPU lacks {dot:?}: not compared");
-                    continue;
-                }
-                let p = pack_for(Isa::Avx2, Flavour::Avx2(dot), &w);
-                let mut y = vec![f32::NAN; rows * nt];
-                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
-                match &first {
-                    None => first = Some(y),
-                    Some(f) => assert!(
-                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{ty} {rows}x{cols} nt={nt}: {dot:?} differs from Maddubs"
-                    ),
-                }
+            if !available {
+                eprintln!("CPU lacks {f:?}: not compared");
+                continue;
+            }
+            let p = pack_for(isa, f, &w);
+            let mut y = vec![f32::NAN; rows * nt];
+            matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+            match &first {
+                None => first = Some(y),
+                Some(f0) => assert!(
+                    f0.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{ty} {rows}x{cols} nt={nt}: {f:?} differs from {:?}",
+                    flavours[0]
+                ),
             }
         }
     }
@@ -738,30 +759,15 @@ fn neon_tiers_bit_identical() {
         return;
     }
     let mut rng = Rng(0x4E30);
+    let shapes = [(16, 32, 1), (48, 768, 5), (32, 2048, 13), (16, 96, 8)];
     for ty in TYPES_32 {
-        for &(rows, cols, nt) in &[(16, 32, 1), (48, 768, 5), (32, 2048, 13), (16, 96, 8)] {
-            let data = random_weights(&mut rng, ty, rows, cols);
-            let w = Weights::new(ty, rows, cols, &data).unwrap();
-            let x = random_x(&mut rng, cols * nt);
-            let mut s = Scratch::default();
-            let mut first: Option<Vec<f32>> = None;
-            for tier in NeonDot::ALL {
-                if !tier.available() {
-                    eprintln!("CPU lacks NEON {tier:?}: not compared");
-                    continue;
-                }
-                let p = pack_for(Isa::Neon, Flavour::Neon(tier), &w);
-                let mut y = vec![f32::NAN; rows * nt];
-                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
-                match &first {
-                    None => first = Some(y),
-                    Some(f) => assert!(
-                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{ty} {rows}x{cols} nt={nt}: {tier:?} differs from Plain"
-                    ),
-                }
-            }
-        }
+        flavours_agree(
+            &mut rng,
+            ty,
+            &shapes,
+            Isa::Neon,
+            NeonDot::ALL.map(Flavour::Neon),
+        );
     }
 }
 

@@ -25,29 +25,33 @@
 //! acc)` (+ `fma(m_w, s_a, acc)` for Q4_1 / Q5_1), so the three tiers, any
 //! token count and any tile split give bit-identical results.
 //!
-//! Instructions per 32-element block per row (Q4_0; loads of 16 bytes
-//! counted as 1, per-block f32 work included; gemm with T tokens per call):
+//! Instructions per 32-element block per row (Q4_0, counted from the
+//! source; a 16-byte load counts 1; T tokens per call):
 //!
-//! | tier | decode (per row, amortised over tokens) | dot per token | f32 per token |
+//! | tier | decode, per row (shared by the T tokens) | integer dot, per row and token | f32, per row and token |
 //! |---|---|---|---|
-//! | plain | (4 ld + 8 and/ushr) / 4 = 3 | (8 smull/smlal + 8 smull2/smlal2 + 2 sadalp + 1 addp + 1 add) / 4 = 5 | (cvt + mul + fma) / 4 = 0.75 |
-//! | sdot | 3 | 8 sdot / 4 = 2 | 0.75 (the offset is the accumulator's start) |
-//! | smmla | (4 ld + 8 and/ushr + 8 zip) / 4 = 5 | 8 smmla / 8 (2 rows × 2 tokens) = 1 | 0.75 |
+//! | plain | (4 ld + 4 and + 4 ushr) / 4 rows = 3 | (8 smull/smlal + 8 smull2/smlal2 + 8 sadalp + addp + dup + add) / 4 = 6.75 | (scvtf + fmul + fmla) / 4 = 0.75 |
+//! | sdot | 3 | (8 sdot + 1 dup of the start) / 4 = 2.25 | 0.75 |
+//! | smmla | (4 ld + 8 and/ushr + 8 zip) / 4 = 5 | 8 smmla per 4 rows × 2 tokens = 1 (+ the start, shared) | 0.75 |
 //!
-//! Plus per block and token, shared by the 16 rows: 2 activation loads, the
-//! side words, and for plain 8 `dup` (by-lane broadcasts), for smmla 4 zips
-//! per token pair; and per block and quad the f16 scales (1 load + 1
-//! `fcvtl`). gemv Q4_0 with sdot is thus ≈ 3 + 2 + 0.75 + ~0.6 ≈ 6.4
-//! instructions per row and block (18 weight bytes), Q8_0 ≈ 2 + 2 + 0.75 +
-//! 0.6 ≈ 5.4 (34 bytes). For comparison, llama.cpp's ARM repack
-//! (`ggml-cpu/arch/arm/repack.cpp`, `block_q4_0x4` gemv with dotprod)
-//! does per block of 4 rows 4 × 16-byte loads, 8 shifts/ands (it stores
-//! nibbles pre-xored with 0x88 so that `shl #4` / `and 0xF0` give signed
-//! values ×16), 8 `sdot` by element and 1 cvt + 1 fmul + 1 fmla: ≈ 5.5
-//! per row and block; its i8mm `block_q4_0x8` gemm (4 × 8 tiles) spends 16
-//! `smmla` per 8 rows × 4 tokens × 32 elements, i.e. 0.5 per row, block and
-//! token, against 1 here (8 × 2-row tiles, more f32 epilogue sharing the
-//! decode); both are far below the bytes' load time when streaming.
+//! Per block and quad the f16 scales add 2 (ldr d + fcvtl) / 4 = 0.5 per
+//! row; per block and token, shared by the 16 rows, 2 activation loads
+//! and 2 side words (plain: + 8 `dup` lane broadcasts; smmla: + 4 `zip`
+//! per token pair). Q8_0 decodes with 8 loads per quad (2 per row) and no
+//! shifts; Q5_x add 1 load + 8 shift/and/orr per quad; IQ4_NL 8 `tbl`.
+//!
+//! So gemv Q4_0 on the sdot tier costs ≈ 3 + 2.25 + 0.75 + 0.5 + ~0.3 ≈
+//! 6.8 instructions per row and block (18 weight bytes), Q8_0 ≈ 5.8 (34
+//! bytes). llama.cpp's `ggml_gemv_q4_0_4x4_q8_0` (`ggml-cpu/arch/arm/
+//! repack.cpp`, `block_q4_0x4`, dotprod) does per block of 4 rows 4 loads,
+//! 4 `shl` + 4 `and` (its nibbles are stored xor 0x88 so that `w << 4` and
+//! `w & 0xF0` are the signed values × 16, which saves the offset term), 8
+//! `sdot` by lane, 2 activation loads and ~6 f32/f16 ops (two f16
+//! converts, fmul, a fixed-point `scvtf #4`, fmla): ≈ 7 per row and block,
+//! the same budget. gemm here reuses each decoded block across up to 4
+//! (plain, sdot) or 8 (smmla) tokens; the smmla tier halves the dot
+//! instructions per (row, token) against sdot, and the f32 epilogue (0.75)
+//! is then the largest per-token cost after it.
 
 use core::arch::aarch64::*;
 use core::arch::asm;
