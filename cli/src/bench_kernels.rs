@@ -112,12 +112,14 @@ pub struct KernelResult {
 /// A path of the table: an ISA through `matmul`, or the repacked layout
 /// (`matmul_packed`) of an ISA's packed kernels (AVX-512 VNNI: every packed
 /// type; AVX2: Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K, with
-/// the process's `PHI_AVX2_DOT` flavour), which the runtime uses where it
-/// has one.
+/// the process's `PHI_AVX2_DOT` flavour; NEON: the 32-element types, one
+/// path per dot tier the CPU has), which the runtime uses where it has one.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Path {
     Isa(Isa),
     Packed(Isa),
+    /// The NEON packed kernels with one dot tier.
+    PackedNeon(phi_kernels::packed::NeonDot),
 }
 
 impl Path {
@@ -126,6 +128,11 @@ impl Path {
             Path::Isa(i) => i.name(),
             Path::Packed(Isa::Avx512) => "avx512-packed",
             Path::Packed(_) => "avx2-packed",
+            Path::PackedNeon(t) => match t {
+                phi_kernels::packed::NeonDot::Plain => "neon-packed-plain",
+                phi_kernels::packed::NeonDot::Sdot => "neon-packed-sdot",
+                phi_kernels::packed::NeonDot::Smmla => "neon-packed-smmla",
+            },
         }
     }
 }
@@ -137,7 +144,12 @@ pub fn available_paths() -> Vec<Path> {
         if best == Isa::Avx512 {
             p.push(Path::Packed(Isa::Avx2));
         }
-        p.push(Path::Packed(best));
+        if best == Isa::Neon {
+            let tiers = phi_kernels::packed::NeonDot::ALL.into_iter();
+            p.extend(tiers.filter(|t| t.available()).map(Path::PackedNeon));
+        } else {
+            p.push(Path::Packed(best));
+        }
     }
     p
 }
@@ -178,10 +190,16 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
             repack: true,
             ..Config::default()
         },
+        Path::PackedNeon(tier) => Config {
+            isa: Some(Isa::Neon),
+            repack: true,
+            neon_dot: Some(tier),
+            ..Config::default()
+        },
     };
     let prepare = |w: &Weights<'_>| phi_kernels::prepare(w, &cfg).map_err(|e| e.to_string());
     let packed = prepare(&w)?;
-    if matches!(path, Path::Packed(_)) && !packed.is_packed() {
+    if matches!(path, Path::Packed(_) | Path::PackedNeon(_)) && !packed.is_packed() {
         return Ok(None);
     }
     // The packed path reads its own copy; the mapped copy is not touched.

@@ -33,6 +33,8 @@ pub(crate) struct Features {
     pub neon: bool,
     /// `neon` and FEAT_DotProd (`sdot`).
     pub dotprod: bool,
+    /// `dotprod` and FEAT_I8MM (`smmla`).
+    pub i8mm: bool,
 }
 
 /// The CPU's features (detected on the first call).
@@ -54,6 +56,7 @@ pub(crate) fn features() -> Features {
             use std::arch::is_aarch64_feature_detected as has;
             f.neon = has!("neon");
             f.dotprod = f.neon && has!("dotprod");
+            f.i8mm = f.dotprod && has!("i8mm");
         }
         f
     })
@@ -272,6 +275,90 @@ pub fn avx2_dot() -> Avx2Dot {
         .unwrap_or_else(Avx2Dot::detected)
 }
 
+/// The dot instruction of the NEON packed kernels (the same packed layout
+/// and the same results for all three; see `arch/aarch64/neon_dot.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeonDot {
+    /// Plain NEON: `smull` / `smlal` + `sadalp` (Cortex-A53/A72, Pi 3/4).
+    Plain,
+    /// FEAT_DotProd: `sdot` by element.
+    Sdot,
+    /// FEAT_I8MM: `smmla` tiles for gemm (gemv runs `sdot`).
+    Smmla,
+}
+
+impl NeonDot {
+    /// Every tier, from the simplest, in the order of `PHI_NEON_DOT`'s names.
+    pub const ALL: [NeonDot; 3] = [NeonDot::Plain, NeonDot::Sdot, NeonDot::Smmla];
+
+    /// The `PHI_NEON_DOT` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeonDot::Plain => "plain",
+            NeonDot::Sdot => "sdot",
+            NeonDot::Smmla => "smmla",
+        }
+    }
+
+    /// Whether the CPU can run this tier.
+    pub fn available(self) -> bool {
+        let f = features();
+        match self {
+            NeonDot::Plain => f.neon,
+            NeonDot::Sdot => f.dotprod,
+            NeonDot::Smmla => f.i8mm,
+        }
+    }
+
+    /// The best tier the CPU runs (`Plain` on CPUs without NEON, which
+    /// never reach the NEON kernels).
+    pub fn detected() -> NeonDot {
+        NeonDot::ALL
+            .into_iter()
+            .rev()
+            .find(|d| d.available())
+            .unwrap_or(NeonDot::Plain)
+    }
+}
+
+impl std::str::FromStr for NeonDot {
+    type Err = KernelError;
+
+    /// A `PHI_NEON_DOT` name (`plain`, `sdot`, `smmla`), case-insensitive.
+    fn from_str(s: &str) -> Result<NeonDot, KernelError> {
+        let t = s.trim();
+        NeonDot::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(t))
+            .ok_or_else(|| KernelError::UnknownNeonDot(t.to_string()))
+    }
+}
+
+/// The value of `PHI_NEON_DOT`: `None` for unset or `auto`, an error for an
+/// unknown name or a tier this CPU lacks.
+pub fn parse_neon_dot(value: Option<&str>) -> Result<Option<NeonDot>, KernelError> {
+    match value.map(str::trim) {
+        None => Ok(None),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("auto") => Ok(None),
+        Some(v) => {
+            let d: NeonDot = v.parse()?;
+            if d.available() {
+                Ok(Some(d))
+            } else {
+                Err(KernelError::IsaUnavailable(d.name()))
+            }
+        }
+    }
+}
+
+/// The process's NEON packed tier: the one `crate::Config::from_env` asks
+/// for (`PHI_NEON_DOT`), else [`NeonDot::detected`].
+pub fn neon_dot() -> NeonDot {
+    crate::Config::from_env()
+        .neon_dot
+        .unwrap_or_else(NeonDot::detected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +415,29 @@ mod tests {
         // Detection picks a flavour the CPU runs (when it has AVX2 at all).
         assert!(!is_available(Isa::Avx2) || Avx2Dot::detected().available());
         assert!(!is_available(Isa::Avx2) || avx2_dot().available());
+    }
+
+    #[test]
+    fn neon_dot_values() {
+        assert!(matches!(parse_neon_dot(None), Ok(None)));
+        assert!(matches!(parse_neon_dot(Some(" Auto ")), Ok(None)));
+        assert!(matches!(
+            parse_neon_dot(Some("udot")),
+            Err(KernelError::UnknownNeonDot(_))
+        ));
+        for d in NeonDot::ALL {
+            assert_eq!(d.name().parse::<NeonDot>().unwrap(), d);
+            match parse_neon_dot(Some(d.name())) {
+                Ok(Some(got)) => assert!(got == d && d.available()),
+                Err(KernelError::IsaUnavailable(n)) => assert!(n == d.name() && !d.available()),
+                other => panic!("{d:?}: {other:?}"),
+            }
+        }
+        // Each tier implies the one below it.
+        assert!(!NeonDot::Smmla.available() || NeonDot::Sdot.available());
+        assert!(!NeonDot::Sdot.available() || NeonDot::Plain.available());
+        assert_eq!(NeonDot::Plain.available(), is_available(Isa::Neon));
+        assert!(!is_available(Isa::Neon) || NeonDot::detected().available());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum KernelError {
     Shape(String),
     #[error("unknown AVX2 dot flavour `{0}` (expected maddubs, avxvnni, avx512vl or auto)")]
     UnknownAvx2Dot(String),
+    #[error("unknown NEON dot tier `{0}` (expected plain, sdot, smmla or auto)")]
+    UnknownNeonDot(String),
 }
 
 /// An instruction-set path.

@@ -19,7 +19,9 @@
 //! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 and Q4_K / Q5_K / Q6_K, read from the
 //! same layouts by 256-bit kernels whose dot instruction ([`Avx2Dot`]:
 //! `vpmaddubsw`, AVX-VNNI or AVX-512 VNNI + VL on ymm) the registry picks
-//! once per process); the caller then keeps using `matmul`.
+//! once per process; NEON the 32-element types, with a [`NeonDot`] tier
+//! (`smull`, `sdot` or `smmla`, `arch/aarch64/packed_neon.rs`) picked the
+//! same way); the caller then keeps using `matmul`.
 //!
 //! 32-element layout (`data`, 64-byte aligned): `groups = rows / 16`,
 //! `nb = cols / 32`. First the quants: for group `g`, block `b`, at
@@ -29,7 +31,8 @@
 //! `4k..4k+4` (low nibbles = elements `4k..4k+3`, high nibbles = elements
 //! `16+4k..16+4k+3`, both unsigned 0..15); Q5_0 / Q5_1 then one vector of
 //! fifth bits (byte `4r + i`, bit `j`: element `4j + i`). Q8_0: vector
-//! `j < 8` holds elements `4j..4j+3` as `w + 128`. Then, at `scale_off`, for
+//! `j < 8` holds elements `4j..4j+3` as `w + 128` (packed for NEON: as
+//! the file's signed `w`). Then, at `scale_off`, for
 //! group `g`, block `b`, at `(g·nb + b)·SB` (SB = [`l32::scale_bytes`]), the
 //! 16 rows' f16 `d` and, for Q4_1 / Q5_1, the 16 rows' f16 `m`. Same bytes
 //! per row as the file (Q5_0 / Q5_1: the same too, 22 / 24).
@@ -57,7 +60,7 @@ use crate::registry::{self, PackedOps};
 use crate::tile::PackedTile;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
 
-pub use crate::dispatch::Avx2Dot;
+pub use crate::dispatch::{Avx2Dot, NeonDot};
 use rayon::prelude::*;
 
 /// Rows per interleaved group.
@@ -115,7 +118,8 @@ pub fn available() -> bool {
 pub fn supports(isa: Isa, ty: GgmlType) -> bool {
     // Every AVX2 dot flavour covers the same types.
     let dot = (isa == Isa::Avx2).then_some(Avx2Dot::Maddubs);
-    crate::arch::packed_tile(ty, isa, dot).is_some()
+    let neon = (isa == Isa::Neon).then_some(NeonDot::Plain);
+    crate::arch::packed_tile(ty, isa, dot, neon).is_some()
 }
 
 impl PackedWeights {
@@ -139,6 +143,7 @@ impl PackedWeights {
             return Err(KernelError::IsaUnavailable(match isa {
                 Isa::Avx512 => "avx512vnni",
                 Isa::Avx2 => "avx2",
+                Isa::Neon => "neon",
                 _ => "a packed path",
             }));
         }
@@ -169,6 +174,9 @@ impl PackedWeights {
         let src_block = w.ty.type_size();
         let (m_off, qh_off, qs_off) = l32::src_offsets(kind);
         let q8 = kind == l32::Q8_0;
+        // Q8_0 bytes become unsigned (`+ 128`) for the x86 `u8 × i8` dots;
+        // the NEON kernels dot them as the file's signed bytes.
+        let flip = if q8 && ops.isa != Isa::Neon { 0x80 } else { 0 };
         quants
             .par_chunks_mut(nb * qb)
             .zip(scales.par_chunks_mut(nb * sb))
@@ -188,7 +196,7 @@ impl PackedWeights {
                         for k in 0..if q8 { 8 } else { 4 } {
                             let lane = &mut dst[64 * k + 4 * r..][..4];
                             for (o, &v) in lane.iter_mut().zip(&qs[4 * k..4 * k + 4]) {
-                                *o = if q8 { v ^ 0x80 } else { v };
+                                *o = v ^ flip;
                             }
                         }
                         if let Some(h) = qh_off {
@@ -233,6 +241,27 @@ impl PackedWeights {
     /// [`isa`](Self::isa) is `Avx2`).
     pub fn avx2_dot(&self) -> Option<Avx2Dot> {
         self.ops.dot
+    }
+
+    /// The dot tier of the NEON kernels (`Some` when [`isa`](Self::isa) is
+    /// `Neon`).
+    pub fn neon_dot(&self) -> Option<NeonDot> {
+        self.ops.neon
+    }
+
+    /// Runs the NEON kernels with `tier` from now on (tests, benchmarks,
+    /// `Config::neon_dot`; the layout is the same for every tier);
+    /// `Err(IsaUnavailable)` when the CPU lacks it or the matrix is not
+    /// packed for `Isa::Neon`.
+    pub fn set_neon_dot(&mut self, tier: NeonDot) -> Result<(), KernelError> {
+        if self.ops.isa != Isa::Neon {
+            return Err(KernelError::IsaUnavailable(
+                "a NEON dot tier for weights not packed for neon",
+            ));
+        }
+        self.ops = registry::packed_ops_with_neon(self.ty, tier)
+            .ok_or(KernelError::IsaUnavailable(tier.name()))?;
+        Ok(())
     }
 
     /// Runs the 256-bit kernels with `dot` from now on (tests, benchmarks,
@@ -571,7 +600,10 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !registry::packed_isa_runs(p.ops.isa) || p.ops.dot.is_some_and(|d| !d.available()) {
+    if !registry::packed_isa_runs(p.ops.isa)
+        || p.ops.dot.is_some_and(|d| !d.available())
+        || p.ops.neon.is_some_and(|d| !d.available())
+    {
         return Err(KernelError::IsaUnavailable("the packed weights' ISA"));
     }
     let (rows, cols, nb) = (p.rows, p.cols, p.nb);

@@ -11,7 +11,7 @@
 //! runs the scalar reference, which is the documented fallback, never
 //! another type's kernel.
 
-use crate::dispatch::Avx2Dot;
+use crate::dispatch::{Avx2Dot, NeonDot};
 use crate::formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
 use crate::packed::PackedWeights;
 use crate::tile::PackedTileFn;
@@ -202,10 +202,12 @@ pub(crate) const TYPES: [GgmlType; 15] = [
 /// A packed group tile for one weight type and the ISA it runs on.
 #[derive(Clone, Copy)]
 pub(crate) struct PackedOps {
-    /// The packed kernels' ISA: `Avx512` (with VNNI) or `Avx2`.
+    /// The packed kernels' ISA: `Avx512` (with VNNI), `Avx2` or `Neon`.
     pub isa: Isa,
-    /// `Avx2`: the 256-bit kernels' dot instruction (`None` for `Avx512`).
+    /// `Avx2`: the 256-bit kernels' dot instruction (`None` otherwise).
     pub dot: Option<Avx2Dot>,
+    /// `Neon`: the NEON kernels' dot tier (`None` otherwise).
+    pub neon: Option<NeonDot>,
     pub tile: PackedTileFn,
     /// The most tokens one call of `tile` takes.
     pub tile_tokens: usize,
@@ -247,10 +249,12 @@ fn table(isa: Isa) -> &'static [Option<Entry>; TYPES.len()] {
                     ..base
                 },
             };
-            // The AVX2 dot flavour is chosen here, once per process.
+            // The AVX2 dot flavour and the NEON tier are chosen here, once
+            // per process.
             let packed = packed_isa_for(isa).and_then(|pisa| {
                 let dot = (pisa == Isa::Avx2).then(dispatch::avx2_dot);
-                packed_entry(ty, pisa, dot)
+                let neon = (pisa == Isa::Neon).then(dispatch::neon_dot);
+                packed_entry(ty, pisa, dot, neon)
             });
             Some(Entry { plain, packed })
         })
@@ -272,11 +276,12 @@ pub fn ops(ty: GgmlType, isa: Isa) -> Option<TypeOps> {
 
 /// The ISA whose packed kernels serve the plain ISA `isa` on this CPU:
 /// AVX-512 with VNNI → `Avx512`; AVX-512 without VNNI and AVX2 → `Avx2`;
-/// otherwise none.
+/// NEON → `Neon`; otherwise none.
 pub(crate) fn packed_isa_for(isa: Isa) -> Option<Isa> {
     match isa {
         Isa::Avx512 if dispatch::has_avx512_vnni() => Some(Isa::Avx512),
         Isa::Avx512 | Isa::Avx2 if dispatch::is_available(Isa::Avx2) => Some(Isa::Avx2),
+        Isa::Neon if dispatch::is_available(Isa::Neon) => Some(Isa::Neon),
         _ => None,
     }
 }
@@ -285,8 +290,8 @@ pub(crate) fn packed_isa_for(isa: Isa) -> Option<Isa> {
 pub(crate) fn packed_isa_runs(isa: Isa) -> bool {
     match isa {
         Isa::Avx512 => dispatch::has_avx512_vnni(),
-        Isa::Avx2 => dispatch::is_available(Isa::Avx2),
-        _ => false,
+        Isa::Avx2 | Isa::Neon => dispatch::is_available(isa),
+        Isa::Scalar => false,
     }
 }
 
@@ -299,11 +304,18 @@ pub(crate) fn packed_ops(ty: GgmlType, pisa: Isa) -> Option<PackedOps> {
     entry(ty, pisa)?.packed.filter(|p| p.isa == pisa)
 }
 
-/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`.
-fn packed_entry(ty: GgmlType, pisa: Isa, dot: Option<Avx2Dot>) -> Option<PackedOps> {
-    crate::arch::packed_tile(ty, pisa, dot).map(|(tile, tile_tokens)| PackedOps {
+/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`
+/// or (`Neon`) the tier `neon`.
+fn packed_entry(
+    ty: GgmlType,
+    pisa: Isa,
+    dot: Option<Avx2Dot>,
+    neon: Option<NeonDot>,
+) -> Option<PackedOps> {
+    crate::arch::packed_tile(ty, pisa, dot, neon).map(|(tile, tile_tokens)| PackedOps {
         isa: pisa,
         dot,
+        neon,
         tile,
         tile_tokens,
     })
@@ -316,7 +328,17 @@ pub(crate) fn packed_ops_with_dot(ty: GgmlType, dot: Avx2Dot) -> Option<PackedOp
     if !packed_isa_runs(Isa::Avx2) || !dot.available() {
         return None;
     }
-    packed_entry(ty, Isa::Avx2, Some(dot))
+    packed_entry(ty, Isa::Avx2, Some(dot), None)
+}
+
+/// The `Neon` packed group tile of `ty` with the tier `tier` instead of the
+/// process's (tests, benchmarks, [`Config::neon_dot`]); `None` when there
+/// is none or the CPU cannot run it.
+pub(crate) fn packed_ops_with_neon(ty: GgmlType, tier: NeonDot) -> Option<PackedOps> {
+    if !packed_isa_runs(Isa::Neon) || !tier.available() {
+        return None;
+    }
+    packed_entry(ty, Isa::Neon, None, Some(tier))
 }
 
 /// Every SIMD tile function built for `ty` that this CPU can run, with a
@@ -340,6 +362,9 @@ pub struct Config {
     /// The dot instruction of the 256-bit packed kernels (matrices packed
     /// for `Isa::Avx2`); `None`: the process's ([`dispatch::avx2_dot`]).
     pub avx2_dot: Option<Avx2Dot>,
+    /// The dot tier of the NEON packed kernels (matrices packed for
+    /// `Isa::Neon`); `None`: the process's ([`dispatch::neon_dot`]).
+    pub neon_dot: Option<NeonDot>,
 }
 
 impl Default for Config {
@@ -348,15 +373,18 @@ impl Default for Config {
             isa: None,
             repack: true,
             avx2_dot: None,
+            neon_dot: None,
         }
     }
 }
 
 impl Config {
     /// `PHI_ISA` (`scalar|avx2|avx512|neon|auto`), `PHI_REPACK` (`0`: no
-    /// repacking) and `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
-    /// dot instruction of the AVX2 packed kernels), read once per process.
-    /// An unknown or unavailable `PHI_ISA` or `PHI_AVX2_DOT` prints one
+    /// repacking), `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
+    /// dot instruction of the AVX2 packed kernels) and `PHI_NEON_DOT`
+    /// (`plain|sdot|smmla|auto`: the tier of the NEON packed kernels), read
+    /// once per process. An unknown or unavailable `PHI_ISA`, `PHI_AVX2_DOT`
+    /// or `PHI_NEON_DOT` prints one
     /// warning on stderr and means `auto` ([`Config::parse`] and
     /// [`dispatch::parse_avx2_dot`] return the error instead).
     pub fn from_env() -> Config {
@@ -373,7 +401,16 @@ impl Config {
                 eprintln!("phi-kernels: ignoring PHI_AVX2_DOT: {e}; using auto");
                 None
             });
-            Config { avx2_dot, ..cfg }
+            let neon = std::env::var("PHI_NEON_DOT").ok();
+            let neon_dot = dispatch::parse_neon_dot(neon.as_deref()).unwrap_or_else(|e| {
+                eprintln!("phi-kernels: ignoring PHI_NEON_DOT: {e}; using auto");
+                None
+            });
+            Config {
+                avx2_dot,
+                neon_dot,
+                ..cfg
+            }
         })
     }
 
@@ -386,6 +423,7 @@ impl Config {
             isa: dispatch::parse_request(isa)?,
             repack: repack.is_none_or(|v| v.trim() != "0"),
             avx2_dot: None,
+            neon_dot: None,
         })
     }
 
@@ -450,12 +488,16 @@ pub fn prepare(w: &Weights<'_>, cfg: &Config) -> Result<Matrix, KernelError> {
         Some(pisa) if cfg.repack => PackedWeights::pack_with_isa(pisa, w)?,
         _ => None,
     };
-    let packed = match (packed, cfg.avx2_dot) {
-        (Some(mut p), Some(dot)) if p.isa() == Isa::Avx2 => {
+    let packed = match (packed, cfg.avx2_dot, cfg.neon_dot) {
+        (Some(mut p), Some(dot), _) if p.isa() == Isa::Avx2 => {
             p.set_avx2_dot(dot)?;
             Some(p)
         }
-        (p, _) => p,
+        (Some(mut p), _, Some(tier)) if p.isa() == Isa::Neon => {
+            p.set_neon_dot(tier)?;
+            Some(p)
+        }
+        (p, _, _) => p,
     };
     Ok(Matrix {
         ty: w.ty,

@@ -22,7 +22,7 @@ use phi_kernels::formats::k_quants::{
     block_dot_q2_k, block_dot_q3_k, block_dot_q4_k, block_dot_q5_k, block_dot_q6_k,
     quantize_row_q8_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K,
 };
-use phi_kernels::packed::{self, matmul_packed, Avx2Dot, PackedWeights};
+use phi_kernels::packed::{self, matmul_packed, Avx2Dot, NeonDot, PackedWeights};
 use phi_kernels::{
     dequantize_row, matmul, matmul_with_isa, quantize_activations, GgmlType, Isa, Scratch, Weights,
 };
@@ -144,41 +144,68 @@ fn has_dot_flavours(ty: GgmlType) -> bool {
     ty != GgmlType::IQ4_NL
 }
 
-/// The packed kernels this CPU runs for `ty`: each ISA, and for `Avx2`
-/// each dot flavour the CPU has (the others are reported as skipped).
-fn isas(ty: GgmlType) -> Vec<(Isa, Avx2Dot)> {
+/// Which instantiation of an ISA's packed kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flavour {
+    /// The only one (AVX-512 VNNI).
+    Only,
+    /// An `Avx2` dot instruction.
+    Avx2(Avx2Dot),
+    /// A `Neon` dot tier.
+    Neon(NeonDot),
+}
+
+/// The packed kernels this CPU runs for `ty`: each ISA, for `Avx2` each dot
+/// flavour and for `Neon` each tier the CPU has (the others are reported as
+/// skipped).
+fn isas(ty: GgmlType) -> Vec<(Isa, Flavour)> {
     let mut v = Vec::new();
-    for isa in [Isa::Avx512, Isa::Avx2] {
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Neon] {
         if !packed::supports(isa, ty) || !is_available(isa) {
             continue;
         }
         if isa == Isa::Avx512 {
             if phi_kernels::dispatch::has_avx512_vnni() {
-                v.push((isa, Avx2Dot::Maddubs));
+                v.push((isa, Flavour::Only));
+            }
+        } else if isa == Isa::Neon {
+            for tier in NeonDot::ALL {
+                if tier.available() {
+                    v.push((isa, Flavour::Neon(tier)));
+                } else {
+                    eprintln!("{ty}: CPU lacks NEON {tier:?}, that tier is not tested here");
+                }
             }
         } else if has_dot_flavours(ty) {
             for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
                 if dot.available() {
-                    v.push((isa, dot));
+                    v.push((isa, Flavour::Avx2(dot)));
                 } else {
                     eprintln!("{ty}: CPU lacks {dot:?}, that instantiation is not tested here");
                 }
             }
         } else {
-            v.push((isa, Avx2Dot::Maddubs));
+            v.push((isa, Flavour::Avx2(Avx2Dot::Maddubs)));
         }
     }
     v
 }
 
-/// `w` packed for `isa` with the 256-bit dot flavour `dot`.
-fn pack_for(isa: Isa, dot: Avx2Dot, w: &Weights<'_>) -> PackedWeights {
+/// `w` packed for `isa` with the flavour `dot`.
+fn pack_for(isa: Isa, dot: Flavour, w: &Weights<'_>) -> PackedWeights {
     let mut p = PackedWeights::pack_with_isa(isa, w)
         .unwrap()
         .expect("packable shape");
-    if isa == Isa::Avx2 {
-        p.set_avx2_dot(dot).unwrap();
-        assert_eq!(p.avx2_dot(), Some(dot));
+    match dot {
+        Flavour::Avx2(d) if isa == Isa::Avx2 => {
+            p.set_avx2_dot(d).unwrap();
+            assert_eq!(p.avx2_dot(), Some(d));
+        }
+        Flavour::Neon(t) => {
+            p.set_neon_dot(t).unwrap();
+            assert_eq!(p.neon_dot(), Some(t));
+        }
+        _ => {}
     }
     assert_eq!(p.isa(), isa);
     p
@@ -194,7 +221,7 @@ fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: u
 fn check_case_isa(
     rng: &mut Rng,
     isa: Isa,
-    dot: Avx2Dot,
+    dot: Flavour,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -234,8 +261,8 @@ fn check_case_isa(
 /// Whether to skip a test written for the AVX-512 VNNI kernels (which pack
 /// every type).
 fn skip() -> bool {
-    if packed::packed_isa() != Some(Isa::Avx512) {
-        eprintln!("no AVX-512 VNNI: packed path not available, test skipped");
+    if !matches!(packed::packed_isa(), Some(Isa::Avx512 | Isa::Neon)) {
+        eprintln!("no AVX-512 VNNI or NEON: packed path not available, test skipped");
         return true;
     }
     false
@@ -340,9 +367,11 @@ fn pack_returns_none_without_a_packed_path() {
     };
     assert!(PackedWeights::pack(&bad).is_err());
     // Kernels the CPU cannot run are an error; types an ISA has no kernel for, None.
-    for isa in [Isa::Scalar, Isa::Neon] {
-        assert!(PackedWeights::pack_with_isa(isa, &w).is_err(), "{isa:?}");
-    }
+    assert!(PackedWeights::pack_with_isa(Isa::Scalar, &w).is_err());
+    assert_eq!(
+        PackedWeights::pack_with_isa(Isa::Neon, &w).is_ok(),
+        is_available(Isa::Neon)
+    );
     if is_available(Isa::Avx2) {
         let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
         assert!(p.is_some(), "Q4_0 has an AVX2 packed kernel");
@@ -564,7 +593,7 @@ fn check_k_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, nt: usize
 fn check_k_case_isa(
     rng: &mut Rng,
     isa: Isa,
-    dot: Avx2Dot,
+    dot: Flavour,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -580,7 +609,7 @@ fn check_k_case_isa(
 #[allow(clippy::too_many_arguments)]
 fn assert_k_close(
     isa: Isa,
-    dot: Avx2Dot,
+    dot: Flavour,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -668,33 +697,77 @@ fn avx2_dot_flavours_bit_identical() {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
     ] {
-        for &(rows, cols, nt) in &[(16, 256, 1), (48, 768, 5), (32, 2048, 13)] {
-            let data = if ty.block_size() == 256 {
-                random_k_weights(&mut rng, ty, rows, cols)
-            } else {
-                random_weights(&mut rng, ty, rows, cols)
+        let shapes = [(16, 256, 1), (48, 768, 5), (32, 2048, 13)];
+        let dots = [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl];
+        flavours_agree(&mut rng, ty, &shapes, Isa::Avx2, dots.map(Flavour::Avx2));
+    }
+}
+
+/// `matmul_packed` of `ty` gives the same bits with every flavour of `isa`
+/// the CPU has (those it lacks are reported and skipped), on random weights
+/// and activations of each `(rows, cols, tokens)` shape.
+fn flavours_agree(
+    rng: &mut Rng,
+    ty: GgmlType,
+    shapes: &[(usize, usize, usize)],
+    isa: Isa,
+    flavours: [Flavour; 3],
+) {
+    for &(rows, cols, nt) in shapes {
+        let data = if ty.block_size() == 256 {
+            random_k_weights(rng, ty, rows, cols)
+        } else {
+            random_weights(rng, ty, rows, cols)
+        };
+        let w = Weights::new(ty, rows, cols, &data).unwrap();
+        let x = random_x(rng, cols * nt);
+        let mut s = Scratch::default();
+        let mut first: Option<Vec<f32>> = None;
+        for f in flavours {
+            let available = match f {
+                Flavour::Avx2(d) => d.available(),
+                Flavour::Neon(t) => t.available(),
+                Flavour::Only => true,
             };
-            let w = Weights::new(ty, rows, cols, &data).unwrap();
-            let x = random_x(&mut rng, cols * nt);
-            let mut s = Scratch::default();
-            let mut first: Option<Vec<f32>> = None;
-            for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
-                if !dot.available() {
-                    eprintln!("CPU lacks {dot:?}: not compared");
-                    continue;
-                }
-                let p = pack_for(Isa::Avx2, dot, &w);
-                let mut y = vec![f32::NAN; rows * nt];
-                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
-                match &first {
-                    None => first = Some(y),
-                    Some(f) => assert!(
-                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{ty} {rows}x{cols} nt={nt}: {dot:?} differs from Maddubs"
-                    ),
-                }
+            if !available {
+                eprintln!("CPU lacks {f:?}: not compared");
+                continue;
+            }
+            let p = pack_for(isa, f, &w);
+            let mut y = vec![f32::NAN; rows * nt];
+            matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+            match &first {
+                None => first = Some(y),
+                Some(f0) => assert!(
+                    f0.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{ty} {rows}x{cols} nt={nt}: {f:?} differs from {:?}",
+                    flavours[0]
+                ),
             }
         }
+    }
+}
+
+/// The three NEON tiers compute the same exact integers and the same f32
+/// operations: their results agree bit for bit, for gemv and for every
+/// tile width (odd token counts included). Tiers the CPU lacks are
+/// reported and skipped.
+#[test]
+fn neon_tiers_bit_identical() {
+    if !is_available(Isa::Neon) {
+        eprintln!("no NEON: test skipped");
+        return;
+    }
+    let mut rng = Rng(0x4E30);
+    let shapes = [(16, 32, 1), (48, 768, 5), (32, 2048, 13), (16, 96, 8)];
+    for ty in TYPES_32 {
+        flavours_agree(
+            &mut rng,
+            ty,
+            &shapes,
+            Isa::Neon,
+            NeonDot::ALL.map(Flavour::Neon),
+        );
     }
 }
 

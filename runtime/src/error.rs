@@ -88,11 +88,13 @@ impl PhiError {
             PhiError::Gguf(_) => K::InvalidModel,
             PhiError::Kernel(KernelError::Unsupported(_)) => K::UnsupportedModel,
             PhiError::Kernel(KernelError::Shape(_)) => K::InvalidModel,
-            // A `PHI_ISA` / `PHI_AVX2_DOT` request this CPU cannot honour.
+            // A `PHI_ISA` / `PHI_AVX2_DOT` / `PHI_NEON_DOT` request this CPU
+            // cannot honour.
             PhiError::Kernel(
                 KernelError::IsaUnavailable(_)
                 | KernelError::UnknownIsa(_)
-                | KernelError::UnknownAvx2Dot(_),
+                | KernelError::UnknownAvx2Dot(_)
+                | KernelError::UnknownNeonDot(_),
             ) => K::InvalidArgument,
             PhiError::Tokenizer(T::UnknownModel(_) | T::UnknownPreTokenizer(_)) => {
                 K::UnsupportedModel

@@ -48,6 +48,10 @@ pub(crate) fn quantize_act(act: GgmlType, isa: Isa) -> Option<QuantizeActFn> {
     if matches!(isa, Isa::Avx512 | Isa::Avx2) {
         return x86_64::quantize_act(act);
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        return aarch64::quantize_act(act);
+    }
     let _ = (act, isa);
     None
 }
@@ -70,19 +74,30 @@ pub(crate) fn mat_variants(ty: GgmlType) -> Vec<(&'static str, MatFn)> {
 }
 
 /// The packed group tile of `ty` for the packed ISA `pisa` and the most
-/// tokens it takes per call, if there is one.
+/// tokens it takes per call, if there is one: `dot` picks the flavour of
+/// the x86 `Avx2` kernels, `neon` the tier of the `Neon` ones.
 pub(crate) fn packed_tile(
     ty: GgmlType,
     pisa: Isa,
     dot: Option<crate::dispatch::Avx2Dot>,
+    neon: Option<crate::dispatch::NeonDot>,
 ) -> Option<(PackedTileFn, usize)> {
     #[cfg(target_arch = "x86_64")]
     {
+        let _ = neon;
         x86_64::packed_tile(ty, pisa, dot)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
     {
-        let _ = (ty, pisa, dot);
+        let _ = dot;
+        match (pisa, neon) {
+            (Isa::Neon, Some(tier)) => aarch64::packed_tile(ty, tier),
+            _ => None,
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (ty, pisa, dot, neon);
         None
     }
 }

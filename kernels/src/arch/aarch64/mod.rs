@@ -104,9 +104,31 @@ macro_rules! flavours {
 
 mod k_neon;
 mod neon;
+pub(crate) mod neon_dot;
+mod packed_neon;
+mod quant_act;
 #[cfg(test)]
 mod tests;
 pub(crate) mod vec;
+
+/// The NEON packed group tile of `ty` for `tier` (`packed_neon.rs`) and the
+/// most tokens it takes per call.
+pub(crate) fn packed_tile(
+    ty: GgmlType,
+    tier: crate::dispatch::NeonDot,
+) -> Option<(crate::tile::PackedTileFn, usize)> {
+    packed_neon::tile_for(ty, tier)
+}
+
+/// The NEON activation quantizer for `act` (Q8_0, Q8_1), bit-identical to
+/// the scalar one.
+pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::tile::QuantizeActFn> {
+    match act {
+        GgmlType::Q8_0 => Some(quant_act::quantize_act_q8_0),
+        GgmlType::Q8_1 => Some(quant_act::quantize_act_q8_1),
+        _ => None,
+    }
+}
 
 /// Whether this CPU has FEAT_DotProd (`sdot`), detected once with the
 /// other features (`crate::dispatch::features`).

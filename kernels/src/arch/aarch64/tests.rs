@@ -254,9 +254,28 @@ fn registered_and_detected() {
         has_dotprod(),
         std::arch::is_aarch64_feature_detected!("dotprod")
     );
+    let i8mm = crate::dispatch::NeonDot::Smmla.available();
+    assert_eq!(
+        i8mm,
+        std::arch::is_aarch64_feature_detected!("i8mm") && has_dotprod()
+    );
     match std::env::var("QEMU_CPU").as_deref() {
-        Ok("max") => assert!(has_dotprod(), "QEMU_CPU=max has dotprod"),
-        Ok("cortex-a53") => assert!(!has_dotprod(), "Cortex-A53 has no dotprod"),
+        Ok("max") => assert!(has_dotprod() && i8mm, "QEMU_CPU=max has dotprod and i8mm"),
+        Ok("cortex-a76") => assert!(has_dotprod() && !i8mm, "Cortex-A76: dotprod, no i8mm"),
+        Ok("cortex-a53") => assert!(!has_dotprod() && !i8mm, "Cortex-A53 has no dotprod"),
         _ => {}
     }
+    // The packed kernels: NEON repacks, with the best tier detected (or
+    // the one PHI_NEON_DOT names), and its activation quantizers are SIMD.
+    assert_eq!(crate::registry::packed_isa_for(Isa::Neon), Some(Isa::Neon));
+    let tier = crate::dispatch::neon_dot();
+    assert!(tier.available());
+    if std::env::var_os("PHI_NEON_DOT").is_none() {
+        assert_eq!(tier, crate::dispatch::NeonDot::detected());
+    }
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let p = crate::registry::packed_ops(ty, Isa::Neon).expect("NEON packs Q4_0 / Q8_0");
+        assert_eq!((p.isa, p.neon, p.dot), (Isa::Neon, Some(tier), None));
+    }
+    assert!(crate::arch::quantize_act(GgmlType::Q8_0, Isa::Neon).is_some());
 }
