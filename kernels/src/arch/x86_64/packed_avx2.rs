@@ -24,7 +24,8 @@ use crate::formats::layout::Block32;
 use crate::formats::packed_layout::l32::*;
 use crate::tile::{PackedTile as Tile, PackedTileFn};
 
-/// gemv prefetch distance in bytes of packed quants.
+/// Prefetch distance in bytes of packed quants (every token count: a
+/// batch of a few tokens streams the weights from memory as gemv does).
 const PF_DIST: usize = 4096;
 
 /// Computes 16 rows × `T` tokens of one row group of type `K` (one of
@@ -53,12 +54,11 @@ unsafe fn group_body<D: Dot, const K: u8, const T: usize>(tile: &Tile) {
             // SAFETY: block b < nb of the group's quants and scales is readable
             // (caller); unaligned loads need no alignment.
             let (p, s) = (tile.qs.add(b * qb), tile.sc.add(b * sb));
-            if T == 1 {
-                // gemv streams the weights: prefetch ahead (a hint, never faults).
-                let ahead = p.wrapping_add(PF_DIST);
-                for l in 0..qb / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
-                }
+            // The weights stream from memory, for gemv and small batches
+            // alike: prefetch ahead (a hint, never faults).
+            let ahead = p.wrapping_add(PF_DIST);
+            for l in 0..qb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
             }
             for h in 0..2 {
                 // SAFETY: the half-vectors 32h..32h+32 of the block's quant
