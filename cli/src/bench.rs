@@ -227,7 +227,7 @@ pub fn stats(runs: &[f64]) -> Stats {
 }
 
 /// Pseudo-random token ids below `n_vocab` (what llama-bench feeds, too).
-fn bench_tokens(n: usize, n_vocab: usize, salt: u64) -> Vec<u32> {
+pub fn bench_tokens(n: usize, n_vocab: usize, salt: u64) -> Vec<u32> {
     let mut s = 0x2545_F491_4F6C_DD1D ^ salt;
     (0..n)
         .map(|_| {

@@ -53,15 +53,7 @@ pub struct Round {
 
 /// Prompt tokens of sequence `i`: distinct pseudo-random ids.
 fn prompt_of(i: usize, len: usize, n_vocab: usize) -> Vec<u32> {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % n_vocab as u64) as u32
-        })
-        .collect()
+    crate::bench::bench_tokens(len, n_vocab, 0x9E37_79B9 ^ i as u64)
 }
 
 /// Runs one round: prefill (unmeasured), then `n_gen` timed decode steps.
