@@ -55,6 +55,14 @@ pub struct Args {
     /// With --kernels: only these weight types (comma-separated, e.g. q4_0,q4_k).
     #[arg(long, value_delimiter = ',', requires = "kernels")]
     pub types: Vec<String>,
+    /// Batched decode instead: C sequences decoding together through the
+    /// `phi serve` engine, for each C (comma-separated, e.g. 1,2,4,8); -n
+    /// steps per round, -r rounds.
+    #[arg(long, value_delimiter = ',', conflicts_with = "kernels")]
+    pub parallel: Vec<usize>,
+    /// With --parallel: prompt tokens per sequence (prefilled, not measured).
+    #[arg(long, default_value_t = 16, requires = "parallel")]
+    pub parallel_prompt: usize,
 }
 
 /// What the benchmark says about the model.
@@ -219,7 +227,7 @@ pub fn stats(runs: &[f64]) -> Stats {
 }
 
 /// Pseudo-random token ids below `n_vocab` (what llama-bench feeds, too).
-fn bench_tokens(n: usize, n_vocab: usize, salt: u64) -> Vec<u32> {
+pub fn bench_tokens(n: usize, n_vocab: usize, salt: u64) -> Vec<u32> {
     let mut s = 0x2545_F491_4F6C_DD1D ^ salt;
     (0..n)
         .map(|_| {
@@ -316,6 +324,20 @@ pub fn run(args: Args) -> crate::CliResult {
     };
     if threads.contains(&0) {
         return Err("-t thread counts must be at least 1".into());
+    }
+    if !args.parallel.is_empty() {
+        let opts = crate::bench_batch::Options {
+            parallel: &args.parallel,
+            prompt: args.parallel_prompt,
+            n_gen: args.n_gen.first().copied().unwrap_or(0),
+            reps: args.repetitions,
+            json: args.json,
+            kv_type: args.kv.kv_type.map(Into::into),
+            max_memory: args.kv.max_memory,
+            name: &info.name,
+            ty: &info.ty,
+        };
+        return crate::bench_batch::run(&model, &threads, &opts);
     }
     let mut tests: Vec<Test> = Vec::new();
     tests.extend(

@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 
 mod args;
 mod bench;
+mod bench_batch;
 mod bench_kernels;
 mod chat;
 mod hub;
@@ -56,7 +57,8 @@ enum Command {
     #[command(after_help = r#"Examples:
   phi bench -m model.gguf -p 128 -n 32 -t 1,2 -r 3
   phi bench --synthetic phi3-mini --type q4_0 --json
-  phi bench --kernels --types q4_0,q4_k"#)]
+  phi bench --kernels --types q4_0,q4_k
+  phi bench --synthetic phi3-mini -t 2 --parallel 1,2,4,8 -n 32"#)]
     Bench(bench::Args),
     /// Perplexity of a text file over windows of -c tokens (like llama-perplexity).
     #[command(after_help = r#"Examples:

@@ -232,3 +232,60 @@ fn max_memory_refuses_a_context_that_does_not_fit() {
     assert_eq!(json_lines(&run("1G")).len(), 1);
     assert_eq!(run("4X").status.code(), Some(2)); // clap's usage error
 }
+
+#[test]
+fn parallel_prints_one_line_per_thread_count_and_c() {
+    let m = fixture("phi3-tiny-q4_0.gguf");
+    let out = phi(&[
+        "bench",
+        "-m",
+        m.to_str().unwrap(),
+        "--parallel",
+        "1,3",
+        "--parallel-prompt",
+        "5",
+        "-n",
+        "4",
+        "-t",
+        "1,2",
+        "-r",
+        "2",
+        "--json",
+    ]);
+    let lines = json_lines(&out);
+    let seen: Vec<(u64, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["threads"].as_u64().unwrap(),
+                l["parallel"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(1, 1), (1, 3), (2, 1), (2, 3)], "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["test"], format!("batch{}", l["parallel"]));
+        assert_eq!(l["runs"].as_array().unwrap().len(), 2);
+        assert!(l["tokens_per_s"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["step_ms"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["pp_ms_per_token"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    // The ratio is against C = 1 of the same thread count.
+    assert_eq!(lines[0]["vs_c1"].as_f64(), Some(1.0));
+    let r = lines[1]["vs_c1"].as_f64().unwrap();
+    let expect =
+        lines[1]["tokens_per_s"].as_f64().unwrap() / lines[0]["tokens_per_s"].as_f64().unwrap();
+    assert!((r - expect).abs() < 1e-9 * expect, "{r} vs {expect}");
+
+    let bad = phi(&[
+        "bench",
+        "-m",
+        m.to_str().unwrap(),
+        "--parallel",
+        "0",
+        "-n",
+        "2",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--parallel"));
+}

@@ -52,8 +52,9 @@ pub(crate) mod l32 {
         }
     }
 
-    /// Tokens per register tile of the AVX2 kernels (16 ymm registers).
-    pub(crate) const AVX2_TILE_TOKENS: usize = 2;
+    /// Tokens per register tile of the AVX2 kernels (16 ymm registers: 8
+    /// weight vectors, one accumulator per token, the scales).
+    pub(crate) const AVX2_TILE_TOKENS: usize = 4;
 
     /// Offsets in a file block of `kind`: `(m, qh, qs)` (`d` is always at 0).
     pub(crate) const fn src_offsets(kind: u8) -> (Option<usize>, Option<usize>, usize) {

@@ -24,7 +24,8 @@ use crate::formats::layout::Block32;
 use crate::formats::packed_layout::l32::*;
 use crate::tile::{PackedTile as Tile, PackedTileFn};
 
-/// gemv prefetch distance in bytes of packed quants.
+/// Prefetch distance in bytes of packed quants (every token count: a
+/// batch of a few tokens streams the weights from memory as gemv does).
 const PF_DIST: usize = 4096;
 
 /// Computes 16 rows × `T` tokens of one row group of type `K` (one of
@@ -38,86 +39,114 @@ const PF_DIST: usize = 4096;
 /// `out` has 16 writable floats at every `t·out_stride`, `t < T`).
 #[inline(always)]
 unsafe fn group_body<D: Dot, const K: u8, const T: usize>(tile: &Tile) {
+    // SAFETY: the caller's contract, forwarded: blocks b < nb, halves h < 2.
+    unsafe {
+        let qb = quant_bytes(K);
+        // The weights stream from memory, for gemv and small batches
+        // alike: prefetch ahead (a hint, never faults).
+        let prefetch = |b: usize| {
+            let ahead = tile.qs.wrapping_add(b * qb + PF_DIST);
+            for l in 0..qb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+            }
+        };
+        let mut acc = [[_mm256_setzero_ps(); T]; 2];
+        if T <= 2 {
+            // Both halves of a block together: every weight byte is read
+            // from memory once and used at once (gemv's best order).
+            for b in 0..tile.nb {
+                prefetch(b);
+                for (h, acc_h) in acc.iter_mut().enumerate() {
+                    block_half::<D, K, T>(tile, b, h, acc_h);
+                }
+            }
+        } else {
+            // Rows 8h..8h+8 of every token per pass over the group (as the
+            // 256-bit Q8_0 / K-quant kernels): one accumulator per token
+            // keeps 4 tokens and the 8 weight vectors in the 16 ymm
+            // registers. The second half reads the group again from L1 / L2.
+            for (h, acc_h) in acc.iter_mut().enumerate() {
+                for b in 0..tile.nb {
+                    if h == 0 {
+                        prefetch(b);
+                    }
+                    block_half::<D, K, T>(tile, b, h, acc_h);
+                }
+            }
+        }
+        for (h, acc_h) in acc.iter().enumerate() {
+            for (t, acc_t) in acc_h.iter().enumerate() {
+                // SAFETY: floats 8h..8h+8 of the 16 at out + t·out_stride
+                // are writable (caller).
+                _mm256_storeu_ps(tile.out.add(t * tile.out_stride + 8 * h), *acc_t);
+            }
+        }
+    }
+}
+
+/// Adds block `b`'s contribution to rows `8h..8h+8` of the `T` tokens:
+/// `acc[t] += isum·(d_w·d_a)` (+ `m_w·s_a`).
+///
+/// # Safety
+/// As [`group_body`], with `b < nb` and `h < 2`.
+#[inline(always)]
+unsafe fn block_half<D: Dot, const K: u8, const T: usize>(
+    tile: &Tile,
+    b: usize,
+    h: usize,
+    acc: &mut [__m256; T],
+) {
     // SAFETY: the caller's contract: the CPU has `D`'s ISA (AVX2, FMA and
     // F16C included) for every intrinsic; the pointer reads below are
     // justified where they happen.
     unsafe {
-        let qb = quant_bytes(K);
-        let sb = scale_bytes(K);
-        let ab = act_block(K);
+        let (qb, sb, ab) = (quant_bytes(K), scale_bytes(K), act_block(K));
         let aq = ab - 32;
         let q5 = K == Q5_0 || K == Q5_1;
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = [[_mm256_setzero_ps(); 2]; T];
-        for b in 0..tile.nb {
-            // SAFETY: block b < nb of the group's quants and scales is readable
-            // (caller); unaligned loads need no alignment.
-            let (p, s) = (tile.qs.add(b * qb), tile.sc.add(b * sb));
-            if T == 1 {
-                // gemv streams the weights: prefetch ahead (a hint, never faults).
-                let ahead = p.wrapping_add(PF_DIST);
-                for l in 0..qb / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
-                }
-            }
-            for h in 0..2 {
-                // SAFETY: the half-vectors 32h..32h+32 of the block's quant
-                // vectors, its fifth-bit vector (Q5_x) and the 8 f16 scales of rows
-                // 8h.. lie inside block b (caller).
-                let (wv, dw, mw) = {
-                    let mut wv = [_mm256_setzero_si256(); 8];
-                    for k in 0..4 {
-                        let v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
-                        wv[k] = _mm256_and_si256(v, m4);
-                        wv[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                    }
-                    if q5 {
-                        // Bit j of each fifth-bit byte moved to bit 4 of group j.
-                        let hv = _mm256_loadu_si256(p.add(256 + 32 * h) as *const __m256i);
-                        for (j, w) in wv.iter_mut().enumerate() {
-                            *w = super::packed_avx2_k::merge_fifth_bit(*w, hv, j);
-                        }
-                    }
-                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h) as *const __m128i));
-                    let mw = if has_min(K) {
-                        _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h) as *const __m128i))
-                    } else {
-                        _mm256_setzero_ps()
-                    };
-                    (wv, dw, mw)
-                };
-                for (t, acc_t) in acc.iter_mut().enumerate() {
-                    // SAFETY: token t < T has block b's activation block and its 8
-                    // side bytes readable (caller); all reads are unaligned.
-                    let (isum, da, sa) = {
-                        let (row, da, init, sa) = tile.side32(t, b, has_min(K));
-                        let q = row.add(b * ab + aq);
-                        // AVX2: 4 groups per i16 sum (|Σ| ≤ 4·2·31·127).
-                        let init = _mm256_set1_epi32(init);
-                        let isum = if q5 {
-                            D::dot::<8, 31>(init, &wv, q)
-                        } else {
-                            D::dot::<8, 15>(init, &wv, q)
-                        };
-                        (isum, da, sa)
-                    };
-                    acc_t[h] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(isum),
-                        _mm256_mul_ps(dw, _mm256_set1_ps(da)),
-                        acc_t[h],
-                    );
-                    if has_min(K) {
-                        acc_t[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sa), acc_t[h]);
-                    }
-                }
+        // SAFETY: block b < nb of the group's quants and scales is readable
+        // (caller): the half-vectors 32h..32h+32 of its quant vectors, its
+        // fifth-bit vector (Q5_x) and the 8 f16 scales of rows 8h..;
+        // unaligned loads need no alignment.
+        let (p, s) = (tile.qs.add(b * qb), tile.sc.add(b * sb));
+        let mut wv = [_mm256_setzero_si256(); 8];
+        for k in 0..4 {
+            let v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
+            wv[k] = _mm256_and_si256(v, m4);
+            wv[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+        }
+        if q5 {
+            // Bit j of each fifth-bit byte moved to bit 4 of group j.
+            let hv = _mm256_loadu_si256(p.add(256 + 32 * h) as *const __m256i);
+            for (j, w) in wv.iter_mut().enumerate() {
+                *w = super::packed_avx2_k::merge_fifth_bit(*w, hv, j);
             }
         }
-        for (t, acc_t) in acc.iter().enumerate() {
-            // SAFETY: 16 floats at out + t·out_stride are writable (caller).
-            {
-                let o = tile.out.add(t * tile.out_stride);
-                _mm256_storeu_ps(o, acc_t[0]);
-                _mm256_storeu_ps(o.add(8), acc_t[1]);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h) as *const __m128i));
+        let mw = if has_min(K) {
+            _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h) as *const __m128i))
+        } else {
+            _mm256_setzero_ps()
+        };
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            // SAFETY: token t < T has block b's activation block and its 8
+            // side bytes readable (caller); all reads are unaligned.
+            let (row, da, init, sa) = tile.side32(t, b, has_min(K));
+            let q = row.add(b * ab + aq);
+            // AVX2: 4 groups per i16 sum (|Σ| ≤ 4·2·31·127).
+            let init = _mm256_set1_epi32(init);
+            let isum = if q5 {
+                D::dot::<8, 31>(init, &wv, q)
+            } else {
+                D::dot::<8, 15>(init, &wv, q)
+            };
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(isum),
+                _mm256_mul_ps(dw, _mm256_set1_ps(da)),
+                *acc_t,
+            );
+            if has_min(K) {
+                *acc_t = _mm256_fmadd_ps(mw, _mm256_set1_ps(sa), *acc_t);
             }
         }
     }
@@ -144,7 +173,7 @@ macro_rules! instantiate {
             #[target_feature(enable = $features)]
             unsafe fn group_tile_n<const K: u8>(tile: &Tile, nt: usize) {
                 // SAFETY: forwarded contract; each arm passes T = nt.
-                unsafe { for_nt!(@ nt, group_tile[K](tile); 1 2) }
+                unsafe { for_nt4!(nt, group_tile[K](tile)) }
             }
 
             /// This flavour's packed tile of `ty` (the nibble types) and

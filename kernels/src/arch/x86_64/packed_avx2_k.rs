@@ -25,7 +25,8 @@ use super::vnni_dot::Dot;
 use crate::formats::packed_layout::k_layout::*;
 use crate::tile::{PackedTile as KTile, PackedTileFn};
 
-/// gemv prefetch distance in records.
+/// Prefetch distance in records (every token count: a batch of a few
+/// tokens streams the weights from memory as gemv does).
 const PF_RECS: usize = 4;
 
 /// Tokens per register tile (16 ymm registers: 8 weight vectors, the scale,
@@ -101,7 +102,7 @@ unsafe fn q4_k_body<D: Dot, const Q5: bool, const T: usize>(tile: &KTile) {
                 let rec = tile.qs.wrapping_add(b * rec_len);
                 let mut isum = [_mm256_setzero_si256(); T];
                 for j in 0..8 {
-                    if T == 1 && h == 0 {
+                    if h == 0 {
                         prefetch_part(rec, rec_len, j, 8);
                     }
                     let c = j / 2;
@@ -182,7 +183,7 @@ unsafe fn q6_k_body<D: Dot, const T: usize>(tile: &KTile) {
                 for n in 0..2 {
                     for qi in 0..4 {
                         let p = 4 * n + qi;
-                        if T == 1 && h == 0 {
+                        if h == 0 {
                             prefetch_part(rec, Q6_K_REC, p, 8);
                         }
                         // Scales (sc_2p, sc_2p+1) as the i16 halves of lane r.

@@ -21,7 +21,8 @@ use crate::tile::{PackedTile as Tile, PackedTileFn};
 /// Tokens per register tile.
 pub(crate) const TILE_TOKENS: usize = 4;
 
-/// gemv prefetch distance in bytes of packed quants.
+/// Prefetch distance in bytes of packed quants (every token count: a
+/// batch of a few tokens streams the weights from memory as gemv does).
 const PF_DIST: usize = 4096;
 
 /// 16 rows × `T` tokens of a Q8_0 group.
@@ -39,7 +40,7 @@ unsafe fn q8_0_body<D: Dot, const T: usize>(tile: &Tile) {
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..tile.nb {
                 let p = tile.qs.add(b * qb);
-                if T == 1 && h == 0 {
+                if h == 0 {
                     let ahead = p.wrapping_add(PF_DIST);
                     for l in 0..qb / 64 {
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);

@@ -56,7 +56,8 @@ pub(crate) fn merge_fifth_bit(w: __m512i, h: __m512i, j: usize) -> __m512i {
     _mm512_ternarylogic_epi32::<0xF8>(w, hs, _mm512_set1_epi8(0x10))
 }
 
-/// gemv prefetch distance in bytes of packed quants.
+/// Prefetch distance in bytes of packed quants (every token count: a
+/// batch of a few tokens streams the weights from memory as gemv does).
 const PF_DIST: usize = 4096;
 
 /// Stores the 16 rows' results of `T` tokens at `tile.out + t·out_stride`.
@@ -95,13 +96,14 @@ pub(crate) unsafe fn group_tile<const K: u8, const T: usize>(tile: &Tile) {
         // (caller); unaligned loads need no alignment.
         let (wv, dw, mw) = unsafe {
             let p = tile.qs.add(b * qb);
-            if T == 1 {
-                // gemv streams the weights from memory: prefetch ahead (a
-                // hint, never faults even past the end of the buffer).
-                let ahead = p.wrapping_add(PF_DIST);
-                for l in 0..qb / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
-                }
+            // The weights stream from memory: prefetch ahead (a hint,
+            // never faults even past the end of the buffer). Small batches
+            // need it as much as gemv: without it the loads of a block
+            // wait for memory after the previous block's dot products
+            // instead of overlapping them.
+            let ahead = p.wrapping_add(PF_DIST);
+            for l in 0..qb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
             }
             let mut wv = [_mm512_setzero_si512(); 8];
             if K == Q8_0 {

@@ -65,7 +65,8 @@ use super::packed_avx512::{iq4_u8_table, merge_fifth_bit, store_tile};
 use crate::formats::packed_layout::k_layout::*;
 use crate::tile::{PackedTile as KTile, PackedTileFn};
 
-/// gemv prefetch distance in records.
+/// Prefetch distance in records (every token count: a batch of a few
+/// tokens streams the weights from memory as gemv does).
 const PF_RECS: usize = 4;
 
 /// Prefetch hint for part `part` of `parts` of the record `PF_RECS`
@@ -162,9 +163,7 @@ pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
         let rec = tile.qs.wrapping_add(b * rec_len);
         let mut isum = [_mm512_setzero_si512(); T];
         for j in 0..8 {
-            if T == 1 {
-                prefetch_part(rec, rec_len, j, 8);
-            }
+            prefetch_part(rec, rec_len, j, 8);
             let c = j / 2;
             // SAFETY: record b is readable (caller): quant vectors 8c..8c+8
             // and the 16 scale bytes of sub-block j lie inside it.
@@ -252,9 +251,7 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                 ];
                 for (is, &sc) in sc_pair.iter().enumerate() {
                     let g = 8 * n + 2 * qi + is;
-                    if T == 1 {
-                        prefetch_part(rec, Q6_K_REC, g, 16);
-                    }
+                    prefetch_part(rec, Q6_K_REC, g, 16);
                     let mut wv = [_mm512_setzero_si512(); 4];
                     for (kk, w) in wv.iter_mut().enumerate() {
                         let k = 4 * is + kk;
@@ -348,9 +345,7 @@ pub(crate) unsafe fn q3_k_tile<const T: usize>(tile: &KTile) {
         let rec = tile.qs.wrapping_add(b * Q3_K_REC);
         let mut isum = [_mm512_setzero_si512(); T];
         for p in 0..8 {
-            if T == 1 {
-                prefetch_part(rec, Q3_K_REC, p, 8);
-            }
+            prefetch_part(rec, Q3_K_REC, p, 8);
             // SAFETY: vectors 3p..3p+3 and scale vector p/2 lie inside record b.
             let (x, y, z, sv) = unsafe {
                 let v = rec.add(64 * 3 * p) as *const __m512i;
@@ -445,9 +440,7 @@ pub(crate) unsafe fn q2_k_tile<const T: usize>(tile: &KTile) {
         // Pair p: sub-blocks 2p, 2p+1 = 8n + 2j + (0, 1), bits 2j..2j+2 of
         // quant vectors 8n..8n+4 and 8n+4..8n+8.
         for p in 0..8 {
-            if T == 1 {
-                prefetch_part(rec, Q2_K_REC, p, 8);
-            }
+            prefetch_part(rec, Q2_K_REC, p, 8);
             let (n, j) = (p / 4, p % 4);
             // SAFETY: quant vectors 8n..8n+8 and scale vector p/2 lie
             // inside record b.
@@ -548,9 +541,7 @@ pub(crate) unsafe fn iq4_xs_tile<const T: usize>(tile: &KTile) {
         let rec = tile.qs.wrapping_add(b * IQ4_XS_REC);
         let mut isum = [_mm512_setzero_si512(); T];
         for ib in 0..8 {
-            if T == 1 {
-                prefetch_part(rec, IQ4_XS_REC, ib, 8);
-            }
+            prefetch_part(rec, IQ4_XS_REC, ib, 8);
             // SAFETY: nibble vectors 4ib..4ib+4 and scale vector ib/4 lie
             // inside record b.
             let (v, sv) = unsafe {
