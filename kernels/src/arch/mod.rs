@@ -48,6 +48,10 @@ pub(crate) fn quantize_act(act: GgmlType, isa: Isa) -> Option<QuantizeActFn> {
     if matches!(isa, Isa::Avx512 | Isa::Avx2) {
         return x86_64::quantize_act(act);
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        return aarch64::quantize_act(act);
+    }
     let _ = (act, isa);
     None
 }

@@ -104,9 +104,19 @@ macro_rules! flavours {
 
 mod k_neon;
 mod neon;
+mod quant_k_act;
 #[cfg(test)]
 mod tests;
 pub(crate) mod vec;
+
+/// A NEON activation quantizer for `act` (bit-identical to the scalar
+/// one), if there is one.
+pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::tile::QuantizeActFn> {
+    match act {
+        GgmlType::Q8_K => Some(quant_k_act::quantize_act_q8_k),
+        _ => None,
+    }
+}
 
 /// Whether this CPU has FEAT_DotProd (`sdot`), detected once with the
 /// other features (`crate::dispatch::features`).
