@@ -33,6 +33,8 @@ pub(crate) struct Features {
     pub neon: bool,
     /// `neon` and FEAT_DotProd (`sdot`).
     pub dotprod: bool,
+    /// `dotprod` and FEAT_I8MM (`smmla`).
+    pub i8mm: bool,
 }
 
 /// The CPU's features (detected on the first call).
@@ -54,6 +56,7 @@ pub(crate) fn features() -> Features {
             use std::arch::is_aarch64_feature_detected as has;
             f.neon = has!("neon");
             f.dotprod = f.neon && has!("dotprod");
+            f.i8mm = f.dotprod && has!("i8mm");
         }
         f
     })
@@ -270,6 +273,52 @@ pub fn avx2_dot() -> Avx2Dot {
     crate::Config::from_env()
         .avx2_dot
         .unwrap_or_else(Avx2Dot::detected)
+}
+
+/// The instruction tier of the NEON packed kernels: the packed layout is
+/// the same for all three and so are the results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeonTier {
+    /// Plain Advanced SIMD (`smull` / `smlal`).
+    Plain,
+    /// FEAT_DotProd: `sdot` by element.
+    Dotprod,
+    /// FEAT_I8MM: `smmla` for token pairs (and `sdot` for a single token).
+    I8mm,
+}
+
+impl NeonTier {
+    /// Every tier, from the simplest.
+    pub const ALL: [NeonTier; 3] = [NeonTier::Plain, NeonTier::Dotprod, NeonTier::I8mm];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeonTier::Plain => "neon",
+            NeonTier::Dotprod => "dotprod",
+            NeonTier::I8mm => "i8mm",
+        }
+    }
+
+    /// Whether the CPU can run this tier.
+    pub fn available(self) -> bool {
+        let f = features();
+        match self {
+            NeonTier::Plain => f.neon,
+            NeonTier::Dotprod => f.dotprod,
+            NeonTier::I8mm => f.i8mm,
+        }
+    }
+
+    /// The best tier this CPU runs (`Plain` on CPUs without NEON, where it
+    /// is never used).
+    pub fn detected() -> NeonTier {
+        NeonTier::ALL
+            .into_iter()
+            .rev()
+            .find(|t| t.available())
+            .unwrap_or(NeonTier::Plain)
+    }
 }
 
 #[cfg(test)]

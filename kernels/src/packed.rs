@@ -57,7 +57,7 @@ use crate::registry::{self, PackedOps};
 use crate::tile::PackedTile;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
 
-pub use crate::dispatch::Avx2Dot;
+pub use crate::dispatch::{Avx2Dot, NeonTier};
 use rayon::prelude::*;
 
 /// Rows per interleaved group.
@@ -113,7 +113,10 @@ pub fn available() -> bool {
 /// Whether `isa` has packed kernels for `ty` (built into this binary; the
 /// CPU may still lack `isa`).
 pub fn supports(isa: Isa, ty: GgmlType) -> bool {
-    // Every AVX2 dot flavour covers the same types.
+    // Every AVX2 dot flavour (NEON tier) covers the same types.
+    if isa == Isa::Neon {
+        return crate::arch::packed_tile_neon(ty, NeonTier::Plain).is_some();
+    }
     let dot = (isa == Isa::Avx2).then_some(Avx2Dot::Maddubs);
     crate::arch::packed_tile(ty, isa, dot).is_some()
 }
@@ -139,6 +142,7 @@ impl PackedWeights {
             return Err(KernelError::IsaUnavailable(match isa {
                 Isa::Avx512 => "avx512vnni",
                 Isa::Avx2 => "avx2",
+                Isa::Neon => "neon",
                 _ => "a packed path",
             }));
         }
@@ -246,6 +250,26 @@ impl PackedWeights {
         }
         self.ops = registry::packed_ops_with_dot(self.ty, dot)
             .ok_or(KernelError::IsaUnavailable(dot.name()))?;
+        Ok(())
+    }
+
+    /// The instruction tier of the NEON kernels (`Some` when
+    /// [`isa`](Self::isa) is `Neon`).
+    pub fn neon_tier(&self) -> Option<NeonTier> {
+        self.ops.neon
+    }
+
+    /// Runs the NEON kernels of `tier` from now on (tests, benchmarks);
+    /// `Err(IsaUnavailable)` when the CPU lacks it or the matrix is not
+    /// packed for `Isa::Neon`.
+    pub fn set_neon_tier(&mut self, tier: NeonTier) -> Result<(), KernelError> {
+        if self.ops.isa != Isa::Neon {
+            return Err(KernelError::IsaUnavailable(
+                "a NEON tier for weights packed for another ISA",
+            ));
+        }
+        self.ops = registry::packed_ops_with_neon_tier(self.ty, tier)
+            .ok_or(KernelError::IsaUnavailable(tier.name()))?;
         Ok(())
     }
 
@@ -571,7 +595,10 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !registry::packed_isa_runs(p.ops.isa) || p.ops.dot.is_some_and(|d| !d.available()) {
+    if !registry::packed_isa_runs(p.ops.isa)
+        || p.ops.dot.is_some_and(|d| !d.available())
+        || p.ops.neon.is_some_and(|t| !t.available())
+    {
         return Err(KernelError::IsaUnavailable("the packed weights' ISA"));
     }
     let (rows, cols, nb) = (p.rows, p.cols, p.nb);

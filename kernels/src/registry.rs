@@ -11,7 +11,7 @@
 //! runs the scalar reference, which is the documented fallback, never
 //! another type's kernel.
 
-use crate::dispatch::Avx2Dot;
+use crate::dispatch::{Avx2Dot, NeonTier};
 use crate::formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
 use crate::packed::PackedWeights;
 use crate::tile::PackedTileFn;
@@ -206,6 +206,8 @@ pub(crate) struct PackedOps {
     pub isa: Isa,
     /// `Avx2`: the 256-bit kernels' dot instruction (`None` for `Avx512`).
     pub dot: Option<Avx2Dot>,
+    /// `Neon`: the kernels' instruction tier.
+    pub neon: Option<NeonTier>,
     pub tile: PackedTileFn,
     /// The most tokens one call of `tile` takes.
     pub tile_tokens: usize,
@@ -272,11 +274,12 @@ pub fn ops(ty: GgmlType, isa: Isa) -> Option<TypeOps> {
 
 /// The ISA whose packed kernels serve the plain ISA `isa` on this CPU:
 /// AVX-512 with VNNI → `Avx512`; AVX-512 without VNNI and AVX2 → `Avx2`;
-/// otherwise none.
+/// NEON → `Neon`; otherwise none.
 pub(crate) fn packed_isa_for(isa: Isa) -> Option<Isa> {
     match isa {
         Isa::Avx512 if dispatch::has_avx512_vnni() => Some(Isa::Avx512),
         Isa::Avx512 | Isa::Avx2 if dispatch::is_available(Isa::Avx2) => Some(Isa::Avx2),
+        Isa::Neon if dispatch::is_available(Isa::Neon) => Some(Isa::Neon),
         _ => None,
     }
 }
@@ -286,6 +289,7 @@ pub(crate) fn packed_isa_runs(isa: Isa) -> bool {
     match isa {
         Isa::Avx512 => dispatch::has_avx512_vnni(),
         Isa::Avx2 => dispatch::is_available(Isa::Avx2),
+        Isa::Neon => dispatch::is_available(Isa::Neon),
         _ => false,
     }
 }
@@ -299,14 +303,40 @@ pub(crate) fn packed_ops(ty: GgmlType, pisa: Isa) -> Option<PackedOps> {
     entry(ty, pisa)?.packed.filter(|p| p.isa == pisa)
 }
 
-/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`.
+/// The packed entry of `ty` for `pisa` and (`Avx2`) the dot flavour `dot`
+/// (`Neon`: the detected tier).
 fn packed_entry(ty: GgmlType, pisa: Isa, dot: Option<Avx2Dot>) -> Option<PackedOps> {
+    if pisa == Isa::Neon {
+        return packed_entry_neon(ty, NeonTier::detected());
+    }
     crate::arch::packed_tile(ty, pisa, dot).map(|(tile, tile_tokens)| PackedOps {
         isa: pisa,
         dot,
+        neon: None,
         tile,
         tile_tokens,
     })
+}
+
+/// The `Neon` packed entry of `ty` for `tier`.
+pub(crate) fn packed_entry_neon(ty: GgmlType, tier: NeonTier) -> Option<PackedOps> {
+    crate::arch::packed_tile_neon(ty, tier).map(|(tile, tile_tokens)| PackedOps {
+        isa: Isa::Neon,
+        dot: None,
+        neon: Some(tier),
+        tile,
+        tile_tokens,
+    })
+}
+
+/// The `Neon` packed group tile of `ty` with the tier `tier` instead of the
+/// detected one (tests, benchmarks); `None` when there is none or the CPU
+/// cannot run it.
+pub(crate) fn packed_ops_with_neon_tier(ty: GgmlType, tier: NeonTier) -> Option<PackedOps> {
+    if !packed_isa_runs(Isa::Neon) || !tier.available() {
+        return None;
+    }
+    packed_entry_neon(ty, tier)
 }
 
 /// The `Avx2` packed group tile of `ty` with the dot flavour `dot` instead

@@ -22,7 +22,7 @@ use phi_kernels::formats::k_quants::{
     block_dot_q2_k, block_dot_q3_k, block_dot_q4_k, block_dot_q5_k, block_dot_q6_k,
     quantize_row_q8_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K,
 };
-use phi_kernels::packed::{self, matmul_packed, Avx2Dot, PackedWeights};
+use phi_kernels::packed::{self, matmul_packed, Avx2Dot, NeonTier, PackedWeights};
 use phi_kernels::{
     dequantize_row, matmul, matmul_with_isa, quantize_activations, GgmlType, Isa, Scratch, Weights,
 };
@@ -144,41 +144,66 @@ fn has_dot_flavours(ty: GgmlType) -> bool {
     ty != GgmlType::IQ4_NL
 }
 
-/// The packed kernels this CPU runs for `ty`: each ISA, and for `Avx2`
-/// each dot flavour the CPU has (the others are reported as skipped).
-fn isas(ty: GgmlType) -> Vec<(Isa, Avx2Dot)> {
+/// Which instantiation of a packed ISA's kernels: the 256-bit kernels'
+/// dot instruction, the NEON tier, or the ISA's only one (AVX-512).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flav {
+    Avx2(Avx2Dot),
+    Neon(NeonTier),
+    Only,
+}
+
+/// The packed kernels this CPU runs for `ty`: each ISA, for `Avx2` each dot
+/// flavour and for `Neon` each tier the CPU has (the others are reported
+/// as skipped).
+fn isas(ty: GgmlType) -> Vec<(Isa, Flav)> {
     let mut v = Vec::new();
-    for isa in [Isa::Avx512, Isa::Avx2] {
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Neon] {
         if !packed::supports(isa, ty) || !is_available(isa) {
             continue;
         }
         if isa == Isa::Avx512 {
             if phi_kernels::dispatch::has_avx512_vnni() {
-                v.push((isa, Avx2Dot::Maddubs));
+                v.push((isa, Flav::Only));
+            }
+        } else if isa == Isa::Neon {
+            for tier in NeonTier::ALL {
+                if tier.available() {
+                    v.push((isa, Flav::Neon(tier)));
+                } else {
+                    eprintln!("{ty}: CPU lacks NEON {tier:?}, that tier is not tested here");
+                }
             }
         } else if has_dot_flavours(ty) {
             for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
                 if dot.available() {
-                    v.push((isa, dot));
+                    v.push((isa, Flav::Avx2(dot)));
                 } else {
                     eprintln!("{ty}: CPU lacks {dot:?}, that instantiation is not tested here");
                 }
             }
         } else {
-            v.push((isa, Avx2Dot::Maddubs));
+            v.push((isa, Flav::Avx2(Avx2Dot::Maddubs)));
         }
     }
     v
 }
 
-/// `w` packed for `isa` with the 256-bit dot flavour `dot`.
-fn pack_for(isa: Isa, dot: Avx2Dot, w: &Weights<'_>) -> PackedWeights {
+/// `w` packed for `isa` with the instantiation `flav`.
+fn pack_for(isa: Isa, flav: Flav, w: &Weights<'_>) -> PackedWeights {
     let mut p = PackedWeights::pack_with_isa(isa, w)
         .unwrap()
         .expect("packable shape");
-    if isa == Isa::Avx2 {
-        p.set_avx2_dot(dot).unwrap();
-        assert_eq!(p.avx2_dot(), Some(dot));
+    match flav {
+        Flav::Avx2(dot) => {
+            p.set_avx2_dot(dot).unwrap();
+            assert_eq!(p.avx2_dot(), Some(dot));
+        }
+        Flav::Neon(tier) => {
+            p.set_neon_tier(tier).unwrap();
+            assert_eq!(p.neon_tier(), Some(tier));
+        }
+        Flav::Only => {}
     }
     assert_eq!(p.isa(), isa);
     p
@@ -194,7 +219,7 @@ fn check_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, n_tokens: u
 fn check_case_isa(
     rng: &mut Rng,
     isa: Isa,
-    dot: Avx2Dot,
+    dot: Flav,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -329,7 +354,7 @@ fn pack_returns_none_without_a_packed_path() {
     let w = Weights::new(GgmlType::Q4_0, 16, 64, &data).unwrap();
     assert_eq!(
         PackedWeights::pack(&w).unwrap().is_some(),
-        packed::available()
+        packed::packed_isa().is_some_and(|isa| packed::supports(isa, GgmlType::Q4_0))
     );
     // Inconsistent weights are an error, not None.
     let bad = Weights {
@@ -340,9 +365,11 @@ fn pack_returns_none_without_a_packed_path() {
     };
     assert!(PackedWeights::pack(&bad).is_err());
     // Kernels the CPU cannot run are an error; types an ISA has no kernel for, None.
-    for isa in [Isa::Scalar, Isa::Neon] {
-        assert!(PackedWeights::pack_with_isa(isa, &w).is_err(), "{isa:?}");
-    }
+    assert!(PackedWeights::pack_with_isa(Isa::Scalar, &w).is_err());
+    assert_eq!(
+        PackedWeights::pack_with_isa(Isa::Neon, &w).is_err(),
+        !is_available(Isa::Neon)
+    );
     if is_available(Isa::Avx2) {
         let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
         assert!(p.is_some(), "Q4_0 has an AVX2 packed kernel");
@@ -564,7 +591,7 @@ fn check_k_case(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, nt: usize
 fn check_k_case_isa(
     rng: &mut Rng,
     isa: Isa,
-    dot: Avx2Dot,
+    dot: Flav,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -580,7 +607,7 @@ fn check_k_case_isa(
 #[allow(clippy::too_many_arguments)]
 fn assert_k_close(
     isa: Isa,
-    dot: Avx2Dot,
+    dot: Flav,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -683,7 +710,7 @@ fn avx2_dot_flavours_bit_identical() {
                     eprintln!("CPU lacks {dot:?}: not compared");
                     continue;
                 }
-                let p = pack_for(Isa::Avx2, dot, &w);
+                let p = pack_for(Isa::Avx2, Flav::Avx2(dot), &w);
                 let mut y = vec![f32::NAN; rows * nt];
                 matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
                 match &first {
@@ -750,6 +777,45 @@ fn packed_extreme_values_do_not_saturate() {
                 y[i],
                 yref[i]
             );
+        }
+    }
+}
+
+/// The three NEON tiers compute the same exact integers and the same f32
+/// operations: their results agree bit for bit (every tier this CPU has;
+/// at least the plain one on any NEON CPU), for gemv, pairs and odd token
+/// counts.
+#[test]
+fn neon_tiers_bit_identical() {
+    if !is_available(Isa::Neon) {
+        eprintln!("no NEON: test skipped");
+        return;
+    }
+    let mut rng = Rng(0x4E0E);
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        assert!(packed::supports(Isa::Neon, ty), "{ty} has NEON kernels");
+        for &(rows, cols, nt) in &[(16, 256, 1), (48, 768, 5), (32, 2048, 13), (16, 512, 2)] {
+            let data = random_k_weights(&mut rng, ty, rows, cols);
+            let w = Weights::new(ty, rows, cols, &data).unwrap();
+            let x = random_x(&mut rng, cols * nt);
+            let mut s = Scratch::default();
+            let mut first: Option<Vec<f32>> = None;
+            for tier in NeonTier::ALL {
+                if !tier.available() {
+                    eprintln!("CPU lacks NEON {tier:?}: not compared");
+                    continue;
+                }
+                let p = pack_for(Isa::Neon, Flav::Neon(tier), &w);
+                let mut y = vec![f32::NAN; rows * nt];
+                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+                match &first {
+                    None => first = Some(y),
+                    Some(f) => assert!(
+                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{ty} {rows}x{cols} nt={nt}: {tier:?} differs from Plain"
+                    ),
+                }
+            }
         }
     }
 }

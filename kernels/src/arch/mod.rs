@@ -91,6 +91,23 @@ pub(crate) fn packed_tile(
     }
 }
 
+/// The NEON packed group tile of `ty` for `tier` and the most tokens it
+/// takes per call, if there is one.
+pub(crate) fn packed_tile_neon(
+    ty: GgmlType,
+    tier: crate::dispatch::NeonTier,
+) -> Option<(PackedTileFn, usize)> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        aarch64::packed_neon_k::tile_for(ty, tier)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        let _ = (ty, tier);
+        None
+    }
+}
+
 /// The vec-op table of `isa` (an available ISA), if it has SIMD bodies.
 pub(crate) fn vec_ops(isa: Isa) -> Option<VecOps> {
     #[cfg(target_arch = "x86_64")]

@@ -104,6 +104,7 @@ macro_rules! flavours {
 
 mod k_neon;
 mod neon;
+pub(crate) mod packed_neon_k;
 mod quant_k_act;
 #[cfg(test)]
 mod tests;
