@@ -19,7 +19,9 @@
 //! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 and Q4_K / Q5_K / Q6_K, read from the
 //! same layouts by 256-bit kernels whose dot instruction ([`Avx2Dot`]:
 //! `vpmaddubsw`, AVX-VNNI or AVX-512 VNNI + VL on ymm) the registry picks
-//! once per process); the caller then keeps using `matmul`.
+//! once per process; NEON Q4_K / Q5_K / Q6_K, from the same records, in the
+//! [`NeonTier`] detected once: plain, `sdot` or `smmla`); the caller then
+//! keeps using `matmul`.
 //!
 //! 32-element layout (`data`, 64-byte aligned): `groups = rows / 16`,
 //! `nb = cols / 32`. First the quants: for group `g`, block `b`, at

@@ -27,22 +27,33 @@
 //! `acc += f32(isum)·(d_w·d_a)` (`− f32(imin)·(dmin_w·d_a)`), one `fmla`
 //! (`fmls`) per 4 rows, the same operations for any token count.
 //!
-//! Instructions per super-block (256 elements) per 16-row group, counted
-//! from the loops below (weight decode shared by the tile's tokens; "per
-//! token" parts repeat per token):
+//! Instructions executed per super-block (256 elements), row and token,
+//! counted under qemu (`examples/neon_insn_count.rs` with
+//! `examples/neon_insn_count.py`: every instruction of the tile function in
+//! a `-d in_asm,exec,nochain` trace, 16 rows × 2 super-blocks; no calls
+//! leave the tile functions). gemv = 1 token; gemm = a 4-token tile:
 //!
-//! | type | decode (per tile) | dot per token: plain / sdot / smmla (per 2 tokens) |
-//! |---|---|---|
-//! | Q4_K | 128 ld + 128 and/ushr | 8·16·12 = 1536 / 8·16 = 128 / 8·(16 smmla + 2 zip) = 144, + 8·16 weight zips per tile |
-//! | Q5_K | + 64 ld + 3·128 (ushr/shl, and, orr) | as Q4_K |
-//! | Q6_K | 128 + 128 ld, 5·128 | as Q4_K, scale step twice as often |
+//! | type | plain gemv / gemm | sdot gemv / gemm | i8mm gemv / gemm |
+//! |---|---|---|---|
+//! | Q4_K | 161 / 121 | 64 / 50 | 64 / 47 |
+//! | Q5_K | 265 / 142 | 175 / 78 | 175 / 76 |
+//! | Q6_K | 237 / 160 | 176 / 79 | 177 / 76 |
 //!
-//! Per row and super-block that is, for Q4_K at one token, 16 + 8 ≈ 24
-//! instructions with `sdot` (llama.cpp's `ggml_gemv_q4_K_8x8_q8_K` with
-//! `sdot`: about 2 `sdot` per 8 elements of an 8-row group plus the
-//! decode, ~20 per row), ~100 plain, and at 4 tokens the i8mm tier does
-//! the dot in about half the instructions of `sdot` (the weight zips are
-//! shared by the two token pairs).
+//! Of the Q4_K `sdot` gemv's 64: 16 `sdot`, 16 nibble masks / shifts and 8
+//! loads of weights (each weight register is loaded twice, once per
+//! nibble), the rest scales, mins and the float step. llama.cpp's
+//! `ggml_gemv_q4_K_8x4_q8_K` (ggml-cpu/arch/arm/repack.cpp, dotprod; counted
+//! statically from its source) does the same 16 `sdot` per row and super-block,
+//! loads each weight register once (4 loads + 16 mask / shift per row) and
+//! decodes the file's 6-bit scales with scalar code per 64 elements: about
+//! 60–65 per row, level with the 64 here. Q5_K / Q6_K spend most of theirs
+//! on the fifth / high bits (load, `ushl`, `and`, `orr` per register and
+//! sub-block): the next thing to trim. The i8mm tier halves the dot
+//! instructions at 4 tokens (1024 `smmla` against 2048 `sdot` per 2
+//! super-blocks) but pays 16 `zip` per 16 elements for the weights, so its
+//! gemm gain over `sdot` is ~5 % in instructions; a NEON-only record
+//! already in 2×8 row pairs would remove the zips (not done: the x86
+//! records are reused as they are).
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -265,7 +276,14 @@ impl KDot for Smmla {
 #[inline(always)]
 unsafe fn load_w(p: *const u8) -> [uint8x16_t; 4] {
     // SAFETY: 64 readable bytes (caller).
-    unsafe { core::array::from_fn(|i| vld1q_u8(p.add(16 * i))) }
+    unsafe {
+        [
+            vld1q_u8(p),
+            vld1q_u8(p.add(16)),
+            vld1q_u8(p.add(32)),
+            vld1q_u8(p.add(48)),
+        ]
+    }
 }
 
 /// 16 u8 (`SIGNED`: i8) factors at `p` as 4 i32x4 in row order.
@@ -426,10 +444,13 @@ unsafe fn q4_k_body<D: KDot, const Q5: bool, const T: usize>(tile: &KTile) {
             let mut isum = [[vdupq_n_s32(0); 4]; T];
             for j in 0..8 {
                 let c = j / 2;
+                let qh_shift = vdupq_n_s8(4 - j as i8);
                 let sc = D::arrange(widen16::<false>(vld1q_u8(rec.add(Q4K_SC + 16 * j))));
                 let mut sub = [[vdupq_n_s32(0); 4]; T];
                 for half in 0..2 {
-                    let w: [W; 4] = core::array::from_fn(|kk| {
+                    // Explicit loops (a closure here was left out of line).
+                    let mut w: [W; 4] = [[vdupq_n_s8(0); 4]; 4];
+                    for (kk, wk) in w.iter_mut().enumerate() {
                         let k = 4 * half + kk;
                         let raw = load_w(rec.add((8 * c + k) * 64));
                         let qh = if Q5 {
@@ -437,29 +458,19 @@ unsafe fn q4_k_body<D: KDot, const Q5: bool, const T: usize>(tile: &KTile) {
                         } else {
                             raw
                         };
-                        core::array::from_fn(|i| {
+                        for i in 0..4 {
                             let mut v = if j % 2 == 0 {
                                 vandq_u8(raw[i], m4)
                             } else {
                                 vshrq_n_u8::<4>(raw[i])
                             };
                             if Q5 {
-                                // Bit j of the qh byte to bit 4.
-                                let h = match j {
-                                    0 => vshlq_n_u8::<4>(qh[i]),
-                                    1 => vshlq_n_u8::<3>(qh[i]),
-                                    2 => vshlq_n_u8::<2>(qh[i]),
-                                    3 => vshlq_n_u8::<1>(qh[i]),
-                                    4 => qh[i],
-                                    5 => vshrq_n_u8::<1>(qh[i]),
-                                    6 => vshrq_n_u8::<2>(qh[i]),
-                                    _ => vshrq_n_u8::<3>(qh[i]),
-                                };
-                                v = vorrq_u8(v, vandq_u8(h, bit4));
+                                // Bit j of the qh byte to bit 4 (`ushl` by 4 − j).
+                                v = vorrq_u8(v, vandq_u8(vshlq_u8(qh[i], qh_shift), bit4));
                             }
-                            vreinterpretq_s8_u8(v)
-                        })
-                    });
+                            wk[i] = vreinterpretq_s8_u8(v);
+                        }
+                    }
                     let a: [int8x16_t; T] =
                         core::array::from_fn(|t| act16(tile, t, b, 32 * j + 16 * half));
                     D::dot16(&mut sub, &w, &a);
@@ -504,30 +515,28 @@ unsafe fn q6_k_body<D: KDot, const T: usize>(tile: &KTile) {
             for n in 0..2 {
                 for qi in 0..4 {
                     let p = 4 * n + qi;
+                    let qh_shift = vdupq_n_s8(4 - 2 * qi as i8);
                     // Scales (sc_2p, sc_2p+1) of row r at bytes 2r, 2r+1.
                     let s0 = vld1q_u8(rec.add(Q6K_SC + 32 * p));
                     let s1 = vld1q_u8(rec.add(Q6K_SC + 32 * p + 16));
                     let sc = [vuzp1q_u8(s0, s1), vuzp2q_u8(s0, s1)];
                     for (h, &sch) in sc.iter().enumerate() {
-                        let w: [W; 4] = core::array::from_fn(|kk| {
+                        let mut w: [W; 4] = [[vdupq_n_s8(0); 4]; 4];
+                        for (kk, wk) in w.iter_mut().enumerate() {
                             let k = 4 * h + kk;
                             let l = load_w(rec.add(((2 * n + qi % 2) * 8 + k) * 64));
                             let hv = load_w(rec.add(Q6K_QH + (8 * n + k) * 64));
-                            core::array::from_fn(|i| {
+                            for i in 0..4 {
                                 let lo = if qi < 2 {
                                     vandq_u8(l[i], m4)
                                 } else {
                                     vshrq_n_u8::<4>(l[i])
                                 };
-                                let hs = match qi {
-                                    0 => vshlq_n_u8::<4>(hv[i]),
-                                    1 => vshlq_n_u8::<2>(hv[i]),
-                                    2 => hv[i],
-                                    _ => vshrq_n_u8::<2>(hv[i]),
-                                };
-                                vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(hs, m30)))
-                            })
-                        });
+                                // Bits 2qi, 2qi+1 to bits 4, 5 (`ushl` by 4 − 2qi).
+                                let hs = vandq_u8(vshlq_u8(hv[i], qh_shift), m30);
+                                wk[i] = vreinterpretq_s8_u8(vorrq_u8(lo, hs));
+                            }
+                        }
                         let a: [int8x16_t; T] =
                             core::array::from_fn(|t| act16(tile, t, b, 32 * p + 16 * h));
                         let mut sub = [[vdupq_n_s32(0); 4]; T];

@@ -254,9 +254,19 @@ fn registered_and_detected() {
         has_dotprod(),
         std::arch::is_aarch64_feature_detected!("dotprod")
     );
+    // The packed K-quant tier detected, so each CI run covers its tier.
+    use crate::dispatch::NeonTier;
+    let tier = NeonTier::detected();
     match std::env::var("QEMU_CPU").as_deref() {
-        Ok("max") => assert!(has_dotprod(), "QEMU_CPU=max has dotprod"),
-        Ok("cortex-a53") => assert!(!has_dotprod(), "Cortex-A53 has no dotprod"),
+        Ok("max") => {
+            assert!(has_dotprod(), "QEMU_CPU=max has dotprod");
+            assert_eq!(tier, NeonTier::I8mm, "QEMU_CPU=max has i8mm");
+        }
+        Ok("cortex-a76") => assert_eq!(tier, NeonTier::Dotprod, "Cortex-A76: dotprod, no i8mm"),
+        Ok("cortex-a53") => {
+            assert!(!has_dotprod(), "Cortex-A53 has no dotprod");
+            assert_eq!(tier, NeonTier::Plain);
+        }
         _ => {}
     }
 }
