@@ -701,26 +701,8 @@ fn avx2_dot_flavours_bit_identical() {
             } else {
                 random_weights(&mut rng, ty, rows, cols)
             };
-            let w = Weights::new(ty, rows, cols, &data).unwrap();
-            let x = random_x(&mut rng, cols * nt);
-            let mut s = Scratch::default();
-            let mut first: Option<Vec<f32>> = None;
-            for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
-                if !dot.available() {
-                    eprintln!("CPU lacks {dot:?}: not compared");
-                    continue;
-                }
-                let p = pack_for(Isa::Avx2, Flav::Avx2(dot), &w);
-                let mut y = vec![f32::NAN; rows * nt];
-                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
-                match &first {
-                    None => first = Some(y),
-                    Some(f) => assert!(
-                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{ty} {rows}x{cols} nt={nt}: {dot:?} differs from Maddubs"
-                    ),
-                }
-            }
+            let flavs = Avx2Dot::ALL.map(|d| (Flav::Avx2(d), d.available()));
+            assert_flavours_agree(Isa::Avx2, ty, &data, (rows, cols, nt), &mut rng, &flavs);
         }
     }
 }
@@ -781,6 +763,38 @@ fn packed_extreme_values_do_not_saturate() {
     }
 }
 
+/// Packs `data` for `isa` with each available flavour of `flavs` and
+/// asserts that all give the same bits as the first one.
+fn assert_flavours_agree(
+    isa: Isa,
+    ty: GgmlType,
+    data: &[u8],
+    (rows, cols, nt): (usize, usize, usize),
+    rng: &mut Rng,
+    flavs: &[(Flav, bool)],
+) {
+    let w = Weights::new(ty, rows, cols, data).unwrap();
+    let x = random_x(rng, cols * nt);
+    let mut s = Scratch::default();
+    let mut first: Option<(Flav, Vec<f32>)> = None;
+    for &(flav, available) in flavs {
+        if !available {
+            eprintln!("CPU lacks {flav:?}: not compared");
+            continue;
+        }
+        let p = pack_for(isa, flav, &w);
+        let mut y = vec![f32::NAN; rows * nt];
+        matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+        match &first {
+            None => first = Some((flav, y)),
+            Some((f0, f)) => assert!(
+                f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty} {rows}x{cols} nt={nt}: {flav:?} differs from {f0:?}"
+            ),
+        }
+    }
+}
+
 /// The three NEON tiers compute the same exact integers and the same f32
 /// operations: their results agree bit for bit (every tier this CPU has;
 /// at least the plain one on any NEON CPU), for gemv, pairs and odd token
@@ -796,26 +810,8 @@ fn neon_tiers_bit_identical() {
         assert!(packed::supports(Isa::Neon, ty), "{ty} has NEON kernels");
         for &(rows, cols, nt) in &[(16, 256, 1), (48, 768, 5), (32, 2048, 13), (16, 512, 2)] {
             let data = random_k_weights(&mut rng, ty, rows, cols);
-            let w = Weights::new(ty, rows, cols, &data).unwrap();
-            let x = random_x(&mut rng, cols * nt);
-            let mut s = Scratch::default();
-            let mut first: Option<Vec<f32>> = None;
-            for tier in NeonTier::ALL {
-                if !tier.available() {
-                    eprintln!("CPU lacks NEON {tier:?}: not compared");
-                    continue;
-                }
-                let p = pack_for(Isa::Neon, Flav::Neon(tier), &w);
-                let mut y = vec![f32::NAN; rows * nt];
-                matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
-                match &first {
-                    None => first = Some(y),
-                    Some(f) => assert!(
-                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{ty} {rows}x{cols} nt={nt}: {tier:?} differs from Plain"
-                    ),
-                }
-            }
+            let flavs = NeonTier::ALL.map(|t| (Flav::Neon(t), t.available()));
+            assert_flavours_agree(Isa::Neon, ty, &data, (rows, cols, nt), &mut rng, &flavs);
         }
     }
 }
