@@ -19,9 +19,10 @@
 //! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 and Q4_K / Q5_K / Q6_K, read from the
 //! same layouts by 256-bit kernels whose dot instruction ([`Avx2Dot`]:
 //! `vpmaddubsw`, AVX-VNNI or AVX-512 VNNI + VL on ymm) the registry picks
-//! once per process; NEON the 32-element types, with a [`NeonDot`] tier
-//! (`smull`, `sdot` or `smmla`, `arch/aarch64/packed_neon.rs`) picked the
-//! same way); the caller then keeps using `matmul`.
+//! once per process; NEON the 32-element types and Q4_K / Q5_K / Q6_K
+//! (the same layouts and records), with a [`NeonDot`] tier (`smull`,
+//! `sdot` or `smmla`: `arch/aarch64/packed_neon.rs`, `packed_neon_k.rs`)
+//! picked the same way); the caller then keeps using `matmul`.
 //!
 //! 32-element layout (`data`, 64-byte aligned): `groups = rows / 16`,
 //! `nb = cols / 32`. First the quants: for group `g`, block `b`, at
@@ -116,7 +117,7 @@ pub fn available() -> bool {
 /// Whether `isa` has packed kernels for `ty` (built into this binary; the
 /// CPU may still lack `isa`).
 pub fn supports(isa: Isa, ty: GgmlType) -> bool {
-    // Every AVX2 dot flavour covers the same types.
+    // Every AVX2 dot flavour (NEON tier) covers the same types.
     let dot = (isa == Isa::Avx2).then_some(Avx2Dot::Maddubs);
     let neon = (isa == Isa::Neon).then_some(NeonDot::Plain);
     crate::arch::packed_tile(ty, isa, dot, neon).is_some()

@@ -769,6 +769,16 @@ fn neon_tiers_bit_identical() {
             NeonDot::ALL.map(Flavour::Neon),
         );
     }
+    let k_shapes = [(16, 256, 1), (48, 768, 5), (32, 2048, 13), (16, 512, 8)];
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        flavours_agree(
+            &mut rng,
+            ty,
+            &k_shapes,
+            Isa::Neon,
+            NeonDot::ALL.map(Flavour::Neon),
+        );
+    }
 }
 
 /// Extreme values: every quant at its largest (and Q8_0 at −128 / 127, Q6_K

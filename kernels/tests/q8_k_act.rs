@@ -1,5 +1,5 @@
 //! The SIMD Q8_K activation quantizer (`table::ops(..).quantize_act` of the
-//! K-quants on x86 with AVX2) against the scalar one, byte for byte: ties
+//! K-quants on x86 with AVX2, on aarch64 with NEON) against the scalar one, byte for byte: ties
 //! in magnitude of either sign, zero blocks, outliers, tiny and huge
 //! values, NaN and infinities.
 
@@ -54,6 +54,11 @@ fn block(rng: &mut Rng, k: u64) -> Vec<f32> {
             v.fill(-0.0);
             v[7] = f32::MIN_POSITIVE;
         }
+        9 => {
+            // A signalling NaN (and a quiet one of the other sign).
+            v[(rng.next() % 256) as usize] = f32::from_bits(0x7f80_0001);
+            v[(rng.next() % 256) as usize] = f32::from_bits(0xffc0_0000);
+        }
         _ => v[(rng.next() % 256) as usize] *= 1e6,
     }
     v
@@ -65,18 +70,22 @@ fn simd_q8_k_quantizer_is_bit_identical_to_scalar() {
         .unwrap()
         .quantize_act;
     let mut checked = 0;
-    for isa in [Isa::Avx2, Isa::Avx512] {
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
         if !is_available(isa) {
             eprintln!("{isa:?} not available: not checked");
             continue;
         }
         let simd = table::ops(GgmlType::Q4_K, isa).unwrap().quantize_act;
+        assert_ne!(
+            simd as usize, scalar as usize,
+            "{isa:?} has a SIMD Q8_K quantizer"
+        );
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ isa as u64);
         for round in 0..400u64 {
             let nb = 1 + (rng.next() % 12) as usize;
             let mut x = Vec::new();
             for b in 0..nb {
-                x.extend(block(&mut rng, (round + b as u64) % 10));
+                x.extend(block(&mut rng, (round + b as u64) % 11));
             }
             let (mut a, mut b) = (vec![0xAAu8; nb * 292], vec![0x55u8; nb * 292]);
             scalar(&x, &mut a);

@@ -106,26 +106,30 @@ mod k_neon;
 mod neon;
 pub(crate) mod neon_dot;
 mod packed_neon;
+pub(crate) mod packed_neon_k;
 mod quant_act;
+mod quant_k_act;
 #[cfg(test)]
 mod tests;
 pub(crate) mod vec;
 
-/// The NEON packed group tile of `ty` for `tier` (`packed_neon.rs`) and the
-/// most tokens it takes per call.
+/// The NEON packed group tile of `ty` for `tier` (`packed_neon.rs` for the
+/// 32-element types, `packed_neon_k.rs` for the K-quants) and the most
+/// tokens it takes per call.
 pub(crate) fn packed_tile(
     ty: GgmlType,
     tier: crate::dispatch::NeonDot,
 ) -> Option<(crate::tile::PackedTileFn, usize)> {
-    packed_neon::tile_for(ty, tier)
+    packed_neon::tile_for(ty, tier).or_else(|| packed_neon_k::tile_for(ty, tier))
 }
 
-/// The NEON activation quantizer for `act` (Q8_0, Q8_1), bit-identical to
-/// the scalar one.
+/// The NEON activation quantizer for `act` (Q8_0, Q8_1, Q8_K), bit-identical
+/// to the scalar one.
 pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::tile::QuantizeActFn> {
     match act {
         GgmlType::Q8_0 => Some(quant_act::quantize_act_q8_0),
         GgmlType::Q8_1 => Some(quant_act::quantize_act_q8_1),
+        GgmlType::Q8_K => Some(quant_k_act::quantize_act_q8_k),
         _ => None,
     }
 }

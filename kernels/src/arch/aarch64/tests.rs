@@ -273,9 +273,18 @@ fn registered_and_detected() {
     if std::env::var_os("PHI_NEON_DOT").is_none() {
         assert_eq!(tier, crate::dispatch::NeonDot::detected());
     }
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-        let p = crate::registry::packed_ops(ty, Isa::Neon).expect("NEON packs Q4_0 / Q8_0");
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        let p =
+            crate::registry::packed_ops(ty, Isa::Neon).expect("NEON packs Q4_0 / Q8_0 / K-quants");
         assert_eq!((p.isa, p.neon, p.dot), (Isa::Neon, Some(tier), None));
     }
-    assert!(crate::arch::quantize_act(GgmlType::Q8_0, Isa::Neon).is_some());
+    for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        assert!(crate::arch::quantize_act(act, Isa::Neon).is_some());
+    }
 }
