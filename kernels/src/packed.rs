@@ -123,6 +123,13 @@ pub fn supports(isa: Isa, ty: GgmlType) -> bool {
     crate::arch::packed_tile(ty, isa, dot, neon).is_some()
 }
 
+/// `len` bytes of zeroed, 64-byte aligned lines, allocated zeroed (fresh
+/// pages from the OS for large sizes) so that the first touch of each page
+/// happens in the parallel packing loop, not in a single-threaded fill.
+fn zeroed_lines(len: usize) -> Vec<Line> {
+    bytemuck::allocation::zeroed_vec(len.div_ceil(64))
+}
+
 impl PackedWeights {
     /// Repacks `w` for [`packed_isa`]. `Ok(None)` when there is no packed
     /// path for this type, shape or CPU (see the module docs); `Err` when `w`
@@ -169,7 +176,7 @@ impl PackedWeights {
             .checked_mul(sb)
             .and_then(|s| s.checked_add(scale_off))
             .ok_or_else(overflow)?;
-        let mut data: Vec<Line> = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)];
+        let mut data = zeroed_lines(len);
         let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
         let (quants, scales) = bytes.split_at_mut(scale_off);
         let src_block = w.ty.type_size();
@@ -177,7 +184,11 @@ impl PackedWeights {
         let q8 = kind == l32::Q8_0;
         // Q8_0 bytes become unsigned (`+ 128`) for the x86 `u8 × i8` dots;
         // the NEON kernels dot them as the file's signed bytes.
-        let flip = if q8 && ops.isa != Isa::Neon { 0x80 } else { 0 };
+        let flip: u32 = if q8 && ops.isa != Isa::Neon {
+            0x8080_8080
+        } else {
+            0
+        };
         quants
             .par_chunks_mut(nb * qb)
             .zip(scales.par_chunks_mut(nb * sb))
@@ -195,10 +206,10 @@ impl PackedWeights {
                         let dst = &mut qg[b * qb..][..qb];
                         // Stored bytes 4k..4k+4 (Q8_0: elements 4k..4k+3).
                         for k in 0..if q8 { 8 } else { 4 } {
-                            let lane = &mut dst[64 * k + 4 * r..][..4];
-                            for (o, &v) in lane.iter_mut().zip(&qs[4 * k..4 * k + 4]) {
-                                *o = v ^ flip;
-                            }
+                            // One 4-byte lane as a word (the byte loop was
+                            // the slow part of loading Q8_0).
+                            let v = u32::from_ne_bytes(qs[4 * k..4 * k + 4].try_into().unwrap());
+                            dst[64 * k + 4 * r..][..4].copy_from_slice(&(v ^ flip).to_ne_bytes());
                         }
                         if let Some(h) = qh_off {
                             // Byte 4r + i, bit j: fifth bit of element 4j + i.
@@ -310,7 +321,7 @@ fn pack_k(
         .checked_mul(nb)
         .and_then(|n| n.checked_mul(rec))
         .ok_or_else(|| KernelError::Shape("packed size overflows".into()))?;
-    let mut data: Vec<Line> = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)];
+    let mut data = zeroed_lines(len);
     let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
     let src_block = w.ty.type_size();
     bytes
