@@ -59,6 +59,7 @@ use core::arch::aarch64::*;
 use core::arch::asm;
 
 use super::cvt_f16x8;
+use super::neon_dot::smmla;
 use crate::formats::packed_layout::k_layout::*;
 use crate::tile::{PackedTile as KTile, PackedTileFn};
 
@@ -178,25 +179,6 @@ impl KDot for Sdot {
             }
         }
     }
-}
-
-/// `acc (2×2) += w (2×8) · a (2×8)ᵀ` (`smmla`).
-///
-/// # Safety
-/// The CPU has i8mm and the caller enables it.
-#[inline(always)]
-unsafe fn smmla(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
-    // SAFETY: register-only instruction; the caller guarantees i8mm.
-    unsafe {
-        asm!(
-            "smmla {acc:v}.4s, {w:v}.16b, {a:v}.16b",
-            acc = inout(vreg) acc,
-            w = in(vreg) w,
-            a = in(vreg) a,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
 }
 
 impl KDot for Smmla {
