@@ -66,32 +66,28 @@ pub(crate) struct SdotLane;
 /// Plain NEON (no dotprod): widening multiplies folded with `sadalp`.
 pub(crate) struct Plain;
 
-/// `acc += sdot(w, a.4b[L])` (lane `L` of `a` as one 4-byte group).
+/// `acc += sdot(w, a.4b[L])` (lane `L` of `a` as one 4-byte group): per
+/// lane `r`, `acc[r] += Σ_{l<4} w[4r + l]·a[4L + l]`.
 ///
 /// # Safety
 /// The CPU has dotprod and the caller enables it.
 #[inline(always)]
-unsafe fn sdot_lane<const L: i32>(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
-    macro_rules! sdot {
-        ($l:literal) => {
-            // SAFETY: register-only instruction; the caller guarantees
-            // dotprod (the assembler accepts `sdot` only with the feature).
-            unsafe {
-                asm!(
-                    concat!("sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[", $l, "]"),
-                    acc = inout(vreg) acc,
-                    w = in(vreg) w,
-                    a = in(vreg) a,
-                    options(pure, nomem, nostack, preserves_flags)
-                )
-            }
-        };
-    }
-    match L {
-        0 => sdot!(0),
-        1 => sdot!(1),
-        2 => sdot!(2),
-        _ => sdot!(3),
+pub(crate) unsafe fn sdot_lane<const L: i32>(
+    mut acc: int32x4_t,
+    w: int8x16_t,
+    a: int8x16_t,
+) -> int32x4_t {
+    // SAFETY: register-only instruction; the caller guarantees dotprod (the
+    // assembler accepts `sdot` only with the feature).
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[{l}]",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            a = in(vreg) a,
+            l = const L,
+            options(pure, nomem, nostack, preserves_flags)
+        );
     }
     acc
 }

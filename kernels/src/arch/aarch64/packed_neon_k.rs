@@ -56,10 +56,9 @@
 //! records are reused as they are).
 
 use core::arch::aarch64::*;
-use core::arch::asm;
 
 use super::cvt_f16x8;
-use super::neon_dot::smmla;
+use super::neon_dot::{sdot_lane, smmla};
 use crate::formats::packed_layout::k_layout::*;
 use crate::tile::{PackedTile as KTile, PackedTileFn};
 
@@ -140,26 +139,6 @@ impl KDot for Plain {
             }
         }
     }
-}
-
-/// `acc += Σ_{l<4} w[4r + l]·a[4K + l]` per lane `r` (`sdot` by element).
-///
-/// # Safety
-/// The CPU has dotprod and the caller enables it.
-#[inline(always)]
-unsafe fn sdot_lane<const K: i32>(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
-    // SAFETY: register-only instruction; the caller guarantees dotprod.
-    unsafe {
-        asm!(
-            "sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[{k}]",
-            acc = inout(vreg) acc,
-            w = in(vreg) w,
-            a = in(vreg) a,
-            k = const K,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
 }
 
 impl KDot for Sdot {
