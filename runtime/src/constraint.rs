@@ -436,6 +436,17 @@ impl Constraint {
 /// computes its next mask (neither holds the lock while the other works).
 pub(crate) type SharedConstraint = Arc<Mutex<Constraint>>;
 
+/// `PHI_MASK_OVERLAP=0|1`: forces masks to be computed in line (0) or on a
+/// thread of their own during the forward pass (1), for A/B measurements;
+/// None when unset (or set to anything else).
+pub(crate) fn overlap_from_env() -> Option<bool> {
+    match std::env::var("PHI_MASK_OVERLAP").as_deref() {
+        Ok("0") => Some(false),
+        Ok("1") => Some(true),
+        _ => None,
+    }
+}
+
 /// Locks a shared constraint. A poisoned lock still holds a consistent
 /// state: llguidance catches its own panics and turns them into errors.
 pub(crate) fn lock(c: &SharedConstraint) -> std::sync::MutexGuard<'_, Constraint> {
@@ -465,10 +476,11 @@ pub(crate) struct MaskThread {
 }
 
 impl MaskThread {
-    /// No thread yet; `enabled` says whether [`start`](Self::start) uses one.
+    /// No thread yet; `enabled` says whether [`start`](Self::start) uses
+    /// one, unless `PHI_MASK_OVERLAP` overrides it ([`overlap_from_env`]).
     pub(crate) fn new(enabled: bool) -> MaskThread {
         MaskThread {
-            enabled,
+            enabled: overlap_from_env().unwrap_or(enabled),
             critical: Duration::ZERO,
             go: None,
             done: None,

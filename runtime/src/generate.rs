@@ -130,16 +130,16 @@ pub fn generate_constrained(
 /// a fully used machine the mask would only take CPU time from the forward
 /// pass). `PHI_MASK_OVERLAP=0|1` forces it off or on.
 fn mask_overlap(n_threads: usize) -> bool {
-    match std::env::var("PHI_MASK_OVERLAP").as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()) > n_threads,
-    }
+    crate::constraint::overlap_from_env()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) > n_threads)
 }
 
 /// A thread that computes the constraint's next mask while the forward pass
 /// runs (it starts on `go`, answers on `done`; the constraint is shared
-/// through a mutex that neither side holds while the other works).
+/// through a mutex that neither side holds while the other works). The
+/// batch engine's [`crate::constraint::MaskThread`] does the same for owned,
+/// shared constraints; this one lives in a thread scope because
+/// [`generate_constrained`] only borrows its constraint.
 struct MaskWorker {
     go: SyncSender<()>,
     done: Receiver<Result<()>>,

@@ -39,13 +39,6 @@ pub enum Msg {
 /// until `metrics.shutdown` is set (then every running request gets a final
 /// [`Msg::Done`]).
 pub fn run(mut batch: Batch, mut queue: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
-    // Constrained sequences' masks are computed during the forward pass
-    // unless told otherwise (as `phi run` takes it; for A/B measurements).
-    match std::env::var("PHI_MASK_OVERLAP").as_deref() {
-        Ok("0") => batch.set_mask_overlap(false),
-        Ok("1") => batch.set_mask_overlap(true),
-        _ => {}
-    }
     let mut senders: HashMap<SeqId, mpsc::UnboundedSender<Msg>> = HashMap::new();
     let mut events: Vec<Event> = Vec::with_capacity(batch.n_seq() * 2);
     let mut open = true;

@@ -238,6 +238,28 @@ pub(crate) unsafe fn load_f16(p: *const u8) -> f32 {
     f16_to_f32(u16::from_le_bytes(b))
 }
 
+/// Widens the four halves of `h` (raw f16 bits) to f32x4 (`fcvtl`; exact;
+/// base AArch64 Advanced SIMD, see [`cvt_f16x8`]).
+///
+/// # Safety
+///
+/// The CPU must have NEON (every AArch64 Linux CPU does).
+#[inline(always)]
+pub(crate) unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
+    let out: float32x4_t;
+    // SAFETY: a register-only conversion available on every AArch64 CPU
+    // with Advanced SIMD.
+    unsafe {
+        asm!(
+            "fcvtl {o:v}.4s, {h:v}.4h",
+            h = in(vreg) h,
+            o = out(vreg) out,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    out
+}
+
 /// Widens the eight halves of `h` (raw f16 bits) to two f32x4 (`fcvtl`,
 /// `fcvtl2`; exact; part of base AArch64 Advanced SIMD). `vcvt_f32_f16` is
 /// not stable Rust, hence the assembly.

@@ -54,7 +54,6 @@
 //! is then the largest per-token cost after it.
 
 use core::arch::aarch64::*;
-use core::arch::asm;
 
 use super::neon_dot::{smmla, Dot4, Plain, SdotLane};
 use crate::dispatch::NeonDot;
@@ -67,25 +66,15 @@ const DOT_TILE_TOKENS: usize = 4;
 /// Tokens per call of the `smmla` tile (4 token pairs).
 const MMLA_TILE_TOKENS: usize = 8;
 
-/// Four f16 (raw bits at `p`, any alignment) as f32 (`fcvtl`, exact).
+/// Four f16 (raw bits at `p`, any alignment) as f32 (exact).
 ///
 /// # Safety
 /// NEON; `p..p + 8` readable.
 #[inline(always)]
 unsafe fn load_f16x4(p: *const u8) -> float32x4_t {
-    let out: float32x4_t;
     // SAFETY: 8 readable bytes (caller); byte loads need no alignment;
-    // `fcvtl` is base Advanced SIMD (`vcvt_f32_f16` is not stable Rust).
-    unsafe {
-        let h = vreinterpret_u16_u8(vld1_u8(p));
-        asm!(
-            "fcvtl {o:v}.4s, {h:v}.4h",
-            h = in(vreg) h,
-            o = out(vreg) out,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    out
+    // `cvt_f16x4` needs NEON only.
+    unsafe { super::cvt_f16x4(vreinterpret_u16_u8(vld1_u8(p))) }
 }
 
 /// Quad `q`'s weights of the block at `p`, decoded to signed bytes: `lo[k]`
