@@ -471,7 +471,9 @@ mod tests {
     fn type_names() {
         assert_eq!(parse_type("q4_k").unwrap(), GgmlType::Q4_K);
         assert_eq!(parse_type("q3_k").unwrap(), GgmlType::Q3_K);
-        assert!(parse_type("iq4_xs").is_err());
+        assert_eq!(parse_type("iq4_xs").unwrap(), GgmlType::IQ4_XS);
+        assert!(parse_type("iq2_xxs").is_err());
+        assert!(parse_type("q8_1").is_err());
         assert!(synthetic_spec("huge", GgmlType::F32).is_err());
     }
 }

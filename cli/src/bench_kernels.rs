@@ -2,6 +2,7 @@
 //! path at Phi-3-mini shapes, beside the machine's measured memory-read
 //! bandwidth (the ceiling for gemv on matrices larger than the caches).
 
+use phi_kernels::packed::Avx2Dot;
 use phi_kernels::{dispatch, quantize_row, Config, GgmlType, Isa, Matrix, Scratch, Weights};
 use rayon::prelude::*;
 use serde_json::json;
@@ -110,14 +111,17 @@ pub struct KernelResult {
 }
 
 /// A path of the table: an ISA through `matmul`, or the repacked layout
-/// (`matmul_packed`) of an ISA's packed kernels (AVX-512 VNNI: every packed
-/// type; AVX2: Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K, with
-/// the process's `PHI_AVX2_DOT` flavour; NEON: the 32-element types, one
-/// path per dot tier the CPU has), which the runtime uses where it has one.
+/// (`matmul_packed`) of an ISA's packed kernels, which the runtime uses
+/// where it has one (AVX-512 VNNI and AVX2: every packed type, AVX2 once per
+/// dot instruction the CPU has; NEON: the 32-element types and Q4_K / Q5_K
+/// / Q6_K, one path per dot tier the CPU has).
 #[derive(Clone, Copy, PartialEq)]
 pub enum Path {
     Isa(Isa),
+    /// The AVX-512 VNNI packed kernels.
     Packed(Isa),
+    /// The 256-bit packed kernels with one dot instruction.
+    PackedAvx2(Avx2Dot),
     /// The NEON packed kernels with one dot tier.
     PackedNeon(phi_kernels::packed::NeonDot),
 }
@@ -126,8 +130,12 @@ impl Path {
     pub fn name(self) -> &'static str {
         match self {
             Path::Isa(i) => i.name(),
-            Path::Packed(Isa::Avx512) => "avx512-packed",
-            Path::Packed(_) => "avx2-packed",
+            Path::Packed(_) => "avx512-packed",
+            Path::PackedAvx2(d) => match d {
+                Avx2Dot::Maddubs => "avx2-packed-maddubs",
+                Avx2Dot::AvxVnni => "avx2-packed-avxvnni",
+                Avx2Dot::Avx512Vl => "avx2-packed-avx512vl",
+            },
             Path::PackedNeon(t) => match t {
                 phi_kernels::packed::NeonDot::Plain => "neon-packed-plain",
                 phi_kernels::packed::NeonDot::Sdot => "neon-packed-sdot",
@@ -141,13 +149,14 @@ impl Path {
 pub fn available_paths() -> Vec<Path> {
     let mut p: Vec<Path> = available_isas().into_iter().map(Path::Isa).collect();
     if let Some(best) = phi_kernels::packed::packed_isa() {
-        if best == Isa::Avx512 {
-            p.push(Path::Packed(Isa::Avx2));
+        if matches!(best, Isa::Avx512 | Isa::Avx2) {
+            let dots = Avx2Dot::ALL.into_iter().filter(|d| d.available());
+            p.extend(dots.map(Path::PackedAvx2));
         }
         if best == Isa::Neon {
             let tiers = phi_kernels::packed::NeonDot::ALL.into_iter();
             p.extend(tiers.filter(|t| t.available()).map(Path::PackedNeon));
-        } else {
+        } else if best == Isa::Avx512 {
             p.push(Path::Packed(best));
         }
     }
@@ -190,6 +199,12 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
             repack: true,
             ..Config::default()
         },
+        Path::PackedAvx2(dot) => Config {
+            isa: Some(Isa::Avx2),
+            repack: true,
+            avx2_dot: Some(dot),
+            ..Config::default()
+        },
         Path::PackedNeon(tier) => Config {
             isa: Some(Isa::Neon),
             repack: true,
@@ -199,7 +214,8 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
     };
     let prepare = |w: &Weights<'_>| phi_kernels::prepare(w, &cfg).map_err(|e| e.to_string());
     let packed = prepare(&w)?;
-    if matches!(path, Path::Packed(_) | Path::PackedNeon(_)) && !packed.is_packed() {
+    let is_packed_path = !matches!(path, Path::Isa(_));
+    if is_packed_path && !packed.is_packed() {
         return Ok(None);
     }
     // The packed path reads its own copy; the mapped copy is not touched.

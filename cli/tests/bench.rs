@@ -158,7 +158,7 @@ fn synthetic_quantized_models() {
 
 #[test]
 fn bad_arguments_are_errors() {
-    let out = phi(&["bench", "--synthetic", "tiny", "--type", "iq4_xs"]);
+    let out = phi(&["bench", "--synthetic", "tiny", "--type", "iq2_xxs"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("q4_0"));
     let out = phi(&["bench", "--synthetic", "enormous"]);
@@ -198,6 +198,19 @@ fn kernel_table_reports_every_path_against_memory_bandwidth() {
     assert!(lines[0]["gb_s"].as_f64().unwrap() > 0.1);
     let kernels: Vec<_> = lines.iter().filter(|l| l["test"] == "kernel").collect();
     assert!(kernels.iter().any(|l| l["isa"] == "scalar"));
+    // Every AVX2 CPU (AVX-512 ones included) has the vpmaddubsw packed column.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::env::var("PHI_ISA").map_or(true, |v| v != "scalar")
+    {
+        let names: Vec<_> = kernels.iter().map(|l| l["isa"].clone()).collect();
+        assert!(
+            names.iter().any(|n| n == "avx2-packed-maddubs"),
+            "no AVX2 packed column in {names:?}"
+        );
+    }
     for k in kernels {
         assert_eq!(k["type"], "Q4_0");
         assert!(k["gemv_gb_s"].as_f64().unwrap() > 0.0);

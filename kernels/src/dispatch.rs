@@ -185,7 +185,7 @@ pub fn force(isa: Isa) -> Result<(), KernelError> {
 }
 
 /// The dot instruction of the 256-bit packed kernels (every type packed
-/// for `Isa::Avx2`: Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K);
+/// for `Isa::Avx2`: all the types AVX-512 VNNI packs);
 /// the packed layout is the same for all three and so are the results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Avx2Dot {

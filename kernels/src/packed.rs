@@ -15,9 +15,8 @@
 //!
 //! Opt-in: `pack` returns `Ok(None)` when there is no packed path (another
 //! type, rows not a multiple of 16, or a CPU / forced ISA without kernels
-//! for the type: AVX-512 VNNI packs every type here, AVX2 the 32-element
-//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 and Q4_K / Q5_K / Q6_K, read from the
-//! same layouts by 256-bit kernels whose dot instruction ([`Avx2Dot`]:
+//! for the type: AVX-512 VNNI and AVX2 pack every type here, AVX2 read
+//! from the same layouts by 256-bit kernels whose dot instruction ([`Avx2Dot`]:
 //! `vpmaddubsw`, AVX-VNNI or AVX-512 VNNI + VL on ymm) the registry picks
 //! once per process; NEON the 32-element types and Q4_K / Q5_K / Q6_K
 //! (the same layouts and records), with a [`NeonDot`] tier (`smull`,
@@ -101,9 +100,8 @@ impl std::fmt::Debug for PackedWeights {
 }
 
 /// The ISA whose packed kernels [`PackedWeights::pack`] uses in this
-/// process: `Avx512` with VNNI (every packed type), `Avx2` (Q4_0 / Q4_1 /
-/// Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K; also on AVX-512 CPUs without
-/// VNNI), `None`
+/// process: `Avx512` with VNNI (every packed type), `Avx2` (every packed
+/// type too; also on AVX-512 CPUs without VNNI), `None`
 /// on other CPUs or when `PHI_ISA` / `dispatch::force` chose scalar.
 pub fn packed_isa() -> Option<Isa> {
     registry::packed_isa_for(dispatch::active())

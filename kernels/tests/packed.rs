@@ -138,12 +138,6 @@ fn abs_terms(w: &Weights<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
     out
 }
 
-/// The types whose `Avx2` packed kernels are written over the three dot
-/// instructions (`Avx2Dot`).
-fn has_dot_flavours(ty: GgmlType) -> bool {
-    ty != GgmlType::IQ4_NL
-}
-
 /// Which instantiation of an ISA's packed kernels runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Flavour {
@@ -176,7 +170,7 @@ fn isas(ty: GgmlType) -> Vec<(Isa, Flavour)> {
                     eprintln!("{ty}: CPU lacks NEON {tier:?}, that tier is not tested here");
                 }
             }
-        } else if has_dot_flavours(ty) {
+        } else {
             for dot in [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl] {
                 if dot.available() {
                     v.push((isa, Flavour::Avx2(dot)));
@@ -184,8 +178,6 @@ fn isas(ty: GgmlType) -> Vec<(Isa, Flavour)> {
                     eprintln!("{ty}: CPU lacks {dot:?}, that instantiation is not tested here");
                 }
             }
-        } else {
-            v.push((isa, Flavour::Avx2(Avx2Dot::Maddubs)));
         }
     }
     v
@@ -373,14 +365,19 @@ fn pack_returns_none_without_a_packed_path() {
         is_available(Isa::Neon)
     );
     if is_available(Isa::Avx2) {
-        let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
-        assert!(p.is_some(), "Q4_0 has an AVX2 packed kernel");
-        let ty = GgmlType::IQ4_NL;
-        let data = random_weights(&mut rng, ty, 16, 64);
-        let w = Weights::new(ty, 16, 64, &data).unwrap();
-        assert!(PackedWeights::pack_with_isa(Isa::Avx2, &w)
-            .unwrap()
-            .is_none());
+        // AVX2 packs every type AVX-512 VNNI packs.
+        for ty in TYPES_32 {
+            let data = random_weights(&mut rng, ty, 16, 64);
+            let w = Weights::new(ty, 16, 64, &data).unwrap();
+            let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
+            assert!(p.is_some(), "{ty} has an AVX2 packed kernel");
+        }
+        for ty in K_TYPES {
+            let data = random_k_weights(&mut rng, ty, 16, 256);
+            let w = Weights::new(ty, 16, 256, &data).unwrap();
+            let p = PackedWeights::pack_with_isa(Isa::Avx2, &w).unwrap();
+            assert!(p.is_some(), "{ty} has an AVX2 packed kernel");
+        }
     }
 }
 
@@ -687,16 +684,7 @@ fn avx2_dot_flavours_bit_identical() {
         return;
     }
     let mut rng = Rng(0xA2D0);
-    for ty in [
-        GgmlType::Q8_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-    ] {
+    for ty in TYPES_32.into_iter().chain(K_TYPES) {
         let shapes = [(16, 256, 1), (48, 768, 5), (32, 2048, 13)];
         let dots = [Avx2Dot::Maddubs, Avx2Dot::AvxVnni, Avx2Dot::Avx512Vl];
         flavours_agree(&mut rng, ty, &shapes, Isa::Avx2, dots.map(Flavour::Avx2));
@@ -782,8 +770,9 @@ fn neon_tiers_bit_identical() {
 }
 
 /// Extreme values: every quant at its largest (and Q8_0 at −128 / 127, Q6_K
-/// scales ±127) against activations all at ±127, where any i16 sum that
-/// could saturate would (the random cases rarely get there).
+/// scales ±127, Q3_K / IQ4_XS scales −32, the IQ4 codebook's −127 / 113)
+/// against activations all at ±127, where any i16 sum that could saturate
+/// would (the random cases rarely get there).
 #[test]
 fn packed_extreme_values_do_not_saturate() {
     let mut rng = Rng(0xE7);
@@ -795,7 +784,7 @@ fn packed_extreme_values_do_not_saturate() {
             *v = -1.0;
         }
     }
-    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+    for ty in K_TYPES {
         let mut data = random_k_weights(&mut rng, ty, rows, cols);
         for (bi, blk) in data.chunks_exact_mut(ty.type_size()).enumerate() {
             match ty {
@@ -804,6 +793,15 @@ fn packed_extreme_values_do_not_saturate() {
                     blk[192..208].fill(if bi % 2 == 0 { 0x7F } else { 0x81 });
                 }
                 GgmlType::Q5_K => blk[4..176].fill(0xFF),
+                // Every q = −4 (u = 0) or 3 (u = 7), every scale −32.
+                GgmlType::Q3_K => blk[..108].fill(if bi % 2 == 0 { 0x00 } else { 0xFF }),
+                // Every q = 3, every scale and min 15.
+                GgmlType::Q2_K => blk[..80].fill(0xFF),
+                // Every weight K[0] = −127 (or K[15] = 113), every scale −32.
+                GgmlType::IQ4_XS => {
+                    blk[2..8].fill(0);
+                    blk[8..].fill(if bi % 2 == 0 { 0x00 } else { 0xFF });
+                }
                 _ => blk[4..144].fill(0xFF),
             }
         }
@@ -811,25 +809,38 @@ fn packed_extreme_values_do_not_saturate() {
             assert_k_close(isa, dot, ty, rows, cols, &data, &x, nt);
         }
     }
-    let ty = GgmlType::Q8_0;
-    let mut data = random_weights(&mut rng, ty, rows, cols);
-    for (bi, blk) in data.chunks_exact_mut(34).enumerate() {
-        blk[2..].fill(if (bi / 3) % 2 == 0 { 0x80 } else { 0x7F });
+    for ty in [GgmlType::Q8_0, GgmlType::IQ4_NL] {
+        let mut data = random_weights(&mut rng, ty, rows, cols);
+        for (bi, blk) in data.chunks_exact_mut(ty.type_size()).enumerate() {
+            // Q8_0: −128 / 127; IQ4_NL: K[0] = −127 / K[15] = 113.
+            let (lo, hi) = if ty == GgmlType::Q8_0 {
+                (0x80, 0x7F)
+            } else {
+                (0x00, 0xFF)
+            };
+            blk[2..].fill(if (bi / 3) % 2 == 0 { lo } else { hi });
+        }
+        assert_32_close(ty, rows, cols, &data, &x, nt);
     }
-    let w = Weights::new(ty, rows, cols, &data).unwrap();
-    let terms = abs_terms(&w, &x, nt);
+}
+
+/// The packed matmul of the 32-element `data` on every packed ISA against
+/// the scalar one, within the bound of the module docs.
+fn assert_32_close(ty: GgmlType, rows: usize, cols: usize, data: &[u8], x: &[f32], nt: usize) {
+    let w = Weights::new(ty, rows, cols, data).unwrap();
+    let terms = abs_terms(&w, x, nt);
     let mut s = Scratch::default();
     let mut yref = vec![0f32; rows * nt];
-    matmul_with_isa(Isa::Scalar, &w, &x, nt, &mut yref, &mut s).unwrap();
+    matmul_with_isa(Isa::Scalar, &w, x, nt, &mut yref, &mut s).unwrap();
     for (isa, dot) in isas(ty) {
         let p = pack_for(isa, dot, &w);
         let mut y = vec![f32::NAN; rows * nt];
-        matmul_packed(&p, &x, nt, &mut y, &mut s).unwrap();
+        matmul_packed(&p, x, nt, &mut y, &mut s).unwrap();
         for i in 0..y.len() {
             let bound = (cols / 32 + 2) as f32 * f32::EPSILON * terms[i] + 1e-30;
             assert!(
                 (y[i] - yref[i]).abs() <= bound,
-                "Q8_0 {isa:?}/{dot:?} extreme: {} vs {} at {i}",
+                "{ty} {isa:?}/{dot:?} extreme: {} vs {} at {i}",
                 y[i],
                 yref[i]
             );

@@ -71,9 +71,9 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
     /// Repack the weights the kernels have a faster interleaved layout for on
-    /// this CPU (the kernels' registry decides per type; e.g. on AVX2 the
-    /// Q4_x / Q5_x types, Q8_0 and Q4_K / Q5_K / Q6_K, on AVX-512 VNNI also
-    /// IQ4_NL, Q2_K, Q3_K and IQ4_XS) and
+    /// this CPU (the kernels' registry decides per type; e.g. on AVX2 and
+    /// AVX-512 VNNI the Q4_x / Q5_x types, Q8_0, IQ4_NL and the K-quants
+    /// Q2_K..Q6_K and IQ4_XS; on NEON the 32-element types and Q4_K..Q6_K) and
     /// release their mapped pages, so the weights are still resident only
     /// once. `false` keeps every weight in the mapping (zero-copy).
     /// Default: true; [`ModelOptions::from_env`]: unless `PHI_REPACK=0`.

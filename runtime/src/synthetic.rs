@@ -99,6 +99,8 @@ pub fn weight_types() -> &'static [GgmlType] {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
     ]
 }
 

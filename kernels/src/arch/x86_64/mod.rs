@@ -135,7 +135,9 @@ pub(crate) mod avx512;
 pub(crate) mod k_avx2;
 pub(crate) mod k_avx512;
 pub(crate) mod packed_avx2;
+pub(crate) mod packed_avx2_iq;
 pub(crate) mod packed_avx2_k;
+pub(crate) mod packed_avx2_k2;
 pub(crate) mod packed_avx2_q8;
 pub(crate) mod packed_avx512;
 pub(crate) mod packed_k_avx512;
@@ -197,8 +199,8 @@ pub(crate) fn quantize_act(act: GgmlType) -> Option<crate::tile::QuantizeActFn> 
 }
 
 /// The packed group tile of `ty` for `pisa` (`Avx512`: VNNI kernels, every
-/// packed type; `Avx2`: the 256-bit kernels of Q4_0 / Q4_1 / Q5_0 / Q5_1 /
-/// Q8_0 / Q4_K / Q5_K / Q6_K with the dot instruction `dot`) and its most
+/// packed type; `Avx2`: the 256-bit kernels of every packed type too, with
+/// the dot instruction `dot`) and its most
 /// tokens per call. `None` for `Avx2` without a flavour.
 pub(crate) fn packed_tile(
     ty: GgmlType,
@@ -211,6 +213,7 @@ pub(crate) fn packed_tile(
             packed_avx2::$m::tile_for(ty)
                 .or_else(|| packed_avx2_q8::$m::tile_for(ty))
                 .or_else(|| packed_avx2_k::$m::tile_for(ty))
+                .or_else(|| packed_avx2_k2::$m::tile_for(ty))
         };
     }
     match (pisa, dot) {
