@@ -87,8 +87,8 @@ unsafe fn store<const T: usize>(tile: &KTile, h: usize, acc: &[__m256; T]) {
     }
 }
 
-/// Runs `half(b, h, acc_h)` for every super-block `b` and half `h` of a
-/// group and stores the tokens' results: for one or two tokens both halves
+/// Runs `half(b, h, acc_h)` for every (super-)block `b` and half `h` of a
+/// group and stores the tokens' results (shared with `packed_avx2_q8.rs`): for one or two tokens both halves
 /// of a record together, so that every weight byte comes from memory once
 /// and is used at once and the prefetches keep running (gemv's order); for
 /// more tokens one half per pass over the group (one accumulator per token
@@ -98,7 +98,7 @@ unsafe fn store<const T: usize>(tile: &KTile, h: usize, acc: &[__m256; T]) {
 /// As [`store`] (AVX; 16 floats writable at every `out + t·out_stride`),
 /// and whatever `half` needs for every `b < nb`, `h < 2`.
 #[inline(always)]
-unsafe fn halves<const T: usize>(
+pub(crate) unsafe fn halves<const T: usize>(
     tile: &KTile,
     mut half: impl FnMut(usize, usize, &mut [__m256; T]),
 ) {
