@@ -4,7 +4,9 @@
 //! Reads the AVX-512 layout unchanged (`packed_avx512.rs`: per group and
 //! block 8 vectors of 64 bytes holding `w + 128`, lane `r` = 4 weights of
 //! row `r`; the 16 rows' f16 `d` in the scale section), each 64-byte vector
-//! as two 8-row halves, one pass over the blocks per half. VNNI dots the
+//! as two 8-row halves: for one or two tokens both halves of a block
+//! together, for more one pass over the blocks per half
+//! (`packed_avx2_k::halves`). VNNI dots the
 //! stored `w + 128` with one `vpdpbusd` per group, starting at the driver's
 //! `−128·Σa`; AVX2 recovers `w` (one xor, amortized over the tile's tokens)
 //! and dots signed × signed by sign transfer (`vpsignb`, `vpabsb`,
@@ -14,6 +16,7 @@
 
 use core::arch::x86_64::*;
 
+use super::packed_avx2_k::halves;
 use super::vnni_dot::Dot;
 use crate::formats::packed_layout::l32::{act_block, quant_bytes, scale_bytes, Q8_0};
 use crate::tile::{PackedTile as Tile, PackedTileFn};
@@ -36,44 +39,39 @@ unsafe fn q8_0_body<D: Dot, const T: usize>(tile: &Tile) {
     // SAFETY: the caller's ISA; block b's quant vectors and scales lie in
     // the group (b < nb), token t's block b and its 8 side bytes in its row.
     unsafe {
-        for h in 0..2 {
-            let mut acc = [_mm256_setzero_ps(); T];
-            for b in 0..tile.nb {
-                let p = tile.qs.add(b * qb);
-                if h == 0 {
-                    let ahead = p.wrapping_add(PF_DIST);
-                    for l in 0..qb / 64 {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
-                    }
-                }
-                let mut u = [_mm256_setzero_si256(); 8];
-                for (k, v) in u.iter_mut().enumerate() {
-                    *v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
-                }
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(
-                    tile.sc.add(b * sb + 16 * h) as *const __m128i
-                ));
-                for (t, acc_t) in acc.iter_mut().enumerate() {
-                    let row = tile.a.add(t * tile.a_stride);
-                    let side = row.add(tile.side_off + b * 8);
-                    let da = core::ptr::read_unaligned(side as *const f32);
-                    let init = if D::Q8_BIASED {
-                        core::ptr::read_unaligned(side.add(4) as *const i32)
-                    } else {
-                        0
-                    };
-                    let isum = D::dot_q8(_mm256_set1_epi32(init), &u, row.add(b * ab + 2));
-                    *acc_t = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(isum),
-                        _mm256_mul_ps(dw, _mm256_set1_ps(da)),
-                        *acc_t,
-                    );
+        let half = |b: usize, h: usize, acc: &mut [__m256; T]| {
+            let p = tile.qs.add(b * qb);
+            if h == 0 {
+                let ahead = p.wrapping_add(PF_DIST);
+                for l in 0..qb / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
                 }
             }
-            for (t, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(tile.out.add(t * tile.out_stride + 8 * h), *a);
+            let mut u = [_mm256_setzero_si256(); 8];
+            for (k, v) in u.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(p.add(64 * k + 32 * h) as *const __m256i);
             }
-        }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(
+                tile.sc.add(b * sb + 16 * h) as *const __m128i
+            ));
+            for (t, acc_t) in acc.iter_mut().enumerate() {
+                let row = tile.a.add(t * tile.a_stride);
+                let side = row.add(tile.side_off + b * 8);
+                let da = core::ptr::read_unaligned(side as *const f32);
+                let init = if D::Q8_BIASED {
+                    core::ptr::read_unaligned(side.add(4) as *const i32)
+                } else {
+                    0
+                };
+                let isum = D::dot_q8(_mm256_set1_epi32(init), &u, row.add(b * ab + 2));
+                *acc_t = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(isum),
+                    _mm256_mul_ps(dw, _mm256_set1_ps(da)),
+                    *acc_t,
+                );
+            }
+        };
+        halves::<T>(tile, half);
     }
 }
 

@@ -37,6 +37,10 @@ pub(crate) trait Dot {
     ///
     /// # Safety
     /// The CPU has the implementation's ISA.
+    // Not called by the K-quant kernels here since they take their scales
+    // with `scale_u8` / `scale_pairs`; kept for kernels that build the
+    // scale lanes themselves and use `dot_scaled`.
+    #[allow(dead_code)]
     unsafe fn scale(sc: __m256i) -> __m256i;
 
     /// `acc + sc·Σ_{k<N} Σ_{i<4} w[k][4r + i]·a[4k + i]` in each i32 lane
@@ -77,6 +81,53 @@ pub(crate) trait Dot {
     /// # Safety
     /// The CPU has the implementation's ISA; 32 bytes at `a` are readable.
     unsafe fn dot_q8(acc: __m256i, u: &[__m256i; 8], a: *const u8) -> __m256i;
+
+    /// Partial sums a kernel keeps apart per scaled sum when it has few of
+    /// them in flight (one token): `vpdpbusd`'s latency (4–5 cycles) would
+    /// otherwise bound the chain; `vpmaddubsw`'s i16 add chain has latency 1.
+    const CHAINS: usize;
+
+    /// How many [`Dot::step`]s (over all chains together) one partial sum
+    /// takes before [`Dot::close`] for weights `≤ wmax`
+    /// (`|Σ| ≤ n·2·wmax·127 < 2^15` for the i16 sums of `vpmaddubsw`).
+    fn max_steps(wmax: i32) -> usize;
+
+    /// `part + Σ_{i<4} w[4r + i]·a[i]` in lane `r` (i16 pair sums or i32):
+    /// one 4-element group of 8 rows, weights unsigned and `≤ wmax`, the 4
+    /// activation bytes (i8, −127..=127) at `a`. A partial sum starts at
+    /// zero.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's ISA; 4 bytes at `a` are readable.
+    unsafe fn step(part: __m256i, w: __m256i, a: *const u8) -> __m256i;
+
+    /// Two partial sums of the same scale as one (within
+    /// [`Dot::max_steps`] together).
+    ///
+    /// # Safety
+    /// The CPU has the implementation's ISA.
+    unsafe fn merge(p0: __m256i, p1: __m256i) -> __m256i;
+
+    /// `acc + sc·part` per i32 lane, `sc` from [`Dot::scale`],
+    /// [`Dot::scale_u8`] or [`Dot::scale_pairs`].
+    ///
+    /// # Safety
+    /// The CPU has the implementation's ISA.
+    unsafe fn close(acc: __m256i, part: __m256i, sc: __m256i) -> __m256i;
+
+    /// The scale operand of 8 rows from their 8 unsigned scale bytes at
+    /// `p`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's ISA; 8 bytes at `p` are readable.
+    unsafe fn scale_u8(p: *const u8) -> __m256i;
+
+    /// The scale operands `[s0, s1]` of 8 rows whose scales are the i16
+    /// pairs `(s0_r, s1_r)` of lane `r`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's ISA.
+    unsafe fn scale_pairs(sp: __m256i) -> [__m256i; 2];
 }
 
 /// The 4 activation bytes at `a` in every i32 lane.
@@ -162,6 +213,62 @@ impl Dot for Maddubs {
             acc
         }
     }
+
+    const CHAINS: usize = 1;
+
+    #[inline(always)]
+    fn max_steps(wmax: i32) -> usize {
+        (i16::MAX as i32 / (2 * wmax * 127)).max(1) as usize
+    }
+
+    #[inline(always)]
+    unsafe fn step(part: __m256i, w: __m256i, a: *const u8) -> __m256i {
+        // SAFETY: AVX2 (caller); 4 bytes at `a`.
+        unsafe { _mm256_add_epi16(part, _mm256_maddubs_epi16(w, bcast4(a))) }
+    }
+
+    #[inline(always)]
+    unsafe fn merge(p0: __m256i, p1: __m256i) -> __m256i {
+        // SAFETY: AVX2 (caller).
+        unsafe { _mm256_add_epi16(p0, p1) }
+    }
+
+    #[inline(always)]
+    unsafe fn close(acc: __m256i, part: __m256i, sc: __m256i) -> __m256i {
+        // SAFETY: AVX2 (caller). Both i16 halves of lane r carry sc_r.
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(part, sc)) }
+    }
+
+    #[inline(always)]
+    unsafe fn scale_u8(p: *const u8) -> __m256i {
+        // SAFETY: AVX2 (caller); 8 bytes at `p`. The 8 bytes in every
+        // quadword; byte r to both i16 halves of lane r (0x80: zero).
+        unsafe {
+            let v = _mm256_set1_epi64x(core::ptr::read_unaligned(p as *const i64));
+            let z = -128i8;
+            #[rustfmt::skip]
+            let idx = _mm256_setr_epi8(
+                0, z, 0, z, 1, z, 1, z, 2, z, 2, z, 3, z, 3, z,
+                4, z, 4, z, 5, z, 5, z, 6, z, 6, z, 7, z, 7, z,
+            );
+            _mm256_shuffle_epi8(v, idx)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scale_pairs(sp: __m256i) -> [__m256i; 2] {
+        // SAFETY: AVX2 (caller). Copy the low (high) i16 of each lane over
+        // the other half.
+        unsafe {
+            #[rustfmt::skip]
+            let lo = _mm256_setr_epi8(
+                0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
+                0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
+            );
+            let hi = _mm256_add_epi8(lo, _mm256_set1_epi8(2));
+            [_mm256_shuffle_epi8(sp, lo), _mm256_shuffle_epi8(sp, hi)]
+        }
+    }
 }
 
 /// Defines a VNNI implementation of [`Dot`] from its two instructions.
@@ -225,6 +332,48 @@ macro_rules! vnni_dot {
             unsafe fn dot_q8(acc: __m256i, u: &[__m256i; 8], a: *const u8) -> __m256i {
                 // SAFETY: the ISA (caller); 32 bytes at `a`.
                 unsafe { Self::dot::<8, 255>(acc, u, a) }
+            }
+
+            const CHAINS: usize = 2;
+
+            #[inline(always)]
+            fn max_steps(_wmax: i32) -> usize {
+                usize::MAX
+            }
+
+            #[inline(always)]
+            unsafe fn step(part: __m256i, w: __m256i, a: *const u8) -> __m256i {
+                // SAFETY: the ISA (caller); 4 bytes at `a`.
+                unsafe { $dpbusd(part, w, bcast4(a)) }
+            }
+
+            #[inline(always)]
+            unsafe fn merge(p0: __m256i, p1: __m256i) -> __m256i {
+                // SAFETY: the ISA (caller).
+                unsafe { _mm256_add_epi32(p0, p1) }
+            }
+
+            #[inline(always)]
+            unsafe fn close(acc: __m256i, part: __m256i, sc: __m256i) -> __m256i {
+                // SAFETY: the ISA (caller).
+                unsafe { _mm256_add_epi32(acc, _mm256_mullo_epi32(part, sc)) }
+            }
+
+            #[inline(always)]
+            unsafe fn scale_u8(p: *const u8) -> __m256i {
+                // SAFETY: the ISA (caller); 8 bytes at `p`.
+                unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)) }
+            }
+
+            #[inline(always)]
+            unsafe fn scale_pairs(sp: __m256i) -> [__m256i; 2] {
+                // SAFETY: the ISA (caller). Sign-extend each i16 half.
+                unsafe {
+                    [
+                        _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(sp)),
+                        _mm256_srai_epi32::<16>(sp),
+                    ]
+                }
             }
         }
     };
