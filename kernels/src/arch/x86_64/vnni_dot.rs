@@ -37,10 +37,8 @@ pub(crate) trait Dot {
     ///
     /// # Safety
     /// The CPU has the implementation's ISA.
-    // Not called by the K-quant kernels here since they take their scales
-    // with `scale_u8` / `scale_pairs`; kept for kernels that build the
-    // scale lanes themselves and use `dot_scaled`.
-    #[allow(dead_code)]
+    // Q4_K..Q6_K take their scales with `scale_u8` / `scale_pairs`; Q2_K /
+    // Q3_K (packed_avx2_k2.rs) build the scale lanes themselves.
     unsafe fn scale(sc: __m256i) -> __m256i;
 
     /// `acc + sc·Σ_{k<N} Σ_{i<4} w[k][4r + i]·a[4k + i]` in each i32 lane
