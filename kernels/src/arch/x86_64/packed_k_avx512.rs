@@ -7,9 +7,10 @@
 //! consecutive quants of row `r`, so one `vpdpbusd` against a broadcast group
 //! of 4 Q8_K activations adds 4 products to each of 16 rows. The weights are
 //! unsigned (Q4_K 0..15, Q6_K 0..63); Q6_K's offset of 32 is removed exactly
-//! in integer by starting each 16-element dot at `−32·Σa` (the driver stores
-//! it beside the activations), Q4_K's mins by a `vpdpwssd` of the per-row
-//! mins with the activations' 32-element sums. All integer parts equal the
+//! in integer once per super-block, `isum −= 32·Σ_g sc_g·bsum_g` (a
+//! `vpdpwssd` of the per-row scale pairs with the Q8_K block's 16-element
+//! sums), Q4_K's mins by a `vpdpwssd` of the per-row mins with the
+//! activations' 32-element sums. All integer parts equal the
 //! scalar reference's; blocks are combined in f32 as `isum·(d_w·d_a)` (and
 //! `− imin·(dmin_w·d_a)`), as the reference does, in a different order.
 //!
@@ -109,6 +110,23 @@ unsafe fn acc_plain<const T: usize>(
     }
 }
 
+/// `Σ_p w[p] · pair p` in each i32 lane: `vpdpwssd` of the i16 pairs `w[p]`
+/// with the `p`-th i32 at `side` (a pair of i16 activation sums), broadcast.
+///
+/// # Safety
+/// `4·P` bytes at `side` are readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair_dot<const P: usize>(w: &[__m512i; P], side: *const u8) -> __m512i {
+    let mut d = _mm512_setzero_si512();
+    for (p, wp) in w.iter().enumerate() {
+        // SAFETY: the p-th i32 at side is readable (caller).
+        let pair = unsafe { core::ptr::read_unaligned(side.add(4 * p) as *const i32) };
+        d = _mm512_dpwssd_epi32(d, *wp, _mm512_set1_epi32(pair));
+    }
+    d
+}
+
 /// Block `b`'s float step for the types with mins: `acc[t] += isum[t] ·
 /// (dw · d_a) − im · (mw · d_a)`, where `im = Σ_p mins[p] · pair p` (`vpdpwssd`
 /// against the i32 pairs of i16 activation sums at `pairs(row of token t)`).
@@ -130,13 +148,7 @@ unsafe fn acc_mins<const T: usize, const P: usize>(
         let (da, im) = unsafe {
             let row = tile.a.add(t * tile.a_stride);
             let da = core::ptr::read_unaligned(row.add(b * A_BLOCK) as *const f32);
-            let side = pairs(row);
-            let mut im = _mm512_setzero_si512();
-            for (p, m) in mins.iter().enumerate() {
-                let pair = core::ptr::read_unaligned(side.add(4 * p) as *const i32);
-                im = _mm512_dpwssd_epi32(im, *m, _mm512_set1_epi32(pair));
-            }
-            (da, im)
+            (da, pair_dot(mins, pairs(row)))
         };
         let vda = _mm512_set1_ps(da);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, vda), acc[t]);
@@ -285,11 +297,8 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                         // SAFETY: token t < T has block b's quants and its
                         // 64 side bytes readable (caller).
                         let s = unsafe {
-                            let row = tile.a.add(t * tile.a_stride);
-                            let q = row.add(b * A_BLOCK + A_QS + 16 * g);
-                            let side = row.add(tile.side_off + b * Q6K_SIDE + 4 * g);
-                            let mut s =
-                                _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32));
+                            let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_QS + 16 * g);
+                            let mut s = _mm512_setzero_si512();
                             for (kk, w) in wv.iter().enumerate() {
                                 let a4 = core::ptr::read_unaligned(q.add(4 * kk) as *const i32);
                                 s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(a4));
@@ -299,6 +308,24 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                         *isum_t = _mm512_add_epi32(*isum_t, _mm512_mullo_epi32(s, sc));
                     }
                 }
+            }
+        }
+        // The offset: isum −= 32 · Σ_g sc_g · bsum_g, the scale pairs
+        // (sc_2p, sc_2p+1) against the Q8_K block's bsum pairs (exact: an
+        // i32 per lane; computed once per block instead of starting each
+        // 16-element dot at −32·Σa, which measured ~10 % slower).
+        // SAFETY: the scale pair vectors lie inside record b; token t's
+        // block b (its 16 i16 bsums) is readable (caller).
+        unsafe {
+            let mut sp = [_mm512_setzero_si512(); 8];
+            for (p, v) in sp.iter_mut().enumerate() {
+                *v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                    rec.add(Q6K_SC + 32 * p) as *const __m256i
+                ));
+            }
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                let bsums = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_BSUMS);
+                *isum_t = _mm512_sub_epi32(*isum_t, _mm512_slli_epi32::<5>(pair_dot(&sp, bsums)));
             }
         }
         // SAFETY: the d bytes lie inside record b.
