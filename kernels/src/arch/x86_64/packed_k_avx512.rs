@@ -83,6 +83,75 @@ fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
     }
 }
 
+/// Tokens whose dot chains [`scaled_dots`] interleaves.
+const CHAIN_TOKENS: usize = 4;
+
+/// `isum[t] += sc · Σ_k wv[k] · (4 activations at token t's row + off + 4k)`
+/// for every token `t < T`: one `vpdpbusd` per `k` into a per-token i32
+/// sum, then one `vpmulld` by the per-row sub-block scales.
+///
+/// The chains of [`CHAIN_TOKENS`] tokens are interleaved (k outer, token
+/// inner): each token's chain of `K` dependent `vpdpbusd` (4 cycles each)
+/// would otherwise leave the two multiply pipes of a Zen 5 core idle (a
+/// single chain per token, as the compiler schedules it, ran at about half
+/// the `vpdpbusd` throughput).
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; `4·K` bytes at `tile.a + t·a_stride + off`
+/// are readable for every `t < T`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scaled_dots<const T: usize, const K: usize>(
+    isum: &mut [__m512i; T],
+    wv: &[__m512i; K],
+    sc: __m512i,
+    tile: &KTile,
+    off: usize,
+) {
+    let mut t0 = 0;
+    while t0 < T {
+        // SAFETY: forwarded contract (tokens t0.. < T).
+        unsafe {
+            match T - t0 {
+                1 => scaled_dot_chain::<1, K>(&mut isum[t0..], wv, sc, tile, off, t0),
+                2 => scaled_dot_chain::<2, K>(&mut isum[t0..], wv, sc, tile, off, t0),
+                3 => scaled_dot_chain::<3, K>(&mut isum[t0..], wv, sc, tile, off, t0),
+                _ => scaled_dot_chain::<CHAIN_TOKENS, K>(&mut isum[t0..], wv, sc, tile, off, t0),
+            }
+        }
+        t0 += CHAIN_TOKENS;
+    }
+}
+
+/// [`scaled_dots`] for the `N` tokens from `t0` (`isum` starts at token `t0`).
+///
+/// # Safety
+/// As [`scaled_dots`], for tokens `t0..t0 + N`; `isum.len() >= N`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scaled_dot_chain<const N: usize, const K: usize>(
+    isum: &mut [__m512i],
+    wv: &[__m512i; K],
+    sc: __m512i,
+    tile: &KTile,
+    off: usize,
+    t0: usize,
+) {
+    let q: [*const u8; N] =
+        core::array::from_fn(|u| tile.a.wrapping_add((t0 + u) * tile.a_stride + off));
+    let mut s = [_mm512_setzero_si512(); N];
+    for (k, w) in wv.iter().enumerate() {
+        for (su, qu) in s.iter_mut().zip(q) {
+            // SAFETY: 4 bytes at qu + 4k are readable (caller).
+            let a4 = unsafe { core::ptr::read_unaligned(qu.add(4 * k) as *const i32) };
+            *su = _mm512_dpbusd_epi32(*su, *w, _mm512_set1_epi32(a4));
+        }
+    }
+    for (is, su) in isum.iter_mut().zip(s) {
+        *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(su, sc));
+    }
+}
+
 /// Block `b`'s float step for the types without mins:
 /// `acc[t] += isum[t] · (dw · d_a)`, `d_a` token `t`'s Q8_K scale.
 ///
@@ -199,18 +268,9 @@ pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
                 ));
                 (wv, sc)
             };
-            for (t, is) in isum.iter_mut().enumerate() {
-                // SAFETY: token t < T has block b's 256 quants readable.
-                let s = unsafe {
-                    let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_QS + 32 * j);
-                    let mut s = _mm512_setzero_si512();
-                    for (k, w) in wv.iter().enumerate() {
-                        let g = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
-                        s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(g));
-                    }
-                    s
-                };
-                *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(s, sc));
+            // SAFETY: token t < T has block b's 256 quants readable.
+            unsafe {
+                scaled_dots(&mut isum, &wv, sc, tile, b * A_BLOCK + A_QS + 32 * j);
             }
         }
         // SAFETY: the d, dmin and min bytes lie inside record b.
@@ -293,19 +353,9 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                         // lo | (hs & 0x30): the 6-bit unsigned quant.
                         *w = _mm512_ternarylogic_epi32::<0xF8>(lo, hs, m30);
                     }
-                    for (t, isum_t) in isum.iter_mut().enumerate() {
-                        // SAFETY: token t < T has block b's quants and its
-                        // 64 side bytes readable (caller).
-                        let s = unsafe {
-                            let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_QS + 16 * g);
-                            let mut s = _mm512_setzero_si512();
-                            for (kk, w) in wv.iter().enumerate() {
-                                let a4 = core::ptr::read_unaligned(q.add(4 * kk) as *const i32);
-                                s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(a4));
-                            }
-                            s
-                        };
-                        *isum_t = _mm512_add_epi32(*isum_t, _mm512_mullo_epi32(s, sc));
+                    // SAFETY: token t < T has block b's quants readable (caller).
+                    unsafe {
+                        scaled_dots(&mut isum, &wv, sc, tile, b * A_BLOCK + A_QS + 16 * g);
                     }
                 }
             }
@@ -630,33 +680,73 @@ pub(crate) unsafe fn iq4_xs_tile<const T: usize>(tile: &KTile) {
     unsafe { store_tile(tile, &acc) };
 }
 
-/// Defines `$name(tile, nt)`: `$f::<P.., nt>(tile)` for a run-time `nt` (1..=16).
+/// Defines `$name(tile, nt)`: `$f::<P.., nt>(tile)` for a run-time `nt`:
+/// 1..=16 for the `narrow` types; 1..=32 for the `wide` ones (32 in one
+/// tile, 17..=31 as 16 + the rest: a token's result does not depend on the
+/// tile it lands in).
 macro_rules! k_tile_n {
-    ($($name:ident => $f:ident [$($p:tt),*];)*) => {$(
-        /// The tile function for `nt` tokens (1..=16).
-        ///
-        /// # Safety
-        /// As the tile function with `T = nt`; `1 <= nt <= 16`.
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $name(tile: &KTile, nt: usize) {
-            // SAFETY: forwarded contract; each arm passes T = nt.
-            unsafe { for_nt!(nt, $f[$($p),*](tile)) }
-        }
-    )*};
+    (narrow { $($name:ident => $f:ident [$($p:tt),*];)* }
+     wide { $($wname:ident => $wf:ident [$($wp:tt),*];)* }) => {
+        $(
+            /// The tile function for `nt` tokens (1..=16).
+            ///
+            /// # Safety
+            /// As the tile function with `T = nt`; `1 <= nt <= 16`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn $name(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract; each arm passes T = nt.
+                unsafe { for_nt!(nt, $f[$($p),*](tile)) }
+            }
+        )*
+        $(
+            /// The tile function for `nt` tokens (1..=32).
+            ///
+            /// # Safety
+            /// As the tile function with `T = nt`; `1 <= nt <= 32`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn $wname(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract: T = 32 = nt, or the first 16
+                // tokens and then the nt − 16 from token 16 (their rows and
+                // outputs are the tile's, a_stride / out_stride apart).
+                unsafe {
+                    if nt == 32 {
+                        $wf::<$($wp,)* 32>(tile)
+                    } else if nt > 16 {
+                        $wf::<$($wp,)* 16>(tile);
+                        let rest = KTile {
+                            a: tile.a.wrapping_add(16 * tile.a_stride),
+                            out: tile.out.wrapping_add(16 * tile.out_stride),
+                            ..*tile
+                        };
+                        for_nt!(nt - 16, $wf[$($wp),*](&rest))
+                    } else {
+                        for_nt!(nt, $wf[$($wp),*](tile))
+                    }
+                }
+            }
+        )*
+    };
 }
 
 k_tile_n! {
-    q4_k_n => q4_k_tile[false];
-    q5_k_n => q4_k_tile[true];
-    q6_k_n => q6_k_tile[];
-    q3_k_n => q3_k_tile[];
-    q2_k_n => q2_k_tile[];
-    iq4_xs_n => iq4_xs_tile[];
+    narrow {
+        q3_k_n => q3_k_tile[];
+        q2_k_n => q2_k_tile[];
+        iq4_xs_n => iq4_xs_tile[];
+    }
+    wide {
+        q4_k_n => q4_k_tile[false];
+        q5_k_n => q4_k_tile[true];
+        q6_k_n => q6_k_tile[];
+    }
 }
 
-/// Tokens per register tile of the K-quant kernels (16 measured ~5 % faster
-/// than 8 with `examples/packed_cycles.rs`).
+/// Tokens per register tile of Q3_K / Q2_K / IQ4_XS (16 measured ~5 %
+/// faster than 8 with `examples/packed_cycles.rs`) and of Q4_K / Q5_K /
+/// Q6_K, whose weight decoding is shared by twice as many tokens
+/// (`scaled_dots`; Q6_K ~+8 % at 32, Q4_K a few %, on a loaded machine).
 const TOKENS_PER_TILE: usize = 16;
+const TOKENS_PER_WIDE_TILE: usize = 32;
 
 /// The packed tile of the K-quant (or IQ4_XS) type `ty`, if it has one.
 pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
@@ -670,5 +760,9 @@ pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
         T::IQ4_XS => iq4_xs_n,
         _ => return None,
     };
-    Some((f, TOKENS_PER_TILE))
+    let nt = match ty {
+        T::Q4_K | T::Q5_K | T::Q6_K => TOKENS_PER_WIDE_TILE,
+        _ => TOKENS_PER_TILE,
+    };
+    Some((f, nt))
 }
