@@ -86,37 +86,39 @@ fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
 /// Tokens whose dot chains [`scaled_dots`] interleaves.
 const CHAIN_TOKENS: usize = 4;
 
-/// `isum[t] += sc · Σ_k wv[k] · (4 activations at token t's row + off + 4k)`
-/// for every token `t < T`: one `vpdpbusd` per `k` into a per-token i32
-/// sum, then one `vpmulld` by the per-row sub-block scales.
+/// `isum[t] += Σ_p sc[p] · Σ_k wv[p][k] · (4 activations at token t's row +
+/// off[p] + 4k)` for every token `t < T`: `P` sub-blocks (quants `wv[p]`,
+/// per-row scales `sc[p]`), one `vpdpbusd` per `k` into a per-token i32 sum,
+/// then one `vpmulld` per sub-block.
 ///
-/// The chains of [`CHAIN_TOKENS`] tokens are interleaved (k outer, token
-/// inner): each token's chain of `K` dependent `vpdpbusd` (4 cycles each)
-/// would otherwise leave the two multiply pipes of a Zen 5 core idle (a
-/// single chain per token, as the compiler schedules it, ran at about half
-/// the `vpdpbusd` throughput).
+/// The `P·N` chains of [`CHAIN_TOKENS`] tokens are interleaved (k outer,
+/// token inner): a `vpdpbusd` waits 4 cycles for its accumulator and a Zen 5
+/// core issues two per cycle, so a single chain per token, as the compiler
+/// schedules the plain loop, ran at about half that rate. `P = 2` also
+/// reads and writes each `isum[t]` once per two sub-blocks.
 ///
 /// # Safety
-/// The CPU has AVX-512 F/BW/VNNI; `4·K` bytes at `tile.a + t·a_stride + off`
-/// are readable for every `t < T`.
+/// The CPU has AVX-512 F/BW/VNNI; `4·K` bytes at `tile.a + t·a_stride +
+/// off[p]` are readable for every `t < T`, `p < P`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn scaled_dots<const T: usize, const K: usize>(
+unsafe fn scaled_dots<const T: usize, const P: usize, const K: usize>(
     isum: &mut [__m512i; T],
-    wv: &[__m512i; K],
-    sc: __m512i,
+    wv: &[[__m512i; K]; P],
+    sc: &[__m512i; P],
     tile: &KTile,
-    off: usize,
+    off: [usize; P],
 ) {
     let mut t0 = 0;
     while t0 < T {
+        let is = &mut isum[t0..];
         // SAFETY: forwarded contract (tokens t0.. < T).
         unsafe {
             match T - t0 {
-                1 => scaled_dot_chain::<1, K>(&mut isum[t0..], wv, sc, tile, off, t0),
-                2 => scaled_dot_chain::<2, K>(&mut isum[t0..], wv, sc, tile, off, t0),
-                3 => scaled_dot_chain::<3, K>(&mut isum[t0..], wv, sc, tile, off, t0),
-                _ => scaled_dot_chain::<CHAIN_TOKENS, K>(&mut isum[t0..], wv, sc, tile, off, t0),
+                1 => scaled_dot_chain::<1, P, K>(is, wv, sc, tile, off, t0),
+                2 => scaled_dot_chain::<2, P, K>(is, wv, sc, tile, off, t0),
+                3 => scaled_dot_chain::<3, P, K>(is, wv, sc, tile, off, t0),
+                _ => scaled_dot_chain::<CHAIN_TOKENS, P, K>(is, wv, sc, tile, off, t0),
             }
         }
         t0 += CHAIN_TOKENS;
@@ -129,26 +131,31 @@ unsafe fn scaled_dots<const T: usize, const K: usize>(
 /// As [`scaled_dots`], for tokens `t0..t0 + N`; `isum.len() >= N`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn scaled_dot_chain<const N: usize, const K: usize>(
+unsafe fn scaled_dot_chain<const N: usize, const P: usize, const K: usize>(
     isum: &mut [__m512i],
-    wv: &[__m512i; K],
-    sc: __m512i,
+    wv: &[[__m512i; K]; P],
+    sc: &[__m512i; P],
     tile: &KTile,
-    off: usize,
+    off: [usize; P],
     t0: usize,
 ) {
-    let q: [*const u8; N] =
-        core::array::from_fn(|u| tile.a.wrapping_add((t0 + u) * tile.a_stride + off));
-    let mut s = [_mm512_setzero_si512(); N];
-    for (k, w) in wv.iter().enumerate() {
-        for (su, qu) in s.iter_mut().zip(q) {
-            // SAFETY: 4 bytes at qu + 4k are readable (caller).
-            let a4 = unsafe { core::ptr::read_unaligned(qu.add(4 * k) as *const i32) };
-            *su = _mm512_dpbusd_epi32(*su, *w, _mm512_set1_epi32(a4));
+    let row: [*const u8; N] =
+        core::array::from_fn(|u| tile.a.wrapping_add((t0 + u) * tile.a_stride));
+    let mut s = [[_mm512_setzero_si512(); N]; P];
+    // k outer, then sub-block, then token: consecutive vpdpbusd are independent.
+    for k in 0..K {
+        for ((sp, wp), op) in s.iter_mut().zip(wv).zip(off) {
+            for (su, r) in sp.iter_mut().zip(row) {
+                // SAFETY: 4 bytes at r + off[p] + 4k are readable (caller).
+                let a4 = unsafe { core::ptr::read_unaligned(r.add(op + 4 * k) as *const i32) };
+                *su = _mm512_dpbusd_epi32(*su, wp[k], _mm512_set1_epi32(a4));
+            }
         }
     }
-    for (is, su) in isum.iter_mut().zip(s) {
-        *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(su, sc));
+    for (u, is) in isum.iter_mut().take(N).enumerate() {
+        for p in 0..P {
+            *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(s[p][u], sc[p]));
+        }
     }
 }
 
@@ -243,35 +250,35 @@ pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
     for b in 0..tile.nb {
         let rec = tile.qs.wrapping_add(b * rec_len);
         let mut isum = [_mm512_setzero_si512(); T];
-        for j in 0..8 {
-            prefetch_part(rec, rec_len, j, 8);
-            let c = j / 2;
+        for c in 0..4 {
+            prefetch_part(rec, rec_len, c, 4);
+            // Sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles).
             // SAFETY: record b is readable (caller): quant vectors 8c..8c+8
-            // and the 16 scale bytes of sub-block j lie inside it.
+            // and the 32 scale bytes of sub-blocks 2c, 2c+1 lie inside it.
             let (wv, sc) = unsafe {
-                let mut wv = [_mm512_setzero_si512(); 8];
-                for (k, w) in wv.iter_mut().enumerate() {
+                let mut wv = [[_mm512_setzero_si512(); 8]; 2];
+                let [lo, hi] = &mut wv;
+                for (k, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
                     let v = _mm512_loadu_si512(rec.add((8 * c + k) * 64) as *const __m512i);
-                    *w = if j % 2 == 0 {
-                        _mm512_and_si512(v, m4)
-                    } else {
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4)
-                    };
+                    *l = _mm512_and_si512(v, m4);
+                    *h = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                     if Q5 {
                         // Bit j of each qh byte is sub-block j's bit 4.
-                        let h = _mm512_loadu_si512(rec.add(Q5K_QH + 64 * k) as *const __m512i);
-                        *w = merge_fifth_bit(*w, h, j);
+                        let q5 = _mm512_loadu_si512(rec.add(Q5K_QH + 64 * k) as *const __m512i);
+                        *l = merge_fifth_bit(*l, q5, 2 * c);
+                        *h = merge_fifth_bit(*h, q5, 2 * c + 1);
                     }
                 }
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    rec.add(Q4K_SC + 16 * j) as *const __m128i
-                ));
+                let sc: [__m512i; 2] = core::array::from_fn(|h| {
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        rec.add(Q4K_SC + 16 * (2 * c + h)) as *const __m128i
+                    ))
+                });
                 (wv, sc)
             };
+            let q = b * A_BLOCK + A_QS + 64 * c;
             // SAFETY: token t < T has block b's 256 quants readable.
-            unsafe {
-                scaled_dots(&mut isum, &wv, sc, tile, b * A_BLOCK + A_QS + 32 * j);
-            }
+            unsafe { scaled_dots(&mut isum, &wv, &sc, tile, [q, q + 32]) };
         }
         // SAFETY: the d, dmin and min bytes lie inside record b.
         let (dw, mw, mins) = unsafe {
@@ -321,11 +328,13 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                     _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(sp)),
                     _mm512_srai_epi32::<16>(sp),
                 ];
-                for (is, &sc) in sc_pair.iter().enumerate() {
-                    let g = 8 * n + 2 * qi + is;
-                    prefetch_part(rec, Q6_K_REC, g, 16);
-                    let mut wv = [_mm512_setzero_si512(); 4];
-                    for (kk, w) in wv.iter_mut().enumerate() {
+                let g0 = 8 * n + 2 * qi;
+                prefetch_part(rec, Q6_K_REC, g0 / 2, 8);
+                // Sub-blocks g0 + is (quant vectors 4·is..4·is + 4 of the
+                // 32-element run).
+                let mut wv = [[_mm512_setzero_si512(); 4]; 2];
+                for (is, wis) in wv.iter_mut().enumerate() {
+                    for (kk, w) in wis.iter_mut().enumerate() {
                         let k = 4 * is + kk;
                         // SAFETY: ql vector (2n + qi%2)·8 + k and qh vector
                         // 8n + k lie inside record b.
@@ -353,11 +362,10 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                         // lo | (hs & 0x30): the 6-bit unsigned quant.
                         *w = _mm512_ternarylogic_epi32::<0xF8>(lo, hs, m30);
                     }
-                    // SAFETY: token t < T has block b's quants readable (caller).
-                    unsafe {
-                        scaled_dots(&mut isum, &wv, sc, tile, b * A_BLOCK + A_QS + 16 * g);
-                    }
                 }
+                let q = b * A_BLOCK + A_QS + 16 * g0;
+                // SAFETY: token t < T has block b's quants readable (caller).
+                unsafe { scaled_dots(&mut isum, &wv, &sc_pair, tile, [q, q + 16]) };
             }
         }
         // The offset: isum −= 32 · Σ_g sc_g · bsum_g, the scale pairs
