@@ -461,7 +461,9 @@ fn batch_invariant_gemm_rows_equal_gemv() {
         GgmlType::Q2_K,
         GgmlType::IQ4_XS,
     ] {
-        let (rows, cols, nt) = (64, 1024, 21);
+        // 37 tokens: a 32-token tile + 5 for Q4_K / Q5_K / Q6_K, 16 + 16 + 5
+        // for the others.
+        let (rows, cols, nt) = (64, 1024, 37);
         let data = if ty.block_size() == 256 {
             random_k_weights(&mut rng, ty, rows, cols)
         } else {
@@ -641,7 +643,17 @@ fn assert_k_close(
 #[test]
 fn packed_k_quants_match_scalar() {
     let mut rng = Rng(0x51_7C_C1_B7_27_22_0A_95);
-    for &(rows, cols, nt) in &[(16, 256, 1), (16, 256, 9), (32, 512, 8), (48, 3072, 3)] {
+    // Q4_K / Q5_K / Q6_K run tiles of up to 32 tokens (17..=31 as 16 + the
+    // rest): 32, 29 and 37 (32 + 5) cover those paths.
+    for &(rows, cols, nt) in &[
+        (16, 256, 1),
+        (16, 256, 9),
+        (32, 512, 8),
+        (48, 3072, 3),
+        (32, 512, 32),
+        (16, 768, 29),
+        (32, 256, 37),
+    ] {
         for ty in K_TYPES {
             check_k_case(&mut rng, ty, rows, cols, nt);
         }

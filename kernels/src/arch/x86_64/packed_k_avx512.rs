@@ -7,9 +7,10 @@
 //! consecutive quants of row `r`, so one `vpdpbusd` against a broadcast group
 //! of 4 Q8_K activations adds 4 products to each of 16 rows. The weights are
 //! unsigned (Q4_K 0..15, Q6_K 0..63); Q6_K's offset of 32 is removed exactly
-//! in integer by starting each 16-element dot at `−32·Σa` (the driver stores
-//! it beside the activations), Q4_K's mins by a `vpdpwssd` of the per-row
-//! mins with the activations' 32-element sums. All integer parts equal the
+//! in integer once per super-block, `isum −= 32·Σ_g sc_g·bsum_g` (a
+//! `vpdpwssd` of the per-row scale pairs with the Q8_K block's 16-element
+//! sums), Q4_K's mins by a `vpdpwssd` of the per-row mins with the
+//! activations' 32-element sums. All integer parts equal the
 //! scalar reference's; blocks are combined in f32 as `isum·(d_w·d_a)` (and
 //! `− imin·(dmin_w·d_a)`), as the reference does, in a different order.
 //!
@@ -82,6 +83,82 @@ fn prefetch_part(rec: *const u8, len: usize, part: usize, parts: usize) {
     }
 }
 
+/// Tokens whose dot chains [`scaled_dots`] interleaves.
+const CHAIN_TOKENS: usize = 4;
+
+/// `isum[t] += Σ_p sc[p] · Σ_k wv[p][k] · (4 activations at token t's row +
+/// off[p] + 4k)` for every token `t < T`: `P` sub-blocks (quants `wv[p]`,
+/// per-row scales `sc[p]`), one `vpdpbusd` per `k` into a per-token i32 sum,
+/// then one `vpmulld` per sub-block.
+///
+/// The `P·N` chains of [`CHAIN_TOKENS`] tokens are interleaved (k outer,
+/// token inner): a `vpdpbusd` waits 4 cycles for its accumulator and a Zen 5
+/// core issues two per cycle, so a single chain per token, as the compiler
+/// schedules the plain loop, ran at about half that rate. `P = 2` also
+/// reads and writes each `isum[t]` once per two sub-blocks.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; `4·K` bytes at `tile.a + t·a_stride +
+/// off[p]` are readable for every `t < T`, `p < P`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scaled_dots<const T: usize, const P: usize, const K: usize>(
+    isum: &mut [__m512i; T],
+    wv: &[[__m512i; K]; P],
+    sc: &[__m512i; P],
+    tile: &KTile,
+    off: [usize; P],
+) {
+    let mut t0 = 0;
+    while t0 < T {
+        let is = &mut isum[t0..];
+        // SAFETY: forwarded contract (tokens t0.. < T).
+        unsafe {
+            match T - t0 {
+                1 => scaled_dot_chain::<1, P, K>(is, wv, sc, tile, off, t0),
+                2 => scaled_dot_chain::<2, P, K>(is, wv, sc, tile, off, t0),
+                3 => scaled_dot_chain::<3, P, K>(is, wv, sc, tile, off, t0),
+                _ => scaled_dot_chain::<CHAIN_TOKENS, P, K>(is, wv, sc, tile, off, t0),
+            }
+        }
+        t0 += CHAIN_TOKENS;
+    }
+}
+
+/// [`scaled_dots`] for the `N` tokens from `t0` (`isum` starts at token `t0`).
+///
+/// # Safety
+/// As [`scaled_dots`], for tokens `t0..t0 + N`; `isum.len() >= N`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scaled_dot_chain<const N: usize, const P: usize, const K: usize>(
+    isum: &mut [__m512i],
+    wv: &[[__m512i; K]; P],
+    sc: &[__m512i; P],
+    tile: &KTile,
+    off: [usize; P],
+    t0: usize,
+) {
+    let row: [*const u8; N] =
+        core::array::from_fn(|u| tile.a.wrapping_add((t0 + u) * tile.a_stride));
+    let mut s = [[_mm512_setzero_si512(); N]; P];
+    // k outer, then sub-block, then token: consecutive vpdpbusd are independent.
+    for k in 0..K {
+        for ((sp, wp), op) in s.iter_mut().zip(wv).zip(off) {
+            for (su, r) in sp.iter_mut().zip(row) {
+                // SAFETY: 4 bytes at r + off[p] + 4k are readable (caller).
+                let a4 = unsafe { core::ptr::read_unaligned(r.add(op + 4 * k) as *const i32) };
+                *su = _mm512_dpbusd_epi32(*su, wp[k], _mm512_set1_epi32(a4));
+            }
+        }
+    }
+    for (u, is) in isum.iter_mut().take(N).enumerate() {
+        for p in 0..P {
+            *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(s[p][u], sc[p]));
+        }
+    }
+}
+
 /// Block `b`'s float step for the types without mins:
 /// `acc[t] += isum[t] · (dw · d_a)`, `d_a` token `t`'s Q8_K scale.
 ///
@@ -109,6 +186,23 @@ unsafe fn acc_plain<const T: usize>(
     }
 }
 
+/// `Σ_p w[p] · pair p` in each i32 lane: `vpdpwssd` of the i16 pairs `w[p]`
+/// with the `p`-th i32 at `side` (a pair of i16 activation sums), broadcast.
+///
+/// # Safety
+/// `4·P` bytes at `side` are readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair_dot<const P: usize>(w: &[__m512i; P], side: *const u8) -> __m512i {
+    let mut d = _mm512_setzero_si512();
+    for (p, wp) in w.iter().enumerate() {
+        // SAFETY: the p-th i32 at side is readable (caller).
+        let pair = unsafe { core::ptr::read_unaligned(side.add(4 * p) as *const i32) };
+        d = _mm512_dpwssd_epi32(d, *wp, _mm512_set1_epi32(pair));
+    }
+    d
+}
+
 /// Block `b`'s float step for the types with mins: `acc[t] += isum[t] ·
 /// (dw · d_a) − im · (mw · d_a)`, where `im = Σ_p mins[p] · pair p` (`vpdpwssd`
 /// against the i32 pairs of i16 activation sums at `pairs(row of token t)`).
@@ -130,13 +224,7 @@ unsafe fn acc_mins<const T: usize, const P: usize>(
         let (da, im) = unsafe {
             let row = tile.a.add(t * tile.a_stride);
             let da = core::ptr::read_unaligned(row.add(b * A_BLOCK) as *const f32);
-            let side = pairs(row);
-            let mut im = _mm512_setzero_si512();
-            for (p, m) in mins.iter().enumerate() {
-                let pair = core::ptr::read_unaligned(side.add(4 * p) as *const i32);
-                im = _mm512_dpwssd_epi32(im, *m, _mm512_set1_epi32(pair));
-            }
-            (da, im)
+            (da, pair_dot(mins, pairs(row)))
         };
         let vda = _mm512_set1_ps(da);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, vda), acc[t]);
@@ -162,44 +250,35 @@ pub(crate) unsafe fn q4_k_tile<const Q5: bool, const T: usize>(tile: &KTile) {
     for b in 0..tile.nb {
         let rec = tile.qs.wrapping_add(b * rec_len);
         let mut isum = [_mm512_setzero_si512(); T];
-        for j in 0..8 {
-            prefetch_part(rec, rec_len, j, 8);
-            let c = j / 2;
+        for c in 0..4 {
+            prefetch_part(rec, rec_len, c, 4);
+            // Sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles).
             // SAFETY: record b is readable (caller): quant vectors 8c..8c+8
-            // and the 16 scale bytes of sub-block j lie inside it.
+            // and the 32 scale bytes of sub-blocks 2c, 2c+1 lie inside it.
             let (wv, sc) = unsafe {
-                let mut wv = [_mm512_setzero_si512(); 8];
-                for (k, w) in wv.iter_mut().enumerate() {
+                let mut wv = [[_mm512_setzero_si512(); 8]; 2];
+                let [lo, hi] = &mut wv;
+                for (k, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
                     let v = _mm512_loadu_si512(rec.add((8 * c + k) * 64) as *const __m512i);
-                    *w = if j % 2 == 0 {
-                        _mm512_and_si512(v, m4)
-                    } else {
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4)
-                    };
+                    *l = _mm512_and_si512(v, m4);
+                    *h = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                     if Q5 {
                         // Bit j of each qh byte is sub-block j's bit 4.
-                        let h = _mm512_loadu_si512(rec.add(Q5K_QH + 64 * k) as *const __m512i);
-                        *w = merge_fifth_bit(*w, h, j);
+                        let q5 = _mm512_loadu_si512(rec.add(Q5K_QH + 64 * k) as *const __m512i);
+                        *l = merge_fifth_bit(*l, q5, 2 * c);
+                        *h = merge_fifth_bit(*h, q5, 2 * c + 1);
                     }
                 }
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    rec.add(Q4K_SC + 16 * j) as *const __m128i
-                ));
+                let sc: [__m512i; 2] = core::array::from_fn(|h| {
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        rec.add(Q4K_SC + 16 * (2 * c + h)) as *const __m128i
+                    ))
+                });
                 (wv, sc)
             };
-            for (t, is) in isum.iter_mut().enumerate() {
-                // SAFETY: token t < T has block b's 256 quants readable.
-                let s = unsafe {
-                    let q = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_QS + 32 * j);
-                    let mut s = _mm512_setzero_si512();
-                    for (k, w) in wv.iter().enumerate() {
-                        let g = core::ptr::read_unaligned(q.add(4 * k) as *const i32);
-                        s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(g));
-                    }
-                    s
-                };
-                *is = _mm512_add_epi32(*is, _mm512_mullo_epi32(s, sc));
-            }
+            let q = b * A_BLOCK + A_QS + 64 * c;
+            // SAFETY: token t < T has block b's 256 quants readable.
+            unsafe { scaled_dots(&mut isum, &wv, &sc, tile, [q, q + 32]) };
         }
         // SAFETY: the d, dmin and min bytes lie inside record b.
         let (dw, mw, mins) = unsafe {
@@ -249,11 +328,13 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                     _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(sp)),
                     _mm512_srai_epi32::<16>(sp),
                 ];
-                for (is, &sc) in sc_pair.iter().enumerate() {
-                    let g = 8 * n + 2 * qi + is;
-                    prefetch_part(rec, Q6_K_REC, g, 16);
-                    let mut wv = [_mm512_setzero_si512(); 4];
-                    for (kk, w) in wv.iter_mut().enumerate() {
+                let g0 = 8 * n + 2 * qi;
+                prefetch_part(rec, Q6_K_REC, g0 / 2, 8);
+                // Sub-blocks g0 + is (quant vectors 4·is..4·is + 4 of the
+                // 32-element run).
+                let mut wv = [[_mm512_setzero_si512(); 4]; 2];
+                for (is, wis) in wv.iter_mut().enumerate() {
+                    for (kk, w) in wis.iter_mut().enumerate() {
                         let k = 4 * is + kk;
                         // SAFETY: ql vector (2n + qi%2)·8 + k and qh vector
                         // 8n + k lie inside record b.
@@ -281,24 +362,28 @@ pub(crate) unsafe fn q6_k_tile<const T: usize>(tile: &KTile) {
                         // lo | (hs & 0x30): the 6-bit unsigned quant.
                         *w = _mm512_ternarylogic_epi32::<0xF8>(lo, hs, m30);
                     }
-                    for (t, isum_t) in isum.iter_mut().enumerate() {
-                        // SAFETY: token t < T has block b's quants and its
-                        // 64 side bytes readable (caller).
-                        let s = unsafe {
-                            let row = tile.a.add(t * tile.a_stride);
-                            let q = row.add(b * A_BLOCK + A_QS + 16 * g);
-                            let side = row.add(tile.side_off + b * Q6K_SIDE + 4 * g);
-                            let mut s =
-                                _mm512_set1_epi32(core::ptr::read_unaligned(side as *const i32));
-                            for (kk, w) in wv.iter().enumerate() {
-                                let a4 = core::ptr::read_unaligned(q.add(4 * kk) as *const i32);
-                                s = _mm512_dpbusd_epi32(s, *w, _mm512_set1_epi32(a4));
-                            }
-                            s
-                        };
-                        *isum_t = _mm512_add_epi32(*isum_t, _mm512_mullo_epi32(s, sc));
-                    }
                 }
+                let q = b * A_BLOCK + A_QS + 16 * g0;
+                // SAFETY: token t < T has block b's quants readable (caller).
+                unsafe { scaled_dots(&mut isum, &wv, &sc_pair, tile, [q, q + 16]) };
+            }
+        }
+        // The offset: isum −= 32 · Σ_g sc_g · bsum_g, the scale pairs
+        // (sc_2p, sc_2p+1) against the Q8_K block's bsum pairs (exact: an
+        // i32 per lane; computed once per block instead of starting each
+        // 16-element dot at −32·Σa, which measured ~10 % slower).
+        // SAFETY: the scale pair vectors lie inside record b; token t's
+        // block b (its 16 i16 bsums) is readable (caller).
+        unsafe {
+            let mut sp = [_mm512_setzero_si512(); 8];
+            for (p, v) in sp.iter_mut().enumerate() {
+                *v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                    rec.add(Q6K_SC + 32 * p) as *const __m256i
+                ));
+            }
+            for (t, isum_t) in isum.iter_mut().enumerate() {
+                let bsums = tile.a.add(t * tile.a_stride + b * A_BLOCK + A_BSUMS);
+                *isum_t = _mm512_sub_epi32(*isum_t, _mm512_slli_epi32::<5>(pair_dot(&sp, bsums)));
             }
         }
         // SAFETY: the d bytes lie inside record b.
@@ -603,33 +688,73 @@ pub(crate) unsafe fn iq4_xs_tile<const T: usize>(tile: &KTile) {
     unsafe { store_tile(tile, &acc) };
 }
 
-/// Defines `$name(tile, nt)`: `$f::<P.., nt>(tile)` for a run-time `nt` (1..=16).
+/// Defines `$name(tile, nt)`: `$f::<P.., nt>(tile)` for a run-time `nt`:
+/// 1..=16 for the `narrow` types; 1..=32 for the `wide` ones (32 in one
+/// tile, 17..=31 as 16 + the rest: a token's result does not depend on the
+/// tile it lands in).
 macro_rules! k_tile_n {
-    ($($name:ident => $f:ident [$($p:tt),*];)*) => {$(
-        /// The tile function for `nt` tokens (1..=16).
-        ///
-        /// # Safety
-        /// As the tile function with `T = nt`; `1 <= nt <= 16`.
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $name(tile: &KTile, nt: usize) {
-            // SAFETY: forwarded contract; each arm passes T = nt.
-            unsafe { for_nt!(nt, $f[$($p),*](tile)) }
-        }
-    )*};
+    (narrow { $($name:ident => $f:ident [$($p:tt),*];)* }
+     wide { $($wname:ident => $wf:ident [$($wp:tt),*];)* }) => {
+        $(
+            /// The tile function for `nt` tokens (1..=16).
+            ///
+            /// # Safety
+            /// As the tile function with `T = nt`; `1 <= nt <= 16`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn $name(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract; each arm passes T = nt.
+                unsafe { for_nt!(nt, $f[$($p),*](tile)) }
+            }
+        )*
+        $(
+            /// The tile function for `nt` tokens (1..=32).
+            ///
+            /// # Safety
+            /// As the tile function with `T = nt`; `1 <= nt <= 32`.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn $wname(tile: &KTile, nt: usize) {
+                // SAFETY: forwarded contract: T = 32 = nt, or the first 16
+                // tokens and then the nt − 16 from token 16 (their rows and
+                // outputs are the tile's, a_stride / out_stride apart).
+                unsafe {
+                    if nt == 32 {
+                        $wf::<$($wp,)* 32>(tile)
+                    } else if nt > 16 {
+                        $wf::<$($wp,)* 16>(tile);
+                        let rest = KTile {
+                            a: tile.a.wrapping_add(16 * tile.a_stride),
+                            out: tile.out.wrapping_add(16 * tile.out_stride),
+                            ..*tile
+                        };
+                        for_nt!(nt - 16, $wf[$($wp),*](&rest))
+                    } else {
+                        for_nt!(nt, $wf[$($wp),*](tile))
+                    }
+                }
+            }
+        )*
+    };
 }
 
 k_tile_n! {
-    q4_k_n => q4_k_tile[false];
-    q5_k_n => q4_k_tile[true];
-    q6_k_n => q6_k_tile[];
-    q3_k_n => q3_k_tile[];
-    q2_k_n => q2_k_tile[];
-    iq4_xs_n => iq4_xs_tile[];
+    narrow {
+        q3_k_n => q3_k_tile[];
+        q2_k_n => q2_k_tile[];
+        iq4_xs_n => iq4_xs_tile[];
+    }
+    wide {
+        q4_k_n => q4_k_tile[false];
+        q5_k_n => q4_k_tile[true];
+        q6_k_n => q6_k_tile[];
+    }
 }
 
-/// Tokens per register tile of the K-quant kernels (16 measured ~5 % faster
-/// than 8 with `examples/packed_cycles.rs`).
+/// Tokens per register tile of Q3_K / Q2_K / IQ4_XS (16 measured ~5 %
+/// faster than 8 with `examples/packed_cycles.rs`) and of Q4_K / Q5_K /
+/// Q6_K, whose weight decoding is shared by twice as many tokens
+/// (`scaled_dots`; Q6_K ~+8 % at 32, Q4_K a few %, on a loaded machine).
 const TOKENS_PER_TILE: usize = 16;
+const TOKENS_PER_WIDE_TILE: usize = 32;
 
 /// The packed tile of the K-quant (or IQ4_XS) type `ty`, if it has one.
 pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
@@ -643,5 +768,9 @@ pub(crate) fn tile_for(ty: crate::GgmlType) -> Option<(PackedTileFn, usize)> {
         T::IQ4_XS => iq4_xs_n,
         _ => return None,
     };
-    Some((f, TOKENS_PER_TILE))
+    let nt = match ty {
+        T::Q4_K | T::Q5_K | T::Q6_K => TOKENS_PER_WIDE_TILE,
+        _ => TOKENS_PER_TILE,
+    };
+    Some((f, nt))
 }
