@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::{PhiError, Result};
 use crate::model::{GateUp, Mat, Model, Qkv};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use phi_gguf::GgmlType;
 use phi_kernels::{attn, Scratch};
 use rayon::prelude::*;
@@ -174,11 +175,10 @@ impl KvStore {
     fn write(&mut self, at: usize, src: &[f32]) {
         match self {
             KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
-            KvStore::F16(v) => {
-                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(*s).to_bits();
-                }
-            }
+            // One vectorised conversion per row (half's F16C slice path;
+            // round to nearest even, as `f16::from_f32`).
+            KvStore::F16(v) => bytemuck::cast_slice_mut::<u16, f16>(&mut v[at..at + src.len()])
+                .convert_from_f32_slice(src),
             KvStore::Q8_0(v) => {
                 let (a, b) = (q8_0_offset(at), q8_0_offset(at + src.len()));
                 // Lengths are whole blocks: Context::new checked the head size.
