@@ -7,6 +7,7 @@
 
 pub use phi_gguf::GgmlType;
 
+pub mod attn;
 pub mod dispatch;
 pub mod formats;
 mod matmul;

@@ -26,6 +26,12 @@ pub(crate) struct VecOps {
     pub axpy_f16: unsafe fn(&mut [f32], f32, &[f16]),
     pub dot_q8_0_f32: unsafe fn(&[u8], &[f32]) -> f32,
     pub axpy_q8_0: unsafe fn(&mut [f32], f32, &[u8]),
+    /// `s ← exp(s − max s)`, returns Σ s ([`crate::attn`]'s softmax).
+    pub exp_sum: unsafe fn(&mut [f32]) -> f32,
+    /// The f16-KV attention body for one group, if the ISA has one, for
+    /// head sizes that are multiples of `attn_f16_dim`.
+    pub attn_f16: Option<unsafe fn(crate::attn::Group<'_>)>,
+    pub attn_f16_dim: usize,
 }
 
 /// The scalar table.
@@ -36,6 +42,9 @@ pub(crate) const SCALAR: VecOps = VecOps {
     axpy_f16: scalar::axpy_f16,
     dot_q8_0_f32: scalar::dot_q8_0_f32,
     axpy_q8_0: scalar::axpy_q8_0,
+    exp_sum: crate::attn::scalar::exp_sum,
+    attn_f16: None,
+    attn_f16_dim: 1,
 };
 
 /// The table in use (memchr's "ifunc"): null until the first call, then
@@ -48,7 +57,7 @@ pub(crate) fn reset() {
 }
 
 #[inline]
-fn ops() -> &'static VecOps {
+pub(crate) fn ops() -> &'static VecOps {
     let p = CURRENT.load(Ordering::Relaxed);
     if !p.is_null() {
         // SAFETY: CURRENT only ever holds null or a pointer made from a

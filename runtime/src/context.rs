@@ -5,8 +5,9 @@ use crate::config::Config;
 use crate::error::{PhiError, Result};
 use crate::model::{GateUp, Mat, Model, Qkv};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use phi_gguf::GgmlType;
-use phi_kernels::{vec as kvec, Scratch};
+use phi_kernels::{attn, Scratch};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -78,7 +79,11 @@ pub fn memory_needed(c: &Config, n_ctx: usize, n_batch: usize, kv: KvType) -> Op
         + 2 * c.n_ff
         + c.n_rot;
     let buf_bytes = n_batch.checked_mul(per_token)?.checked_mul(4)?;
-    let scores = c.n_head.checked_mul(n_ctx)?.checked_mul(4)?;
+    let scores = c
+        .n_head
+        .checked_mul(attn::GROUP)?
+        .checked_mul(n_ctx)?
+        .checked_mul(4)?;
     let logits = n_batch.checked_mul(c.n_vocab)?.checked_mul(4)?;
     kv_bytes
         .checked_add(buf_bytes)?
@@ -170,11 +175,10 @@ impl KvStore {
     fn write(&mut self, at: usize, src: &[f32]) {
         match self {
             KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
-            KvStore::F16(v) => {
-                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(*s).to_bits();
-                }
-            }
+            // One vectorised conversion per row (half's F16C slice path;
+            // round to nearest even, as `f16::from_f32`).
+            KvStore::F16(v) => bytemuck::cast_slice_mut::<u16, f16>(&mut v[at..at + src.len()])
+                .convert_from_f32_slice(src),
             KvStore::Q8_0(v) => {
                 let (a, b) = (q8_0_offset(at), q8_0_offset(at + src.len()));
                 // Lengths are whole blocks: Context::new checked the head size.
@@ -183,18 +187,12 @@ impl KvStore {
             }
         }
     }
-    fn dot(&self, at: usize, q: &[f32]) -> f32 {
+    /// The rows from element `at` on (a whole number of blocks for Q8_0).
+    fn rows(&self, at: usize) -> attn::KvRows<'_> {
         match self {
-            KvStore::F32(v) => kvec::dot_f32(&v[at..at + q.len()], q),
-            KvStore::F16(v) => kvec::dot_f16_f32(bytemuck::cast_slice(&v[at..at + q.len()]), q),
-            KvStore::Q8_0(v) => kvec::dot_q8_0_f32(&v[q8_0_offset(at)..], q),
-        }
-    }
-    fn axpy(&self, at: usize, alpha: f32, y: &mut [f32]) {
-        match self {
-            KvStore::F32(v) => kvec::axpy_f32(y, alpha, &v[at..at + y.len()]),
-            KvStore::F16(v) => kvec::axpy_f16(y, alpha, bytemuck::cast_slice(&v[at..at + y.len()])),
-            KvStore::Q8_0(v) => kvec::axpy_q8_0(y, alpha, &v[q8_0_offset(at)..]),
+            KvStore::F32(v) => attn::KvRows::F32(&v[at..]),
+            KvStore::F16(v) => attn::KvRows::F16(bytemuck::cast_slice(&v[at..])),
+            KvStore::Q8_0(v) => attn::KvRows::Q8_0(&v[q8_0_offset(at)..]),
         }
     }
 }
@@ -470,7 +468,7 @@ impl Buffers {
             fused: vec![0.0; fused_len],
             attn: vec![0.0; b * c.q_dim()],
             attn_heads: vec![0.0; b * c.q_dim()],
-            scores: vec![0.0; c.n_head * n_ctx],
+            scores: vec![0.0; c.n_head * attn::GROUP * n_ctx],
             proj: vec![0.0; b * c.n_embd],
             gate: vec![0.0; b * c.n_ff],
             up: vec![0.0; if ff_fused { 0 } else { b * c.n_ff }],
@@ -600,10 +598,18 @@ impl Pass<'_> {
                 t0 += r.len;
             }
 
+            // Head-major queries (buf.attn is free until the output lands).
+            let d = c.head_dim;
+            for t in 0..b {
+                for h in 0..c.n_head {
+                    let src = &buf.q[t * qd + h * d..t * qd + (h + 1) * d];
+                    buf.attn[(h * b + t) * d..(h * b + t + 1) * d].copy_from_slice(src);
+                }
+            }
             attention(
                 c,
                 kv,
-                &buf.q[..b * qd],
+                &buf.attn[..b * qd],
                 runs,
                 b,
                 self.window,
@@ -611,7 +617,6 @@ impl Pass<'_> {
                 &mut buf.attn_heads[..b * qd],
                 &mut buf.scores,
             );
-            let d = c.head_dim;
             for h in 0..c.n_head {
                 for t in 0..b {
                     let src = &buf.attn_heads[(h * b + t) * d..(h * b + t + 1) * d];
@@ -748,8 +753,10 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
 }
 
 /// Causal (optionally windowed) attention for the `b` tokens of `runs`, each
-/// over its own sequence's cells, written head-major into `out`
-/// ([head][token][head_dim]).
+/// over its own sequence's cells. `q` and `out` are head-major
+/// ([head][token][head_dim]); `scores` holds `attn::GROUP × n_ctx` floats
+/// per head. Each token's result is the same whatever the runs around it
+/// (see `phi_kernels::attn`), so batching never changes a sequence's output.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     c: &Config,
@@ -763,41 +770,50 @@ fn attention(
     scores: &mut [f32],
 ) {
     let d = c.head_dim;
-    let (qd, kvd) = (c.q_dim(), c.kv_dim());
+    let kvd = c.kv_dim();
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0 / (d as f32).sqrt();
     out.par_chunks_mut(b * d)
-        .zip(scores.par_chunks_mut(n_ctx))
+        .zip(q.par_chunks(b * d))
+        .zip(scores.par_chunks_mut(attn::GROUP * n_ctx))
         .enumerate()
-        .for_each(|(h, (out_h, s))| {
+        .for_each(|(h, ((out_h, q_h), s))| {
             let kvh = h / group;
-            let tokens = runs
-                .iter()
-                .flat_map(|r| (r.pos0..r.pos0 + r.len).map(move |p| (r.cell0, p)));
-            for (t, (cell0, p)) in tokens.enumerate() {
-                let lo = if window > 0 {
-                    (p + 1).saturating_sub(window)
-                } else {
-                    0
+            let mut t0 = 0;
+            for r in runs {
+                let at = r.cell0 * kvd + kvh * d;
+                let head = attn::KvHead {
+                    k: kv.k.rows(at),
+                    v: kv.v.rows(at),
+                    stride: kvd,
+                    dim: d,
                 };
-                let qh = &q[t * qd + h * d..t * qd + (h + 1) * d];
-                let s = &mut s[..p + 1 - lo];
-                let mut max = f32::NEG_INFINITY;
-                for (j, sj) in (lo..=p).zip(s.iter_mut()) {
-                    *sj = kv.k.dot((cell0 + j) * kvd + kvh * d, qh) * scale;
-                    max = max.max(*sj);
+                // Up to GROUP consecutive tokens of the run at a time.
+                let mut i = 0;
+                while i < r.len {
+                    let m = (r.len - i).min(attn::GROUP);
+                    let mut spans: [std::ops::Range<usize>; attn::GROUP] = Default::default();
+                    for (u, sp) in spans[..m].iter_mut().enumerate() {
+                        let p = r.pos0 + i + u;
+                        let lo = if window > 0 {
+                            (p + 1).saturating_sub(window)
+                        } else {
+                            0
+                        };
+                        *sp = lo..p + 1;
+                    }
+                    let rows = (t0 + i) * d..(t0 + i + m) * d;
+                    attn::attend(
+                        &head,
+                        &q_h[rows.clone()],
+                        &spans[..m],
+                        scale,
+                        s,
+                        &mut out_h[rows],
+                    );
+                    i += m;
                 }
-                let mut sum = 0f64;
-                for sj in s.iter_mut() {
-                    *sj = (*sj - max).exp();
-                    sum += *sj as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                let o = &mut out_h[t * d..(t + 1) * d];
-                o.fill(0.0);
-                for (j, &sj) in (lo..=p).zip(s.iter()) {
-                    kv.v.axpy((cell0 + j) * kvd + kvh * d, sj * inv, o);
-                }
+                t0 += r.len;
             }
         });
 }

@@ -249,7 +249,11 @@ fn repacked_and_zero_copy_weights_agree() {
         // scalar reference and the packed path, and on these 40 positions
         // packed vs mapped by ~1.4e-2 / 6.9e-3; a wrong block term gives
         // means ≥ 0.1.
-        let flippy = file.contains("q4_1") || file.contains("q2_k");
+        // Q4_K_M as well: its max was already 0.13 (a flip), and how far
+        // a flip spreads through the 40 positions depends on the attention
+        // rounding (libm exp and f64 sums: mean 8.6e-4; the SIMD softmax of
+        // phi_kernels::attn: 6.1e-3, while Q4_1 went from 1.4e-2 to 8e-5).
+        let flippy = file.contains("q4_1") || file.contains("q2_k") || file.contains("q4_k");
         let mean_tol = if flippy { 3e-2 } else { 2e-3 };
         assert!(
             max < 0.25 && mean < mean_tol,

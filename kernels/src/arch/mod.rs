@@ -105,8 +105,10 @@ pub(crate) fn packed_tile(
 /// The vec-op table of `isa` (an available ISA), if it has SIMD bodies.
 pub(crate) fn vec_ops(isa: Isa) -> Option<VecOps> {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx512 | Isa::Avx2) {
-        return Some(x86_64::vec::OPS);
+    match isa {
+        Isa::Avx512 => return Some(x86_64::vec::OPS_512),
+        Isa::Avx2 => return Some(x86_64::vec::OPS),
+        _ => {}
     }
     #[cfg(target_arch = "aarch64")]
     if isa == Isa::Neon {

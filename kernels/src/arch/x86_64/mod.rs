@@ -130,6 +130,7 @@ macro_rules! k_tiles {
 
 #[macro_use]
 pub(crate) mod body;
+pub(crate) mod attn;
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod k_avx2;

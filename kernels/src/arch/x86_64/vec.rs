@@ -8,7 +8,7 @@ use core::arch::x86_64::*;
 /// CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hsum(v: __m256) -> f32 {
+pub(crate) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -211,7 +211,7 @@ pub(crate) unsafe fn axpy_q8_0(y: &mut [f32], alpha: f32, k: &[u8]) {
     }
 }
 
-/// The AVX2 vec table (used on the Avx2 and Avx512 paths).
+/// The AVX2 vec table.
 pub(crate) const OPS: crate::vec::VecOps = crate::vec::VecOps {
     dot_f32,
     dot_f16_f32,
@@ -219,4 +219,15 @@ pub(crate) const OPS: crate::vec::VecOps = crate::vec::VecOps {
     axpy_f16,
     dot_q8_0_f32,
     axpy_q8_0,
+    exp_sum: super::attn::avx2::exp_sum,
+    attn_f16: Some(super::attn::avx2::attn_f16),
+    attn_f16_dim: 8,
+};
+
+/// The AVX-512 vec table: the AVX2 row ops, AVX-512 attention and exp.
+pub(crate) const OPS_512: crate::vec::VecOps = crate::vec::VecOps {
+    exp_sum: super::attn::avx512::exp_sum,
+    attn_f16: Some(super::attn::avx512::attn_f16),
+    attn_f16_dim: 1,
+    ..OPS
 };
