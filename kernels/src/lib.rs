@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod formats;
 mod matmul;
 pub mod packed;
+mod pages;
 pub mod registry;
 pub(crate) mod tile;
 pub mod vec;

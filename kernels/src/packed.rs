@@ -56,7 +56,8 @@ use crate::formats::k_quants::{
 };
 use crate::formats::layout::{Block32, Q8_K_BSUMS};
 use crate::formats::packed_layout::{k_layout::*, l32};
-use crate::matmul::{aligned_bytes, Line, Scratch};
+use crate::matmul::{aligned_bytes, Scratch};
+use crate::pages::PageBuf;
 use crate::registry::{self, PackedOps};
 use crate::tile::PackedTile;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
@@ -83,9 +84,9 @@ pub struct PackedWeights {
     qb: usize,
     /// Byte offset of the scales in `data`.
     scale_off: usize,
-    /// Total packed bytes (a prefix of `data`).
-    len: usize,
-    data: Vec<Line>,
+    /// The packed bytes (fresh pages: the first touch of each is in the
+    /// parallel packing loop, 2 MiB at a time where the kernel allows).
+    data: PageBuf,
 }
 
 impl std::fmt::Debug for PackedWeights {
@@ -95,7 +96,7 @@ impl std::fmt::Debug for PackedWeights {
             .field("isa", &self.ops.isa)
             .field("rows", &self.rows)
             .field("cols", &self.cols)
-            .field("bytes", &self.len)
+            .field("bytes", &self.data.bytes().len())
             .finish()
     }
 }
@@ -121,13 +122,6 @@ pub fn supports(isa: Isa, ty: GgmlType) -> bool {
     let dot = (isa == Isa::Avx2).then_some(Avx2Dot::Maddubs);
     let neon = (isa == Isa::Neon).then_some(NeonDot::Plain);
     crate::arch::packed_tile(ty, isa, dot, neon).is_some()
-}
-
-/// `len` bytes of zeroed, 64-byte aligned lines, allocated zeroed (fresh
-/// pages from the OS for large sizes) so that the first touch of each page
-/// happens in the parallel packing loop, not in a single-threaded fill.
-fn zeroed_lines(len: usize) -> Vec<Line> {
-    bytemuck::allocation::zeroed_vec(len.div_ceil(64))
 }
 
 impl PackedWeights {
@@ -176,9 +170,8 @@ impl PackedWeights {
             .checked_mul(sb)
             .and_then(|s| s.checked_add(scale_off))
             .ok_or_else(overflow)?;
-        let mut data = zeroed_lines(len);
-        let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
-        let (quants, scales) = bytes.split_at_mut(scale_off);
+        let mut data = PageBuf::zeroed(len);
+        let (quants, scales) = data.bytes_mut().split_at_mut(scale_off);
         let src_block = w.ty.type_size();
         let (m_off, qh_off, qs_off) = l32::src_offsets(kind);
         let q8 = kind == l32::Q8_0;
@@ -234,7 +227,6 @@ impl PackedWeights {
             nb,
             qb,
             scale_off,
-            len,
             data,
         }))
     }
@@ -302,7 +294,7 @@ impl PackedWeights {
 
     /// The packed bytes (64-byte aligned; layout in the module docs).
     pub fn data(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.data)[..self.len]
+        self.data.bytes()
     }
 }
 
@@ -321,10 +313,9 @@ fn pack_k(
         .checked_mul(nb)
         .and_then(|n| n.checked_mul(rec))
         .ok_or_else(|| KernelError::Shape("packed size overflows".into()))?;
-    let mut data = zeroed_lines(len);
-    let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut data)[..len];
+    let mut data = PageBuf::zeroed(len);
     let src_block = w.ty.type_size();
-    bytes
+    data.bytes_mut()
         .par_chunks_mut(nb * rec)
         .enumerate()
         .for_each(|(g, dst)| {
@@ -343,7 +334,6 @@ fn pack_k(
         nb,
         qb: rec,
         scale_off: len,
-        len,
         data,
     })
 }
