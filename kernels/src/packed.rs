@@ -63,6 +63,7 @@ use crate::tile::PackedTile;
 use crate::{dispatch, matrix_bytes, GgmlType, Isa, KernelError, Weights};
 
 pub use crate::dispatch::{Avx2Dot, NeonDot};
+pub use crate::pages::set_huge_pages;
 use rayon::prelude::*;
 
 /// Rows per interleaved group.
