@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod formats;
 mod matmul;
 pub mod packed;
+mod pages;
 pub mod registry;
 pub(crate) mod tile;
 pub mod vec;

@@ -383,7 +383,8 @@ impl Config {
     /// repacking), `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
     /// dot instruction of the AVX2 packed kernels) and `PHI_NEON_DOT`
     /// (`plain|sdot|smmla|auto`: the tier of the NEON packed kernels), read
-    /// once per process. An unknown or unavailable `PHI_ISA`, `PHI_AVX2_DOT`
+    /// once per process; `PHI_HUGEPAGES=1` also turns on transparent huge
+    /// pages for repacked weights ([`crate::packed::set_huge_pages`]). An unknown or unavailable `PHI_ISA`, `PHI_AVX2_DOT`
     /// or `PHI_NEON_DOT` prints one
     /// warning on stderr and means `auto` ([`Config::parse`] and
     /// [`dispatch::parse_avx2_dot`] return the error instead).
@@ -401,6 +402,9 @@ impl Config {
                 eprintln!("phi-kernels: ignoring PHI_AVX2_DOT: {e}; using auto");
                 None
             });
+            if std::env::var("PHI_HUGEPAGES").is_ok_and(|v| v.trim() == "1") {
+                crate::packed::set_huge_pages(true);
+            }
             let neon = std::env::var("PHI_NEON_DOT").ok();
             let neon_dot = dispatch::parse_neon_dot(neon.as_deref()).unwrap_or_else(|e| {
                 eprintln!("phi-kernels: ignoring PHI_NEON_DOT: {e}; using auto");
