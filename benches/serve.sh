@@ -58,7 +58,9 @@ results="$work/results.jsonl"
 for r in $(seq 1 "$ROUNDS"); do
   for c in $CS; do
     for s in $(order "$r"); do
-      line=$(python3 benches/serve_client.py "$(url $s)" "$c" "$N" "$PROMPT")
+      # Prompts new to both servers in every round and C (ids 1000·r + 100·C + i),
+      # so every measurement prefills its prompts: no cached prefix helps.
+      line=$(python3 benches/serve_client.py "$(url $s)" "$c" "$N" "$PROMPT" --first-id $((1000 * r + 100 * c)))
       echo "$s round $r $line"
       echo "{\"server\": \"$s\", \"round\": $r, \"streams\": $line}" >>"$results"
     done

@@ -6,6 +6,7 @@ or llama-server), standard library only.
 
 Streams: C clients start together, each streams one /v1/completions request
 (a distinct prompt of about PROMPT_TOKENS tokens, sized through /tokenize;
+client i sends prompt number --first-id + i;
 N_TOKENS generated tokens, ignore_eos, temperature 0). Prints one JSON line:
 aggregate generated tokens/s over the whole run, the aggregate decode rate
 while all C streams were decoding, time to first token p50 / p95 and every
@@ -37,6 +38,8 @@ ap.add_argument("--ttft-load", action="store_true")
 ap.add_argument("--bg", type=int, default=3)
 ap.add_argument("--prompt", type=int, default=512)
 ap.add_argument("--reps", type=int, default=3)
+ap.add_argument("--first-id", type=int, default=0,
+                help="streams: client i sends prompt FIRST_ID + i (distinct ids: no cached prefix)")
 args = ap.parse_args()
 u = urllib.parse.urlparse(args.url)
 assert u.hostname in ("127.0.0.1", "localhost"), "loopback only"
@@ -96,7 +99,7 @@ def streams(C, N, prompt_tokens):
     results = [None] * C
 
     def client(i):
-        results[i] = stream(prompt(i, words), N)
+        results[i] = stream(prompt(args.first_id + i, words), N)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(C)]
     for t in threads:
