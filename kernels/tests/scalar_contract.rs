@@ -7,17 +7,11 @@ use phi_kernels::{
     Scratch, Weights,
 };
 
-/// Deterministic pseudo-random floats in [-1, 1) (xorshift).
+mod common;
+
+/// Deterministic pseudo-random floats in [-1, 1).
 fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    common::rand_vec(n, seed, 1.0)
 }
 
 /// Quantizes a row of f32 into `ty` bytes with the reference quantizers.

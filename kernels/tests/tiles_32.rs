@@ -10,6 +10,9 @@
 
 use phi_kernels::{dequantize_row, quantize_activations, quantize_row, table, GgmlType, Isa};
 
+mod common;
+use common::rand_vec;
+
 const TYPES: [GgmlType; 6] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
@@ -18,18 +21,6 @@ const TYPES: [GgmlType; 6] = [
     GgmlType::Q8_0,
     GgmlType::IQ4_NL,
 ];
-
-fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
 /// Runs tile function `f` over all `rows` × `nt` and returns `out`.
 #[allow(clippy::too_many_arguments)]
