@@ -315,6 +315,9 @@ pub fn run(args: Args) -> crate::CliResult {
             (model, info)
         }
     };
+    // Measure the steady state: the packed copies of streamed matrices,
+    // which `phi run` / `chat` / `serve` switch to in the background.
+    model.pack_streamed()?;
     let model = Arc::new(model);
     let n_vocab = model.config().n_vocab;
     let threads = if args.threads.is_empty() {

@@ -194,20 +194,25 @@ pub fn measure(ty: GgmlType, path: Path, reps: usize) -> Result<Option<KernelRes
             repack: false,
             ..Config::default()
         },
+        // The packed copy (the steady state), not the streamed packing
+        // (`examples/stream_speed.rs` measures that).
         Path::Packed(isa) => Config {
             isa: Some(isa),
             repack: true,
+            stream: false,
             ..Config::default()
         },
         Path::PackedAvx2(dot) => Config {
             isa: Some(Isa::Avx2),
             repack: true,
+            stream: false,
             avx2_dot: Some(dot),
             ..Config::default()
         },
         Path::PackedNeon(tier) => Config {
             isa: Some(Isa::Neon),
             repack: true,
+            stream: false,
             neon_dot: Some(tier),
             ..Config::default()
         },

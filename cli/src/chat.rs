@@ -305,6 +305,8 @@ impl<'a> Chat<'a> {
 pub fn run(args: Args) -> crate::CliResult {
     let sampler_params = args.sampling.params()?;
     let model = Arc::new(args.model.load(&args.model.path()?)?);
+    // The streamed matrices get their packed copies while the user types.
+    model.pack_in_background();
     let params = args.context.params(ContextParams {
         sliding_window: !args.no_swa,
         ..ContextParams::default()

@@ -51,6 +51,8 @@ pub fn run(args: Args) -> crate::CliResult {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let model = Arc::new(args.model.load(&args.model.path()?)?);
+    // A long evaluation: pack the streamed matrices first.
+    model.pack_streamed()?;
     let tok = model.tokenizer();
     let add_bos = tok.add_bos();
     let tokens = tok.encode(&text, true, false);

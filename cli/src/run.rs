@@ -103,6 +103,7 @@ pub fn run(args: Args) -> crate::CliResult {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
+    let mut first = true;
     let stats = generate_constrained(
         &mut ctx,
         &mut sampler,
@@ -111,6 +112,12 @@ pub fn run(args: Args) -> crate::CliResult {
         |t| tokenizer.is_eog(t),
         constraint.as_mut(),
         |t| {
+            if first {
+                // The prompt was evaluated from the streamed matrices; their
+                // packed copies are made while generation goes on.
+                model.pack_in_background();
+                first = false;
+            }
             let piece = stream.push(t);
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                 write_err = Some(e);

@@ -152,6 +152,7 @@ pub fn matmul<'a>(
             matmul_with_isa(isa, &w, x, n_tokens, y, scratch)
         }
         MatrixRef::Packed(p) => crate::packed::matmul_packed(p, x, n_tokens, y, scratch),
+        MatrixRef::Streamed(s, w) => crate::packed::matmul_streamed(s, &w, x, n_tokens, y, scratch),
     }
 }
 

@@ -51,7 +51,7 @@
 use crate::formats::iq4::BlockIQ4_XS;
 use crate::formats::k_quants::{
     unpack_scales_mins_k4, unpack_scales_q3_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K,
-    BlockQ6_K, QK_K,
+    BlockQ6_K,
 };
 use crate::formats::layout::{Block32, Q8_K_BSUMS};
 use crate::formats::packed_layout::{k_layout::*, l32};
@@ -70,18 +70,280 @@ pub const GROUP_ROWS: usize = 16;
 /// Multiply-adds below which a call runs on the calling thread.
 const SEQ_WORK: usize = 1 << 16;
 
-/// A weight matrix repacked for [`matmul_packed`].
-pub struct PackedWeights {
+/// What a packed matrix is, apart from its bytes: shape, kernels and how
+/// one row group is packed (shared by [`PackedWeights`], which packs every
+/// group once, and [`StreamedWeights`], which packs each group when it is
+/// multiplied).
+#[derive(Clone, Copy)]
+struct Plan {
     ty: GgmlType,
-    /// The registry entry it was packed for (its ISA: `Avx512` (VNNI) or
-    /// `Avx2`).
+    /// The registry entry it was packed for (its ISA: `Avx512` (VNNI),
+    /// `Avx2` or `Neon`).
     ops: PackedOps,
     rows: usize,
     cols: usize,
     /// Blocks per row.
     nb: usize,
-    /// Packed bytes per block per group.
+    /// Packed quant bytes per block per group (K-quants: the record).
     qb: usize,
+    /// Scale bytes per block per group (0: the K-quant records carry
+    /// their scales).
+    sb: usize,
+    packer: Packer,
+}
+
+/// How one 16-row group is packed.
+#[derive(Clone, Copy)]
+enum Packer {
+    /// A 32-element type (`l32` code); `flip` is xored into Q8_0's quant
+    /// words; `fast` is the SIMD group packer, when the CPU has one (same
+    /// bytes).
+    L32 {
+        kind: u8,
+        flip: u32,
+        fast: Option<crate::tile::GroupPackFn>,
+    },
+    /// A K-quant (or IQ4_XS) record per super-block.
+    K(PackRecordFn),
+}
+
+impl Plan {
+    /// The plan of `w` for the packed kernels of `isa`; `None` when there
+    /// are none for its type or shape. `w` was checked (`w_row` bytes per
+    /// row).
+    fn new(isa: Isa, w: &Weights<'_>) -> Result<Option<Plan>, KernelError> {
+        if !registry::packed_isa_runs(isa) {
+            return Err(KernelError::IsaUnavailable(match isa {
+                Isa::Avx512 => "avx512vnni",
+                Isa::Avx2 => "avx2",
+                Isa::Neon => "neon",
+                _ => "a packed path",
+            }));
+        }
+        let Some(ops) = registry::packed_ops(w.ty, isa) else {
+            return Ok(None);
+        };
+        if w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
+            return Ok(None);
+        }
+        let nb = w.cols / w.ty.block_size();
+        let (qb, sb, packer) = match (Block32::from_type(w.ty), k_record(w.ty)) {
+            (Some(kind), _) => {
+                let kind = kind.code();
+                // Q8_0 bytes become unsigned (`+ 128`) for the x86 `u8 × i8`
+                // dots; the NEON kernels dot them as the file's signed bytes.
+                let flip = if kind == l32::Q8_0 && isa != Isa::Neon {
+                    0x8080_8080
+                } else {
+                    0
+                };
+                // The SIMD packers write the x86 layout.
+                let fast = (isa != Isa::Neon)
+                    .then(|| crate::arch::group_packer(w.ty))
+                    .flatten();
+                let packer = Packer::L32 { kind, flip, fast };
+                (l32::quant_bytes(kind), l32::scale_bytes(kind), packer)
+            }
+            (None, Some((rec, pack_row))) => (rec, 0, Packer::K(pack_row)),
+            (None, None) => return Ok(None),
+        };
+        let plan = Plan {
+            ty: w.ty,
+            ops,
+            rows: w.rows,
+            cols: w.cols,
+            nb,
+            qb,
+            sb,
+            packer,
+        };
+        plan.bytes()?;
+        Ok(Some(plan))
+    }
+
+    fn groups(&self) -> usize {
+        self.rows / GROUP_ROWS
+    }
+
+    /// Packed bytes of all groups: `(quants, total)`; the scales start at
+    /// `quants`.
+    fn bytes(&self) -> Result<(usize, usize), KernelError> {
+        let overflow = || KernelError::Shape("packed size overflows".into());
+        let blocks = self.groups().checked_mul(self.nb).ok_or_else(overflow)?;
+        let quants = blocks.checked_mul(self.qb).ok_or_else(overflow)?;
+        let total = blocks
+            .checked_mul(self.sb)
+            .and_then(|s| s.checked_add(quants))
+            .ok_or_else(overflow)?;
+        Ok((quants, total))
+    }
+
+    /// Packs the group whose 16 file rows are `rows` (`w_row` bytes each)
+    /// into its `nb·qb` quant bytes `qg` and `nb·sb` scale bytes `sg`; the
+    /// SIMD packers prefetch `next` (the next group's rows) meanwhile.
+    fn pack_group(&self, rows: &[u8], w_row: usize, qg: &mut [u8], sg: &mut [u8], next: &[u8]) {
+        assert!(
+            rows.len() >= GROUP_ROWS * w_row
+                && w_row >= self.nb * self.ty.type_size()
+                && qg.len() >= self.nb * self.qb
+                && sg.len() >= self.nb * self.sb
+        );
+        let src_block = self.ty.type_size();
+        match self.packer {
+            Packer::K(pack_row) => {
+                // Record by record, all 16 rows: each record is written
+                // whole before the next (a group's records outgrow L1 at
+                // 8192 columns; the 32-element types measured slower that
+                // way).
+                for (b, out) in qg[..self.nb * self.qb]
+                    .chunks_exact_mut(self.qb)
+                    .enumerate()
+                {
+                    for (r, row) in rows.chunks_exact(w_row).take(GROUP_ROWS).enumerate() {
+                        pack_row(&row[b * src_block..][..src_block], r, out);
+                    }
+                }
+            }
+            Packer::L32 {
+                fast: Some(fast), ..
+            } => {
+                // SAFETY: `fast` came from `arch::group_packer`, which only
+                // returns packers whose ISA (AVX2) this CPU runs (the plan's
+                // packed ISA runs here, and every x86 packed ISA implies
+                // AVX2); the assert above gives 16 rows of nb blocks at
+                // `rows`, w_row apart, and nb·qb / nb·sb writable bytes.
+                unsafe {
+                    fast(
+                        rows.as_ptr(),
+                        w_row,
+                        self.nb,
+                        qg.as_mut_ptr(),
+                        sg.as_mut_ptr(),
+                        next.as_ptr(),
+                        next.len(),
+                    )
+                }
+            }
+            Packer::L32 { kind, flip, .. } => {
+                let (qb, sb) = (self.qb, self.sb);
+                let (m_off, qh_off, qs_off) = l32::src_offsets(kind);
+                let q8 = kind == l32::Q8_0;
+                for r in 0..GROUP_ROWS {
+                    let row = &rows[r * w_row..][..w_row];
+                    for (b, blk) in row.chunks_exact(src_block).take(self.nb).enumerate() {
+                        let sc = &mut sg[b * sb..][..sb];
+                        sc[2 * r..][..2].copy_from_slice(&blk[..2]);
+                        if let Some(m) = m_off {
+                            sc[32 + 2 * r..][..2].copy_from_slice(&blk[m..m + 2]);
+                        }
+                        let qs = &blk[qs_off..];
+                        let dst = &mut qg[b * qb..][..qb];
+                        // Stored bytes 4k..4k+4 (Q8_0: elements 4k..4k+3).
+                        for k in 0..if q8 { 8 } else { 4 } {
+                            // One 4-byte lane as a word (the byte loop was
+                            // the slow part of loading Q8_0).
+                            let v = u32::from_ne_bytes(qs[4 * k..4 * k + 4].try_into().unwrap());
+                            dst[64 * k + 4 * r..][..4].copy_from_slice(&(v ^ flip).to_ne_bytes());
+                        }
+                        if let Some(h) = qh_off {
+                            // Byte 4r + i, bit j: fifth bit of element 4j + i.
+                            let qh =
+                                u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
+                            for i in 0..4 {
+                                let mut v = 0u8;
+                                for j in 0..8 {
+                                    v |= (((qh >> (4 * j + i)) & 1) as u8) << j;
+                                }
+                                dst[256 + 4 * r + i] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the 256-bit kernels with `dot` from now on.
+    fn set_avx2_dot(&mut self, dot: Avx2Dot) -> Result<(), KernelError> {
+        if self.ops.isa != Isa::Avx2 {
+            return Err(KernelError::IsaUnavailable(
+                "an AVX2 dot flavour for weights packed for avx512",
+            ));
+        }
+        self.ops = registry::packed_ops_with_dot(self.ty, dot)
+            .ok_or(KernelError::IsaUnavailable(dot.name()))?;
+        Ok(())
+    }
+
+    /// Runs the NEON kernels with `tier` from now on.
+    fn set_neon_dot(&mut self, tier: NeonDot) -> Result<(), KernelError> {
+        if self.ops.isa != Isa::Neon {
+            return Err(KernelError::IsaUnavailable(
+                "a NEON dot tier for weights not packed for neon",
+            ));
+        }
+        self.ops = registry::packed_ops_with_neon(self.ty, tier)
+            .ok_or(KernelError::IsaUnavailable(tier.name()))?;
+        Ok(())
+    }
+}
+
+/// The accessors [`PackedWeights`] and [`StreamedWeights`] share (their
+/// `plan`).
+macro_rules! plan_accessors {
+    () => {
+        /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K or IQ4_XS).
+        pub fn ty(&self) -> GgmlType {
+            self.plan.ty
+        }
+
+        /// The ISA of its packed kernels (`Avx512`, `Avx2` or `Neon`).
+        pub fn isa(&self) -> Isa {
+            self.plan.ops.isa
+        }
+
+        /// The dot instruction of the 256-bit kernels (`Some` when
+        /// [`isa`](Self::isa) is `Avx2`).
+        pub fn avx2_dot(&self) -> Option<Avx2Dot> {
+            self.plan.ops.dot
+        }
+
+        /// The dot tier of the NEON kernels (`Some` when [`isa`](Self::isa)
+        /// is `Neon`).
+        pub fn neon_dot(&self) -> Option<NeonDot> {
+            self.plan.ops.neon
+        }
+
+        /// Runs the NEON kernels with `tier` from now on (tests, benchmarks,
+        /// `Config::neon_dot`; the layout is the same for every tier);
+        /// `Err(IsaUnavailable)` when the CPU lacks it or the matrix is not
+        /// packed for `Isa::Neon`.
+        pub fn set_neon_dot(&mut self, tier: NeonDot) -> Result<(), KernelError> {
+            self.plan.set_neon_dot(tier)
+        }
+
+        /// Runs the 256-bit kernels with `dot` from now on (tests,
+        /// benchmarks, `Config::avx2_dot`); `Err(IsaUnavailable)` when the
+        /// CPU lacks it or the matrix is not packed for `Isa::Avx2`.
+        pub fn set_avx2_dot(&mut self, dot: Avx2Dot) -> Result<(), KernelError> {
+            self.plan.set_avx2_dot(dot)
+        }
+
+        /// Output rows.
+        pub fn rows(&self) -> usize {
+            self.plan.rows
+        }
+
+        /// Input columns.
+        pub fn cols(&self) -> usize {
+            self.plan.cols
+        }
+    };
+}
+
+/// A weight matrix repacked for [`matmul_packed`].
+pub struct PackedWeights {
+    plan: Plan,
     /// Byte offset of the scales in `data`.
     scale_off: usize,
     /// The packed bytes (fresh pages: the first touch of each is in the
@@ -92,10 +354,10 @@ pub struct PackedWeights {
 impl std::fmt::Debug for PackedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackedWeights")
-            .field("ty", &self.ty)
-            .field("isa", &self.ops.isa)
-            .field("rows", &self.rows)
-            .field("cols", &self.cols)
+            .field("ty", &self.plan.ty)
+            .field("isa", &self.plan.ops.isa)
+            .field("rows", &self.plan.rows)
+            .field("cols", &self.plan.cols)
             .field("bytes", &self.data.bytes().len())
             .finish()
     }
@@ -139,157 +401,63 @@ impl PackedWeights {
     /// whatever `PHI_ISA` says (for tests and benchmarks).
     /// `Err(IsaUnavailable)` when the CPU cannot run them.
     pub fn pack_with_isa(isa: Isa, w: &Weights<'_>) -> Result<Option<PackedWeights>, KernelError> {
+        crate::matmul::check_weights(w)?;
+        match Plan::new(isa, w)? {
+            Some(plan) => Self::pack_plan(plan, w).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The copy of the streamed matrix `s` whose file bytes are `w`: the
+    /// bytes its groups are packed into on the fly, for the same kernels
+    /// (dot flavour included), so [`matmul_packed`] on it gives bit for
+    /// bit what [`matmul_streamed`] gives.
+    pub fn from_streamed(
+        s: &StreamedWeights,
+        w: &Weights<'_>,
+    ) -> Result<PackedWeights, KernelError> {
+        crate::matmul::check_weights(w)?;
+        if (w.ty, w.rows, w.cols) != (s.plan.ty, s.plan.rows, s.plan.cols) {
+            return Err(KernelError::Shape(
+                "the weights are not the ones the streamed matrix was made from".into(),
+            ));
+        }
+        Self::pack_plan(s.plan, w)
+    }
+
+    /// Packs every group of `w` (checked) by `plan`, on the current pool.
+    fn pack_plan(plan: Plan, w: &Weights<'_>) -> Result<PackedWeights, KernelError> {
         let w_row = crate::matmul::check_weights(w)?;
-        if !registry::packed_isa_runs(isa) {
-            return Err(KernelError::IsaUnavailable(match isa {
-                Isa::Avx512 => "avx512vnni",
-                Isa::Avx2 => "avx2",
-                Isa::Neon => "neon",
-                _ => "a packed path",
-            }));
-        }
-        let Some(ops) = registry::packed_ops(w.ty, isa) else {
-            return Ok(None);
-        };
-        if w.rows == 0 || w.cols == 0 || !w.rows.is_multiple_of(GROUP_ROWS) {
-            return Ok(None);
-        }
-        let kind = match (Block32::from_type(w.ty), k_record(w.ty)) {
-            (Some(kind), _) => kind.code(),
-            (None, Some(rec)) => return pack_k(w, w_row, rec, ops).map(Some),
-            (None, None) => return Ok(None),
-        };
-        let (qb, sb) = (l32::quant_bytes(kind), l32::scale_bytes(kind));
-        let nb = w.cols / w.ty.block_size();
-        let groups = w.rows / GROUP_ROWS;
-        let overflow = || KernelError::Shape("packed size overflows".into());
-        let blocks = groups.checked_mul(nb).ok_or_else(overflow)?;
-        let scale_off = blocks.checked_mul(qb).ok_or_else(overflow)?;
-        let len = blocks
-            .checked_mul(sb)
-            .and_then(|s| s.checked_add(scale_off))
-            .ok_or_else(overflow)?;
+        let (scale_off, len) = plan.bytes()?;
         let mut data = PageBuf::zeroed(len);
         let (quants, scales) = data.bytes_mut().split_at_mut(scale_off);
-        let src_block = w.ty.type_size();
-        let (m_off, qh_off, qs_off) = l32::src_offsets(kind);
-        let q8 = kind == l32::Q8_0;
-        // Q8_0 bytes become unsigned (`+ 128`) for the x86 `u8 × i8` dots;
-        // the NEON kernels dot them as the file's signed bytes.
-        let flip: u32 = if q8 && ops.isa != Isa::Neon {
-            0x8080_8080
-        } else {
-            0
+        let (gq, gs) = (plan.nb * plan.qb, plan.nb * plan.sb);
+        let group_rows = GROUP_ROWS * w_row;
+        let pack = |g: usize, qg: &mut [u8], sg: &mut [u8]| {
+            let next = w.data.get((g + 1) * group_rows..).unwrap_or_default();
+            let next = &next[..next.len().min(group_rows)];
+            plan.pack_group(&w.data[g * group_rows..][..group_rows], w_row, qg, sg, next);
         };
-        quants
-            .par_chunks_mut(nb * qb)
-            .zip(scales.par_chunks_mut(nb * sb))
-            .enumerate()
-            .for_each(|(g, (qg, sg))| {
-                for r in 0..GROUP_ROWS {
-                    let row = &w.data[(g * GROUP_ROWS + r) * w_row..][..w_row];
-                    for (b, blk) in row.chunks_exact(src_block).enumerate() {
-                        let sc = &mut sg[b * sb..][..sb];
-                        sc[2 * r..][..2].copy_from_slice(&blk[..2]);
-                        if let Some(m) = m_off {
-                            sc[32 + 2 * r..][..2].copy_from_slice(&blk[m..m + 2]);
-                        }
-                        let qs = &blk[qs_off..];
-                        let dst = &mut qg[b * qb..][..qb];
-                        // Stored bytes 4k..4k+4 (Q8_0: elements 4k..4k+3).
-                        for k in 0..if q8 { 8 } else { 4 } {
-                            // One 4-byte lane as a word (the byte loop was
-                            // the slow part of loading Q8_0).
-                            let v = u32::from_ne_bytes(qs[4 * k..4 * k + 4].try_into().unwrap());
-                            dst[64 * k + 4 * r..][..4].copy_from_slice(&(v ^ flip).to_ne_bytes());
-                        }
-                        if let Some(h) = qh_off {
-                            // Byte 4r + i, bit j: fifth bit of element 4j + i.
-                            let qh =
-                                u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
-                            for i in 0..4 {
-                                let mut v = 0u8;
-                                for j in 0..8 {
-                                    v |= (((qh >> (4 * j + i)) & 1) as u8) << j;
-                                }
-                                dst[256 + 4 * r + i] = v;
-                            }
-                        }
-                    }
-                }
-            });
-        Ok(Some(PackedWeights {
-            ty: w.ty,
-            ops,
-            rows: w.rows,
-            cols: w.cols,
-            nb,
-            qb,
+        if gs == 0 {
+            quants
+                .par_chunks_mut(gq)
+                .enumerate()
+                .for_each(|(g, qg)| pack(g, qg, &mut []));
+        } else {
+            quants
+                .par_chunks_mut(gq)
+                .zip(scales.par_chunks_mut(gs))
+                .enumerate()
+                .for_each(|(g, (qg, sg))| pack(g, qg, sg));
+        }
+        Ok(PackedWeights {
+            plan,
             scale_off,
             data,
-        }))
+        })
     }
 
-    /// Weight type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K or IQ4_XS).
-    pub fn ty(&self) -> GgmlType {
-        self.ty
-    }
-
-    /// The ISA whose kernels it was packed for (`Avx512` or `Avx2`).
-    pub fn isa(&self) -> Isa {
-        self.ops.isa
-    }
-
-    /// The dot instruction of the 256-bit kernels (`Some` when
-    /// [`isa`](Self::isa) is `Avx2`).
-    pub fn avx2_dot(&self) -> Option<Avx2Dot> {
-        self.ops.dot
-    }
-
-    /// The dot tier of the NEON kernels (`Some` when [`isa`](Self::isa) is
-    /// `Neon`).
-    pub fn neon_dot(&self) -> Option<NeonDot> {
-        self.ops.neon
-    }
-
-    /// Runs the NEON kernels with `tier` from now on (tests, benchmarks,
-    /// `Config::neon_dot`; the layout is the same for every tier);
-    /// `Err(IsaUnavailable)` when the CPU lacks it or the matrix is not
-    /// packed for `Isa::Neon`.
-    pub fn set_neon_dot(&mut self, tier: NeonDot) -> Result<(), KernelError> {
-        if self.ops.isa != Isa::Neon {
-            return Err(KernelError::IsaUnavailable(
-                "a NEON dot tier for weights not packed for neon",
-            ));
-        }
-        self.ops = registry::packed_ops_with_neon(self.ty, tier)
-            .ok_or(KernelError::IsaUnavailable(tier.name()))?;
-        Ok(())
-    }
-
-    /// Runs the 256-bit kernels with `dot` from now on (tests, benchmarks,
-    /// `Config::avx2_dot`); `Err(IsaUnavailable)` when the CPU lacks it or
-    /// the matrix is not packed for `Isa::Avx2`.
-    pub fn set_avx2_dot(&mut self, dot: Avx2Dot) -> Result<(), KernelError> {
-        if self.ops.isa != Isa::Avx2 {
-            return Err(KernelError::IsaUnavailable(
-                "an AVX2 dot flavour for weights packed for avx512",
-            ));
-        }
-        self.ops = registry::packed_ops_with_dot(self.ty, dot)
-            .ok_or(KernelError::IsaUnavailable(dot.name()))?;
-        Ok(())
-    }
-
-    /// Output rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
+    plan_accessors!();
 
     /// The packed bytes (64-byte aligned; layout in the module docs).
     pub fn data(&self) -> &[u8] {
@@ -297,47 +465,45 @@ impl PackedWeights {
     }
 }
 
-/// Repacks a Q4_K / Q5_K / Q6_K / Q3_K / Q2_K / IQ4_XS matrix (`rows` a
-/// multiple of 16, `data` checked by the caller) into `rec`-byte records
-/// (layout: `k_layout`).
-fn pack_k(
-    w: &Weights<'_>,
-    w_row: usize,
-    (rec, pack_row): (usize, PackRecordFn),
-    ops: PackedOps,
-) -> Result<PackedWeights, KernelError> {
-    let nb = w.cols / QK_K;
-    let groups = w.rows / GROUP_ROWS;
-    let len = groups
-        .checked_mul(nb)
-        .and_then(|n| n.checked_mul(rec))
-        .ok_or_else(|| KernelError::Shape("packed size overflows".into()))?;
-    let mut data = PageBuf::zeroed(len);
-    let src_block = w.ty.type_size();
-    data.bytes_mut()
-        .par_chunks_mut(nb * rec)
-        .enumerate()
-        .for_each(|(g, dst)| {
-            let rows = &w.data[g * GROUP_ROWS * w_row..][..GROUP_ROWS * w_row];
-            // Record by record, all 16 rows: each record is written whole
-            // before the next (a group's records outgrow L1 at 8192
-            // columns; the 32-element types measured slower that way).
-            for (b, out) in dst.chunks_exact_mut(rec).enumerate() {
-                for (r, row) in rows.chunks_exact(w_row).enumerate() {
-                    pack_row(&row[b * src_block..][..src_block], r, out);
-                }
-            }
-        });
-    Ok(PackedWeights {
-        ty: w.ty,
-        ops,
-        rows: w.rows,
-        cols: w.cols,
-        nb,
-        qb: rec,
-        scale_off: len,
-        data,
-    })
+/// A matrix multiplied by the packed kernels straight from the file's
+/// bytes: each 16-row group is packed into a small per-thread buffer (L2
+/// sized) right before its tiles run, by an AVX2 group packer that keeps
+/// up with memory. Nothing is copied at load and the weights stay resident
+/// once (in the page cache), and the results are bit for bit those of
+/// [`PackedWeights`] (the same packed bytes reach the same tiles).
+///
+/// Only where a SIMD group packer exists ([`StreamedWeights::new`]: on
+/// x86, Q8_0, Q4_0, Q4_1 and IQ4_NL); the other types are packed once at
+/// load.
+#[derive(Clone, Copy)]
+pub struct StreamedWeights {
+    plan: Plan,
+}
+
+impl std::fmt::Debug for StreamedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedWeights")
+            .field("ty", &self.plan.ty)
+            .field("isa", &self.plan.ops.isa)
+            .field("rows", &self.plan.rows)
+            .field("cols", &self.plan.cols)
+            .finish()
+    }
+}
+
+impl StreamedWeights {
+    /// `w` multiplied by the packed kernels of `isa` with groups packed on
+    /// the fly; `Ok(None)` when there is no packed path or no SIMD group
+    /// packer for its type, shape or CPU; `Err` as
+    /// [`PackedWeights::pack_with_isa`].
+    pub fn new(isa: Isa, w: &Weights<'_>) -> Result<Option<StreamedWeights>, KernelError> {
+        crate::matmul::check_weights(w)?;
+        Ok(Plan::new(isa, w)?
+            .filter(|p| matches!(p.packer, Packer::L32 { fast: Some(_), .. }))
+            .map(|plan| StreamedWeights { plan }))
+    }
+
+    plan_accessors!();
 }
 
 /// The file block at the start of `blk` (any alignment).
@@ -604,22 +770,76 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !registry::packed_isa_runs(p.ops.isa)
-        || p.ops.dot.is_some_and(|d| !d.available())
-        || p.ops.neon.is_some_and(|d| !d.available())
+    let source = Source::Packed {
+        data: p.data(),
+        scale_off: p.scale_off,
+    };
+    run(&p.plan, source, x, n_tokens, y, scratch)
+}
+
+/// [`matmul_packed`] on the streamed matrix `s` whose file bytes are `w`
+/// (the weights `s` was made from): bit for bit the result of
+/// [`matmul_packed`] on `PackedWeights::pack_with_isa(s.isa(), w)`. Each
+/// worker thread keeps one group buffer (the packed bytes of 16 rows),
+/// grown once.
+pub fn matmul_streamed(
+    s: &StreamedWeights,
+    w: &Weights<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    let w_row = crate::matmul::check_weights(w)?;
+    if (w.ty, w.rows, w.cols) != (s.plan.ty, s.plan.rows, s.plan.cols) {
+        return Err(KernelError::Shape(
+            "the weights are not the ones the streamed matrix was made from".into(),
+        ));
+    }
+    run(&s.plan, Source::File { w, w_row }, x, n_tokens, y, scratch)
+}
+
+/// Where the packed groups come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Packed once: quants then, at `scale_off`, scales.
+    Packed { data: &'a [u8], scale_off: usize },
+    /// Packed per group, on the fly, from the file's rows.
+    File { w: &'a Weights<'a>, w_row: usize },
+}
+
+thread_local! {
+    /// The group buffer of [`Source::File`] on this thread.
+    static GROUP: std::cell::RefCell<Vec<crate::matmul::Line>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The packed matmul of `plan` reading its groups from `source`.
+fn run(
+    plan: &Plan,
+    source: Source<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    let ops = plan.ops;
+    if !registry::packed_isa_runs(ops.isa)
+        || ops.dot.is_some_and(|d| !d.available())
+        || ops.neon.is_some_and(|d| !d.available())
     {
         return Err(KernelError::IsaUnavailable("the packed weights' ISA"));
     }
-    let (rows, cols, nb) = (p.rows, p.cols, p.nb);
+    let (ty, rows, cols, nb) = (plan.ty, plan.rows, plan.cols, plan.nb);
     crate::matmul::check_io(rows, cols, n_tokens, x.len(), y.len())?;
     if n_tokens == 0 {
         return Ok(());
     }
     // The activation quantizer of the weight type (Q8_0, Q8_1 or Q8_K).
-    let ops = registry::ops(p.ty, p.ops.isa).ok_or(KernelError::Unsupported(p.ty))?;
-    let sides = Sides::of(p.ty).ok_or(KernelError::Unsupported(p.ty))?;
+    let act_ops = registry::ops(ty, ops.isa).ok_or(KernelError::Unsupported(ty))?;
+    let sides = Sides::of(ty).ok_or(KernelError::Unsupported(ty))?;
     let (a_block, side) = sides.sizes();
-    let (a_row, _) = matrix_bytes(ops.act, 1, cols)?;
+    let (a_row, _) = matrix_bytes(act_ops.act, 1, cols)?;
     let side_off = a_row.next_multiple_of(64);
     let a_stride = side_off + (nb * side).next_multiple_of(64);
     let a_total = a_stride
@@ -630,7 +850,7 @@ pub fn matmul_packed(
     let abuf = aligned_bytes(act, a_total);
     let quantize = |o: &mut [u8], xt: &[f32]| {
         let (q, side_words) = o.split_at_mut(side_off);
-        (ops.quantize_act)(xt, &mut q[..a_row]);
+        (act_ops.quantize_act)(xt, &mut q[..a_row]);
         // (No side words: `side_words` is empty and the loop does not run.)
         for (blk, s) in q[..a_row]
             .chunks_exact(a_block)
@@ -653,60 +873,163 @@ pub fn matmul_packed(
     }
     let a: &[u8] = abuf;
 
-    let groups = rows / GROUP_ROWS;
+    let groups = plan.groups();
     let chunk_groups = if sequential {
         groups
     } else {
         groups.div_ceil(threads * 4).max(1)
     };
     let chunk_rows = chunk_groups * GROUP_ROWS;
-    let data = p.data();
-    // Scale bytes per block and group (the K-quant records carry theirs).
-    let sb = match sides {
-        Sides::Block32(kind) => l32::scale_bytes(kind.code()),
-        _ => 0,
-    };
+    let (gq, gs) = (nb * plan.qb, nb * plan.sb);
     let PackedOps {
         tile: tile_fn,
         tile_tokens,
         ..
-    } = p.ops;
+    } = ops;
+    // All tokens' tiles of group `gi` of a chunk (16 rows at `o[.. + gi·16]`)
+    // from its packed quants `qs` (nb·qb bytes) and scales `sc` (nb·sb).
+    let group_tiles = |qs: &[u8], sc: &[u8], gi: usize, o: &mut [f32]| {
+        let nr = o.len() / n_tokens;
+        assert!(qs.len() >= gq && sc.len() >= gs && (gi + 1) * GROUP_ROWS <= nr);
+        let mut t0 = 0;
+        while t0 < n_tokens {
+            let nt = (n_tokens - t0).min(tile_tokens);
+            let tile = PackedTile {
+                nb,
+                qs: qs.as_ptr(),
+                sc: sc.as_ptr(),
+                a: a[t0 * a_stride..].as_ptr(),
+                a_stride,
+                side_off,
+                out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
+                out_stride: nr,
+            };
+            // SAFETY: the CPU runs ops.isa (checked above; the plan took the
+            // entry from the registry for it). `qs` has the group's nb·qb
+            // quant bytes and `sc` (32-element types) its nb·sb scale bytes
+            // (asserted), laid out as `Plan::pack_group` writes them; tokens
+            // t0..t0+nt < n_tokens each have a full activation row (nb
+            // activation blocks, nb·side side bytes at side_off) in `a`
+            // (a_total = a_stride·n_tokens); o[t·nr + gi·16..][..16] lies
+            // inside `o` (len nr·n_tokens, gi·16 + 16 <= nr) for t < t0 + nt;
+            // and 1 <= nt <= the entry's tile_tokens.
+            unsafe { tile_fn(&tile, nt) };
+            t0 += nt;
+        }
+    };
     // Computes rows c·chunk_rows.. for all tokens into o[t * nr + r].
     let run_chunk = |c: usize, o: &mut [f32]| {
         let nr = o.len() / n_tokens;
         debug_assert!(nr.is_multiple_of(GROUP_ROWS) && nr * n_tokens == o.len());
         let g0 = c * chunk_groups;
-        for gi in 0..nr / GROUP_ROWS {
-            let g = g0 + gi;
-            debug_assert!(g < groups);
-            let mut t0 = 0;
-            while t0 < n_tokens {
-                let nt = (n_tokens - t0).min(tile_tokens);
-                let tile = PackedTile {
-                    nb,
-                    qs: data[g * nb * p.qb..].as_ptr(),
-                    sc: data[(p.scale_off + g * nb * sb).min(data.len())..].as_ptr(),
-                    a: a[t0 * a_stride..].as_ptr(),
-                    a_stride,
-                    side_off,
-                    out: o[t0 * nr + gi * GROUP_ROWS..].as_mut_ptr(),
-                    out_stride: nr,
-                };
-                // SAFETY: the CPU runs p.ops.isa (checked above; `pack` took
-                // the entry from the registry for it). Group g < groups has
-                // nb·qb quant bytes at `qs` and (32-element types) nb·sb scale
-                // bytes at `sc` inside `data`, as `pack` laid them out; tokens
-                // t0..t0+nt < n_tokens each have a full activation row (nb
-                // activation blocks, nb·side side bytes at side_off) in `a`
-                // (a_total = a_stride·n_tokens); o[t·nr + gi·16..][..16] lies
-                // inside `o` (len nr·n_tokens) for t < t0 + nt; and
-                // 1 <= nt <= the entry's tile_tokens.
-                unsafe { tile_fn(&tile, nt) };
-                t0 += nt;
+        match source {
+            Source::Packed { data, scale_off } => {
+                for gi in 0..nr / GROUP_ROWS {
+                    let g = g0 + gi;
+                    let qs = &data[g * gq..][..gq];
+                    let sc = &data[scale_off + g * gs..][..gs];
+                    group_tiles(qs, sc, gi, o);
+                }
             }
+            Source::File { w, w_row } => GROUP.with_borrow_mut(|buf| {
+                // Quants, then the scales at a 64-byte boundary.
+                let sc_off = gq.next_multiple_of(64);
+                let bytes = aligned_bytes(buf, sc_off + gs);
+                let group_bytes = GROUP_ROWS * w_row;
+                for gi in 0..nr / GROUP_ROWS {
+                    let g = g0 + gi;
+                    let (qs, sc) = bytes.split_at_mut(sc_off);
+                    let src = &w.data[g * group_bytes..][..group_bytes];
+                    let next = w.data.get((g + 1) * group_bytes..).unwrap_or_default();
+                    let next = &next[..next.len().min(group_bytes)];
+                    plan.pack_group(src, w_row, qs, sc, next);
+                    group_tiles(qs, sc, gi, o);
+                }
+            }),
         }
     };
 
     crate::matmul::run_chunks(out, y, rows, n_tokens, chunk_rows, sequential, run_chunk);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plan of `ty` for the first x86 packed ISA this CPU runs.
+    fn x86_plan(w: &Weights<'_>) -> Option<Plan> {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|&isa| registry::packed_isa_runs(isa))
+            .and_then(|isa| Plan::new(isa, w).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The SIMD group packers write the scalar packer's bytes, for any
+        /// block bytes (scales included) and row stride.
+        #[test]
+        fn simd_group_packer_writes_the_scalar_bytes(
+            ty in prop::sample::select(vec![
+                GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::IQ4_NL,
+            ]),
+            nb in 1usize..12,
+            seed in any::<u64>(),
+        ) {
+            let cols = 32 * nb;
+            let w_row = ty.type_size() * nb;
+            let mut state = seed | 1;
+            let bytes: Vec<u8> = (0..GROUP_ROWS * w_row)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let w = Weights::new(ty, GROUP_ROWS, cols, &bytes).unwrap();
+            let Some(plan) = x86_plan(&w) else {
+                return Ok(()); // no x86 packed ISA on this CPU
+            };
+            let Packer::L32 { kind, flip, fast } = plan.packer else {
+                panic!("{ty}: not a 32-element plan");
+            };
+            prop_assert!(fast.is_some(), "{ty}: no SIMD group packer");
+            let scalar = Plan { packer: Packer::L32 { kind, flip, fast: None }, ..plan };
+            let (gq, gs) = (nb * plan.qb, nb * plan.sb);
+            let mut a = (vec![0u8; gq], vec![0u8; gs]);
+            let mut b = (vec![0xAAu8; gq], vec![0xAAu8; gs]);
+            // Prefetching past the end of the rows is a hint: hand it the
+            // bytes just after them (here none) like the matmul does.
+            plan.pack_group(&bytes, w_row, &mut a.0, &mut a.1, &[]);
+            scalar.pack_group(&bytes, w_row, &mut b.0, &mut b.1, &[]);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    /// Types without a SIMD group packer are not streamed.
+    #[test]
+    fn only_types_with_a_group_packer_stream() {
+        for ty in [
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let cols = 256;
+            let bytes = vec![0u8; GROUP_ROWS * ty.bytes_for(cols as u64).unwrap() as usize];
+            let w = Weights::new(ty, GROUP_ROWS, cols, &bytes).unwrap();
+            for isa in [Isa::Avx512, Isa::Avx2, Isa::Neon] {
+                if registry::packed_isa_runs(isa) {
+                    assert!(
+                        StreamedWeights::new(isa, &w).unwrap().is_none(),
+                        "{ty} {isa:?}"
+                    );
+                }
+            }
+        }
+    }
 }

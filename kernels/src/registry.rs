@@ -13,7 +13,7 @@
 
 use crate::dispatch::{Avx2Dot, NeonDot};
 use crate::formats::{float, iq4, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1};
-use crate::packed::PackedWeights;
+use crate::packed::{PackedWeights, StreamedWeights};
 use crate::tile::PackedTileFn;
 pub use crate::tile::{DequantizeFn, MatArgs, MatFn, QuantizeActFn};
 use crate::{dispatch, GgmlType, Isa, KernelError, Weights};
@@ -359,6 +359,12 @@ pub struct Config {
     /// Repack the matrices whose type has a faster interleaved layout on
     /// this CPU ([`prepare`]); `false` keeps every matrix mapped.
     pub repack: bool,
+    /// With `repack`: the types that have a SIMD group packer on this CPU
+    /// (x86: Q8_0, Q4_0, Q4_1, IQ4_NL) are not copied at load but packed
+    /// group by group while they are multiplied
+    /// ([`crate::packed::StreamedWeights`], the same results); `false`
+    /// copies them at load like the other types.
+    pub stream: bool,
     /// The dot instruction of the 256-bit packed kernels (matrices packed
     /// for `Isa::Avx2`); `None`: the process's ([`dispatch::avx2_dot`]).
     pub avx2_dot: Option<Avx2Dot>,
@@ -372,6 +378,7 @@ impl Default for Config {
         Config {
             isa: None,
             repack: true,
+            stream: true,
             avx2_dot: None,
             neon_dot: None,
         }
@@ -380,7 +387,7 @@ impl Default for Config {
 
 impl Config {
     /// `PHI_ISA` (`scalar|avx2|avx512|neon|auto`), `PHI_REPACK` (`0`: no
-    /// repacking), `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
+    /// repacking), `PHI_STREAM` (`0`: no streamed packing, [`Config::stream`]), `PHI_AVX2_DOT` (`maddubs|avxvnni|avx512vl|auto`: the
     /// dot instruction of the AVX2 packed kernels) and `PHI_NEON_DOT`
     /// (`plain|sdot|smmla|auto`: the tier of the NEON packed kernels), read
     /// once per process; `PHI_HUGEPAGES=1` also turns on transparent huge
@@ -410,9 +417,12 @@ impl Config {
                 eprintln!("phi-kernels: ignoring PHI_NEON_DOT: {e}; using auto");
                 None
             });
+            // `PHI_STREAM=0`: copy every packed type at load.
+            let stream = std::env::var("PHI_STREAM").map_or(true, |v| v.trim() != "0");
             Config {
                 avx2_dot,
                 neon_dot,
+                stream,
                 ..cfg
             }
         })
@@ -426,6 +436,7 @@ impl Config {
         Ok(Config {
             isa: dispatch::parse_request(isa)?,
             repack: repack.is_none_or(|v| v.trim() != "0"),
+            stream: true,
             avx2_dot: None,
             neon_dot: None,
         })
@@ -453,7 +464,10 @@ pub struct Matrix {
     cols: usize,
     /// The ISA its kernels run on.
     isa: Isa,
-    packed: Option<PackedWeights>,
+    /// The packed copy: made at load, or later from `streamed`
+    /// ([`Matrix::pack_streamed`]).
+    packed: OnceLock<PackedWeights>,
+    streamed: Option<StreamedWeights>,
 }
 
 /// A matrix ready for `crate::matmul`: mapped weights, or packed ones.
@@ -463,6 +477,8 @@ pub enum MatrixRef<'a> {
     /// process's, [`dispatch::active`]).
     Mapped(Weights<'a>, Option<Isa>),
     Packed(&'a PackedWeights),
+    /// Packed group by group from the weights (the ones it was made from).
+    Streamed(&'a StreamedWeights, Weights<'a>),
 }
 
 impl<'a> From<&Weights<'a>> for MatrixRef<'a> {
@@ -488,27 +504,37 @@ pub fn prepare(w: &Weights<'_>, cfg: &Config) -> Result<Matrix, KernelError> {
         return Err(KernelError::IsaUnavailable(isa.name()));
     }
     ops(w.ty, isa).ok_or(KernelError::Unsupported(w.ty))?;
-    let packed = match packed_isa_for(isa) {
-        Some(pisa) if cfg.repack => PackedWeights::pack_with_isa(pisa, w)?,
+    let pisa = packed_isa_for(isa).filter(|_| cfg.repack);
+    let mut streamed = match pisa {
+        Some(pisa) if cfg.stream => StreamedWeights::new(pisa, w)?,
         _ => None,
     };
-    let packed = match (packed, cfg.avx2_dot, cfg.neon_dot) {
-        (Some(mut p), Some(dot), _) if p.isa() == Isa::Avx2 => {
-            p.set_avx2_dot(dot)?;
-            Some(p)
-        }
-        (Some(mut p), _, Some(tier)) if p.isa() == Isa::Neon => {
-            p.set_neon_dot(tier)?;
-            Some(p)
-        }
-        (p, _, _) => p,
+    let mut packed = match pisa {
+        Some(pisa) if streamed.is_none() => PackedWeights::pack_with_isa(pisa, w)?,
+        _ => None,
     };
+    let packed_now = |p: Option<PackedWeights>| p.map_or_else(OnceLock::new, OnceLock::from);
+    // The configuration's dot flavour (tier) instead of the process's.
+    macro_rules! set_dot {
+        ($m:expr) => {
+            if let Some(m) = $m.as_mut() {
+                match (m.isa(), cfg.avx2_dot, cfg.neon_dot) {
+                    (Isa::Avx2, Some(dot), _) => m.set_avx2_dot(dot)?,
+                    (Isa::Neon, _, Some(tier)) => m.set_neon_dot(tier)?,
+                    _ => {}
+                }
+            }
+        };
+    }
+    set_dot!(packed);
+    set_dot!(streamed);
     Ok(Matrix {
         ty: w.ty,
         rows: w.rows,
         cols: w.cols,
         isa,
-        packed,
+        packed: packed_now(packed),
+        streamed,
     })
 }
 
@@ -526,21 +552,58 @@ impl Matrix {
     /// Whether the matrix owns a repacked copy: the bytes it was prepared
     /// from are no longer read (the caller may release them).
     pub fn is_packed(&self) -> bool {
-        self.packed.is_some()
+        self.packed.get().is_some()
     }
 
-    /// The ISA of its kernels (for packed matrices: the packed kernels').
+    /// Whether the packed kernels multiply it straight from the bytes it
+    /// was prepared from, packing each row group on the fly
+    /// ([`crate::packed::StreamedWeights`]), until
+    /// [`pack_streamed`](Self::pack_streamed) makes the copy: those bytes
+    /// are still read.
+    pub fn is_streamed(&self) -> bool {
+        self.streamed.is_some() && !self.is_packed()
+    }
+
+    /// Makes the packed copy of a streamed matrix from `source` (the bytes
+    /// it was prepared from), on the current rayon pool: from then on
+    /// [`view`](Self::view) hands out the copy and `source` is no longer
+    /// read. The results do not change (the copy holds the bytes the
+    /// streamed kernels pack on the fly, for the same tiles), so this may
+    /// run on another thread while the matrix is in use. `Ok(false)` when
+    /// there was nothing to do (not streamed, or already packed).
+    pub fn pack_streamed(&self, source: &[u8]) -> Result<bool, KernelError> {
+        let Some(s) = &self.streamed else {
+            return Ok(false);
+        };
+        if self.is_packed() {
+            return Ok(false);
+        }
+        let w = Weights::new(self.ty, self.rows, self.cols, source)?;
+        let p = PackedWeights::from_streamed(s, &w)?;
+        // (Another thread may have won the race: its copy is the same.)
+        Ok(self.packed.set(p).is_ok())
+    }
+
+    /// The ISA of its kernels (for packed or streamed matrices: the packed
+    /// kernels').
     pub fn isa(&self) -> Isa {
-        self.packed.as_ref().map_or(self.isa, PackedWeights::isa)
+        match (self.packed.get(), &self.streamed) {
+            (Some(p), _) => p.isa(),
+            (None, Some(s)) => s.isa(),
+            (None, None) => self.isa,
+        }
     }
 
     /// The matrix for `crate::matmul`. `source` is the bytes it was
     /// prepared from; a packed matrix ignores it (it may be empty).
     pub fn view<'a>(&'a self, source: &'a [u8]) -> Result<MatrixRef<'a>, KernelError> {
-        match &self.packed {
-            Some(p) => Ok(MatrixRef::Packed(p)),
-            None => Weights::new(self.ty, self.rows, self.cols, source)
-                .map(|w| MatrixRef::Mapped(w, Some(self.isa))),
+        if let Some(p) = self.packed.get() {
+            return Ok(MatrixRef::Packed(p));
         }
+        let w = Weights::new(self.ty, self.rows, self.cols, source)?;
+        Ok(match &self.streamed {
+            Some(s) => MatrixRef::Streamed(s, w),
+            None => MatrixRef::Mapped(w, Some(self.isa)),
+        })
     }
 }

@@ -117,3 +117,24 @@ impl PackedTile {
 /// data, activation rows (with their side words) and 16 writable floats per
 /// token, laid out as `crate::packed` documents for the weight type.
 pub(crate) type PackedTileFn = unsafe fn(tile: &PackedTile, nt: usize);
+
+/// Packs one 16-row group of a 32-element type: 16 file rows of `nb`
+/// blocks at `src`, `w_row` bytes apart, into `nb` blocks of packed quants
+/// at `qs` and scales at `sc` (the bytes `crate::packed` documents),
+/// prefetching the `next_len` bytes at `next` (the next group's rows; a
+/// hint, any address) meanwhile.
+///
+/// # Safety
+///
+/// The CPU has the function's ISA (`crate::arch::group_packer` only hands
+/// out runnable ones); the 16 rows are readable and `nb · quant_bytes` /
+/// `nb · scale_bytes` bytes writable at `qs` / `sc`.
+pub(crate) type GroupPackFn = unsafe fn(
+    src: *const u8,
+    w_row: usize,
+    nb: usize,
+    qs: *mut u8,
+    sc: *mut u8,
+    next: *const u8,
+    next_len: usize,
+);

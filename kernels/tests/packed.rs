@@ -859,3 +859,90 @@ fn assert_32_close(ty: GgmlType, rows: usize, cols: usize, data: &[u8], x: &[f32
         }
     }
 }
+
+/// Streamed matrices (each group packed on the fly from the file's bytes)
+/// give bit for bit the results of the same matrices packed once, on every
+/// packed ISA and dot flavour this CPU runs, for 1 to 17 tokens; the
+/// `Matrix` of the registry streams them until `pack_streamed` makes the
+/// copy, and the results stay the same.
+#[test]
+fn streamed_matrices_match_packed_bit_for_bit() {
+    use phi_kernels::packed::{matmul_streamed, StreamedWeights};
+    let mut rng = Rng(0x5EED_5EED);
+    let mut streamed_any = false;
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::IQ4_NL,
+    ] {
+        for (isa, flavour) in isas(ty) {
+            for &(rows, cols) in &[(16, 32), (48, 96), (80, 320), (32, 1024)] {
+                let data = random_weights(&mut rng, ty, rows, cols);
+                let w = Weights::new(ty, rows, cols, &data).unwrap();
+                let Some(mut s) = StreamedWeights::new(isa, &w).unwrap() else {
+                    continue;
+                };
+                streamed_any = true;
+                match flavour {
+                    Flavour::Avx2(d) if isa == Isa::Avx2 => s.set_avx2_dot(d).unwrap(),
+                    Flavour::Neon(t) => s.set_neon_dot(t).unwrap(),
+                    _ => {}
+                }
+                let p = pack_for(isa, flavour, &w);
+                let copy = PackedWeights::from_streamed(&s, &w).unwrap();
+                assert_eq!(copy.data(), p.data(), "{ty} {isa:?}: copy bytes");
+                for nt in [1, 2, 3, 5, 9, 17] {
+                    let x = random_x(&mut rng, cols * nt);
+                    let mut sc = Scratch::default();
+                    let mut yp = vec![0f32; rows * nt];
+                    let mut ys = vec![1f32; rows * nt];
+                    matmul_packed(&p, &x, nt, &mut yp, &mut sc).unwrap();
+                    matmul_streamed(&s, &w, &x, nt, &mut ys, &mut sc).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&ys),
+                        bits(&yp),
+                        "{ty} {isa:?} {flavour:?} {rows}x{cols}, {nt} tokens"
+                    );
+                }
+                // The bytes of a matrix of another shape are refused.
+                if rows != 16 {
+                    let part = &data[..16 * data.len() / rows];
+                    let short = Weights::new(ty, 16, cols, part).unwrap();
+                    let (x, mut y) = (vec![0f32; cols], vec![0f32; 16]);
+                    let r = matmul_streamed(&s, &short, &x, 1, &mut y, &mut Scratch::default());
+                    assert!(r.is_err(), "{ty}: bytes of another shape");
+                }
+            }
+        }
+    }
+    if !streamed_any {
+        eprintln!("no group packer on this CPU: nothing streamed (test skipped)");
+        return;
+    }
+
+    // The registry's life cycle: streamed, then packed on request.
+    let (ty, rows, cols, nt) = (GgmlType::Q8_0, 64, 256, 3);
+    let data = random_weights(&mut rng, ty, rows, cols);
+    let w = Weights::new(ty, rows, cols, &data).unwrap();
+    let m = phi_kernels::prepare(&w, &phi_kernels::Config::default()).unwrap();
+    assert!(m.is_streamed() && !m.is_packed());
+    let x = random_x(&mut rng, cols * nt);
+    let mut sc = Scratch::default();
+    let mut y0 = vec![0f32; rows * nt];
+    matmul(m.view(&data).unwrap(), &x, nt, &mut y0, &mut sc).unwrap();
+    assert!(m.pack_streamed(&data).unwrap());
+    assert!(!m.is_streamed() && m.is_packed());
+    assert!(!m.pack_streamed(&data).unwrap(), "packed twice");
+    let mut y1 = vec![0f32; rows * nt];
+    // The copy no longer reads the source.
+    matmul(m.view(&[]).unwrap(), &x, nt, &mut y1, &mut sc).unwrap();
+    assert_eq!(y0, y1);
+    let no_stream = phi_kernels::Config {
+        stream: false,
+        ..Default::default()
+    };
+    let m = phi_kernels::prepare(&w, &no_stream).unwrap();
+    assert!(m.is_packed() && !m.is_streamed());
+}

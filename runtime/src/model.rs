@@ -55,6 +55,8 @@ pub struct Model {
     /// Every matrix as the kernels prepared it for this CPU (mapped, or
     /// repacked into their interleaved layout).
     pub(crate) matrices: Vec<Matrix>,
+    /// The byte range in the file of each of `matrices`.
+    sources: Vec<std::ops::Range<usize>>,
     pub(crate) config: Config,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) tok_embd: Mat,
@@ -78,22 +80,36 @@ pub struct ModelOptions {
     /// once. `false` keeps every weight in the mapping (zero-copy).
     /// Default: true; [`ModelOptions::from_env`]: unless `PHI_REPACK=0`.
     pub repack: bool,
+    /// With `repack`: the types whose row groups the kernels can pack as
+    /// fast as memory streams them (x86: Q8_0, Q4_0, Q4_1, IQ4_NL) are not
+    /// copied at load but packed group by group, in cache, each time they
+    /// are multiplied: the same results, no copy (load is a map, the
+    /// weights stay resident once). `false` copies them at load like the
+    /// other types. Default: true; [`ModelOptions::from_env`]: unless
+    /// `PHI_STREAM=0`.
+    pub stream: bool,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { repack: true }
+        ModelOptions {
+            repack: true,
+            stream: true,
+        }
     }
 }
 
 impl ModelOptions {
     /// The defaults, overridden by the environment: `PHI_REPACK=0` turns
-    /// repacking off (read through `phi_kernels::Config::from_env`). Called
+    /// repacking off, `PHI_STREAM=0` streaming (read through
+    /// `phi_kernels::Config::from_env`). Called
     /// by the program's front end (the `phi` command, the C API's
     /// `phi_model_default_params`), never by the library on its own.
     pub fn from_env() -> ModelOptions {
+        let cfg = phi_kernels::Config::from_env();
         ModelOptions {
-            repack: phi_kernels::Config::from_env().repack,
+            repack: cfg.repack,
+            stream: cfg.stream,
         }
     }
 }
@@ -186,6 +202,7 @@ impl Model {
         let mut model = Model {
             gguf,
             matrices: Vec::new(),
+            sources: Vec::new(),
             config,
             tokenizer,
             tok_embd,
@@ -204,6 +221,7 @@ impl Model {
     fn prepare(&mut self, options: &ModelOptions) -> Result<()> {
         let cfg = phi_kernels::Config {
             repack: options.repack,
+            stream: options.stream,
             ..phi_kernels::Config::default()
         };
         // The embeddings are read row by row from the mapping: never repacked
@@ -236,8 +254,57 @@ impl Model {
             }
             m.matrix = self.matrices.len();
             self.matrices.push(prepared);
+            self.sources.push(m.offset..m.offset + m.len);
         }
         Ok(())
+    }
+
+    /// Makes the packed copy of every streamed matrix
+    /// ([`ModelOptions::stream`]) now, on the current rayon pool, and
+    /// releases their mapped pages; returns how many it packed. The
+    /// results do not change (see [`Matrix::pack_streamed`]), only the
+    /// speed: decoding reads the copy at memory speed, while streamed
+    /// matrices cost the packing of every group at every step.
+    ///
+    /// [`Matrix::pack_streamed`]: phi_kernels::Matrix::pack_streamed
+    pub fn pack_streamed(&self) -> Result<usize> {
+        let mut n = 0;
+        for (m, range) in self.matrices.iter().zip(&self.sources) {
+            if m.pack_streamed(&self.gguf.bytes()[range.clone()])? {
+                self.gguf.release(range.clone());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// [`pack_streamed`](Self::pack_streamed) on a background thread (one
+    /// thread of its own, at normal priority), so that a prompt can be
+    /// evaluated from the streamed matrices right after loading while
+    /// their copies are made; each matrix switches to its copy as soon as
+    /// it is made. Does nothing when no matrix is streamed. Errors are
+    /// printed on stderr (the matrix then stays streamed).
+    pub fn pack_in_background(self: &std::sync::Arc<Self>) {
+        if self.n_streamed() == 0 {
+            return;
+        }
+        let model = std::sync::Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("phi-pack".into())
+            .spawn(move || {
+                // One thread: the inference pool keeps its threads.
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+                let r = match pool {
+                    Ok(p) => p.install(|| model.pack_streamed()),
+                    Err(e) => Err(PhiError::Internal(format!("no packing thread: {e}"))),
+                };
+                if let Err(e) = r {
+                    eprintln!("phi: packing the weights in the background failed: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("phi: cannot start the packing thread: {e}");
+        }
     }
 
     /// `y = W·x` for `n` tokens, with the kernels `m` was prepared for.
@@ -259,9 +326,19 @@ impl Model {
         Ok(())
     }
 
-    /// How many matrices were repacked at load.
+    /// How many matrices the packed kernels multiply (repacked at load or
+    /// streamed).
     pub fn n_packed(&self) -> usize {
-        self.matrices.iter().filter(|m| m.is_packed()).count()
+        self.matrices
+            .iter()
+            .filter(|m| m.is_packed() || m.is_streamed())
+            .count()
+    }
+
+    /// How many of them are streamed: packed group by group from the
+    /// mapping while they are multiplied ([`ModelOptions::stream`]).
+    pub fn n_streamed(&self) -> usize {
+        self.matrices.iter().filter(|m| m.is_streamed()).count()
     }
 
     /// The hyper-parameters.

@@ -42,7 +42,16 @@ fn fixture(name: &str) -> Vec<u8> {
 fn logits(isa: Isa, bytes: &[u8], repack: bool) -> (Vec<f32>, usize) {
     dispatch::force(isa).unwrap();
     let g = Gguf::from_bytes(bytes.to_vec()).unwrap();
-    let m = Arc::new(Model::from_gguf_with(g, &ModelOptions { repack }).unwrap());
+    let m = Arc::new(
+        Model::from_gguf_with(
+            g,
+            &ModelOptions {
+                repack,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     let params = ContextParams {
         n_ctx: 64,
         kv_type: KvType::F32,

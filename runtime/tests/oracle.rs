@@ -208,7 +208,16 @@ fn repacked_and_zero_copy_weights_agree() {
         let path = fixtures().join("models").join(file);
         let load = |repack| {
             let g = phi_gguf::Gguf::open(&path).unwrap();
-            Arc::new(Model::from_gguf_with(g, &ModelOptions { repack }).unwrap())
+            Arc::new(
+                Model::from_gguf_with(
+                    g,
+                    &ModelOptions {
+                        repack,
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
+            )
         };
         let (packed, mapped) = (load(true), load(false));
         assert_eq!(mapped.n_packed(), 0);
@@ -258,6 +267,67 @@ fn repacked_and_zero_copy_weights_agree() {
         assert!(
             max < 0.25 && mean < mean_tol,
             "{file}: repacked vs mapped: max {max}, mean {mean}"
+        );
+    }
+}
+
+/// Streamed matrices (packed group by group while multiplied) give the
+/// very logits of matrices packed at load, before and after their copies
+/// are made behind them (`Model::pack_streamed`, as the background packing
+/// of `phi run` / `chat` / `serve` does between steps).
+#[test]
+fn streamed_and_load_packed_weights_give_identical_logits() {
+    use phi::ModelOptions;
+    for file in [
+        "phi3-tiny-q4_0.gguf",
+        "phi3-tiny-q8_0.gguf",
+        "phi3-tiny-q4_1.gguf",
+        "phi3-hd96-q4_0.gguf",
+        "llama-tiny-q8_0.gguf",
+    ] {
+        let path = fixtures().join("models").join(file);
+        let load = |stream| {
+            let g = phi_gguf::Gguf::open(&path).unwrap();
+            let options = ModelOptions {
+                repack: true,
+                stream,
+            };
+            Arc::new(Model::from_gguf_with(g, &options).unwrap())
+        };
+        let (streamed, packed) = (load(true), load(false));
+        assert_eq!(packed.n_streamed(), 0, "{file}");
+        assert_eq!(streamed.n_packed(), packed.n_packed(), "{file}");
+        if streamed.n_streamed() == 0 {
+            eprintln!("{file}: nothing streamed on this CPU (no group packer)");
+            continue;
+        }
+        let params = ContextParams {
+            n_ctx: 64,
+            kv_type: KvType::F32,
+            ..Default::default()
+        };
+        let toks: Vec<u32> = (0..40).map(|i| (i * 37 % 500) as u32 + 1).collect();
+        let run = |m: &Arc<Model>| {
+            let mut c = Context::new(Arc::clone(m), &params).unwrap();
+            c.eval(&toks, true).unwrap();
+            let mut all = c.logits().to_vec();
+            for t in [7, 11, 13] {
+                c.eval(&[t], false).unwrap();
+                all.extend_from_slice(c.last_logits());
+            }
+            all.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let reference = run(&packed);
+        assert!(
+            reference == run(&streamed),
+            "{file}: streamed != packed at load"
+        );
+        let n = streamed.n_streamed();
+        assert_eq!(streamed.pack_streamed().unwrap(), n, "{file}");
+        assert_eq!(streamed.n_streamed(), 0, "{file}");
+        assert!(
+            reference == run(&streamed),
+            "{file}: copies != packed at load"
         );
     }
 }

@@ -182,6 +182,9 @@ async fn serve(
     let loader =
         tokio::task::spawn_blocking(move || -> Result<std::thread::JoinHandle<()>, String> {
             let model = Arc::new(model_args.load(&path).map_err(|e| e.to_string())?);
+            // Serve at once; the streamed matrices switch to their packed
+            // copies as they are made (same results).
+            model.pack_in_background();
             let batch =
                 Batch::new(Arc::clone(&model), &params).map_err(|e| match e {
                     phi::PhiError::OutOfMemory { needed, limit, .. } => format!(

@@ -102,6 +102,17 @@ pub(crate) fn packed_tile(
     }
 }
 
+/// The SIMD packer of one 16-row group of `ty` into the x86 packed layout
+/// (the same bytes as the scalar packer), when this CPU runs one.
+pub(crate) fn group_packer(ty: GgmlType) -> Option<crate::tile::GroupPackFn> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::dispatch::is_available(Isa::Avx2) {
+        return x86_64::pack_group::group_packer(ty);
+    }
+    let _ = ty;
+    None
+}
+
 /// The vec-op table of `isa` (an available ISA), if it has SIMD bodies.
 pub(crate) fn vec_ops(isa: Isa) -> Option<VecOps> {
     #[cfg(target_arch = "x86_64")]

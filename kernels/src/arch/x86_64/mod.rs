@@ -135,6 +135,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod k_avx2;
 pub(crate) mod k_avx512;
+pub(crate) mod pack_group;
 pub(crate) mod packed_avx2;
 pub(crate) mod packed_avx2_iq;
 pub(crate) mod packed_avx2_k;
