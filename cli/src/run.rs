@@ -112,12 +112,13 @@ pub fn run(args: Args) -> crate::CliResult {
         |t| tokenizer.is_eog(t),
         constraint.as_mut(),
         |t| {
-            if first {
+            if first && max_tokens > 1 {
                 // The prompt was evaluated from the streamed matrices; their
-                // packed copies are made while generation goes on.
+                // packed copies are made while generation goes on (with one
+                // token to generate there is nothing left to speed up).
                 model.pack_in_background();
-                first = false;
             }
+            first = false;
             let piece = stream.push(t);
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                 write_err = Some(e);

@@ -63,20 +63,37 @@ fn prepare_keeps_or_packs_and_matmul_agrees_with_the_scalar_path() {
         // A mapped matrix needs exactly its bytes.
         assert!(m.view(&data[1..]).is_err());
 
-        // The process's ISA: packed where the registry has a layout.
-        for repack in [false, true] {
+        // The process's ISA: packed where the registry has a layout, and
+        // streamed instead (with `stream`) where it has a group packer.
+        for (repack, stream) in [(false, true), (true, false), (true, true)] {
             let m = prepare(
                 &w,
                 &Config {
                     isa: None,
                     repack,
+                    stream,
                     ..Config::default()
                 },
             )
             .unwrap();
             let packable = phi_kernels::packed::packed_isa()
                 .is_some_and(|isa| phi_kernels::packed::supports(isa, ty));
-            assert_eq!(m.is_packed(), repack && packable, "{ty} repack={repack}");
+            let streamable = phi_kernels::packed::packed_isa().is_some_and(|isa| {
+                phi_kernels::packed::StreamedWeights::new(isa, &w)
+                    .unwrap()
+                    .is_some()
+            });
+            let streamed = repack && stream && streamable;
+            assert_eq!(
+                m.is_streamed(),
+                streamed,
+                "{ty} repack={repack} stream={stream}"
+            );
+            assert_eq!(
+                m.is_packed(),
+                repack && packable && !streamed,
+                "{ty} repack={repack} stream={stream}"
+            );
             // A packed matrix does not read its source any more.
             let src: &[u8] = if m.is_packed() { &[] } else { &data };
             let mut y = vec![0f32; rows * n];
