@@ -161,6 +161,19 @@ impl Plan {
         Ok(Some(plan))
     }
 
+    /// The bytes per row of `w` after checking that it is a consistent
+    /// matrix of the plan's type and shape (the source of a streamed
+    /// matrix).
+    fn check_source(&self, w: &Weights<'_>) -> Result<usize, KernelError> {
+        let w_row = crate::matmul::check_weights(w)?;
+        if (w.ty, w.rows, w.cols) != (self.ty, self.rows, self.cols) {
+            return Err(KernelError::Shape(
+                "the weights are not the ones the streamed matrix was made from".into(),
+            ));
+        }
+        Ok(w_row)
+    }
+
     fn groups(&self) -> usize {
         self.rows / GROUP_ROWS
     }
@@ -416,12 +429,7 @@ impl PackedWeights {
         s: &StreamedWeights,
         w: &Weights<'_>,
     ) -> Result<PackedWeights, KernelError> {
-        crate::matmul::check_weights(w)?;
-        if (w.ty, w.rows, w.cols) != (s.plan.ty, s.plan.rows, s.plan.cols) {
-            return Err(KernelError::Shape(
-                "the weights are not the ones the streamed matrix was made from".into(),
-            ));
-        }
+        s.plan.check_source(w)?;
         Self::pack_plan(s.plan, w)
     }
 
@@ -790,12 +798,7 @@ pub fn matmul_streamed(
     y: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    let w_row = crate::matmul::check_weights(w)?;
-    if (w.ty, w.rows, w.cols) != (s.plan.ty, s.plan.rows, s.plan.cols) {
-        return Err(KernelError::Shape(
-            "the weights are not the ones the streamed matrix was made from".into(),
-        ));
-    }
+    let w_row = s.plan.check_source(w)?;
     run(&s.plan, Source::File { w, w_row }, x, n_tokens, y, scratch)
 }
 

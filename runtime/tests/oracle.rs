@@ -229,20 +229,7 @@ fn repacked_and_zero_copy_weights_agree() {
         ) {
             assert!(packed.n_packed() > 0, "{file}: nothing was repacked");
         }
-        let params = ContextParams {
-            n_ctx: 64,
-            kv_type: KvType::F32,
-            ..Default::default()
-        };
-        let toks: Vec<u32> = (0..40).map(|i| (i * 37 % 500) as u32 + 1).collect();
-        let run = |m: &Arc<Model>| {
-            let mut c = Context::new(Arc::clone(m), &params).unwrap();
-            c.eval(&toks, true).unwrap();
-            let mut all = c.logits().to_vec(); // every prefill position (gemm)
-            c.eval(&[7], false).unwrap();
-            all.extend_from_slice(c.last_logits()); // one decode step (gemv)
-            all
-        };
+        let run = |m: &Arc<Model>| prefill_and_decode(m, &[7]);
         let (a, b) = (run(&packed), run(&mapped));
         // Only the order of f32 additions differs, but a tiny difference can flip
         // the rounding of a later activation quantization (as between llama.cpp
@@ -301,20 +288,8 @@ fn streamed_and_load_packed_weights_give_identical_logits() {
             eprintln!("{file}: nothing streamed on this CPU (no group packer)");
             continue;
         }
-        let params = ContextParams {
-            n_ctx: 64,
-            kv_type: KvType::F32,
-            ..Default::default()
-        };
-        let toks: Vec<u32> = (0..40).map(|i| (i * 37 % 500) as u32 + 1).collect();
         let run = |m: &Arc<Model>| {
-            let mut c = Context::new(Arc::clone(m), &params).unwrap();
-            c.eval(&toks, true).unwrap();
-            let mut all = c.logits().to_vec();
-            for t in [7, 11, 13] {
-                c.eval(&[t], false).unwrap();
-                all.extend_from_slice(c.last_logits());
-            }
+            let all = prefill_and_decode(m, &[7, 11, 13]);
             all.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
         let reference = run(&packed);
@@ -330,4 +305,23 @@ fn streamed_and_load_packed_weights_give_identical_logits() {
             "{file}: copies != packed at load"
         );
     }
+}
+
+/// The logits of every position of a 40-token prompt (the gemm path), then
+/// of one decode step (gemv) per token of `decode`.
+fn prefill_and_decode(m: &Arc<Model>, decode: &[u32]) -> Vec<f32> {
+    let params = ContextParams {
+        n_ctx: 64,
+        kv_type: KvType::F32,
+        ..Default::default()
+    };
+    let toks: Vec<u32> = (0..40).map(|i| (i * 37 % 500) as u32 + 1).collect();
+    let mut c = Context::new(Arc::clone(m), &params).unwrap();
+    c.eval(&toks, true).unwrap();
+    let mut all = c.logits().to_vec();
+    for &t in decode {
+        c.eval(&[t], false).unwrap();
+        all.extend_from_slice(c.last_logits());
+    }
+    all
 }
