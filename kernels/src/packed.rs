@@ -50,8 +50,7 @@
 
 use crate::formats::iq4::BlockIQ4_XS;
 use crate::formats::k_quants::{
-    unpack_scales_mins_k4, unpack_scales_q3_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K,
-    BlockQ6_K,
+    unpack_scales_q3_k, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K,
 };
 use crate::formats::layout::{Block32, Q8_K_BSUMS};
 use crate::formats::packed_layout::{k_layout::*, l32};
@@ -103,8 +102,22 @@ enum Packer {
         flip: u32,
         fast: Option<crate::tile::GroupPackFn>,
     },
-    /// A K-quant (or IQ4_XS) record per super-block.
-    K(PackRecordFn),
+    /// A K-quant (or IQ4_XS) record per super-block, and the SIMD group
+    /// packer when the CPU has one for the type (same bytes).
+    K {
+        pack_row: PackRecordFn,
+        fast: Option<crate::tile::GroupPackFn>,
+    },
+}
+
+impl Packer {
+    /// Whether a SIMD group packer packs the groups (fast enough to stream).
+    fn is_fast(&self) -> bool {
+        matches!(
+            self,
+            Packer::L32 { fast: Some(_), .. } | Packer::K { fast: Some(_), .. }
+        )
+    }
 }
 
 impl Plan {
@@ -127,6 +140,10 @@ impl Plan {
             return Ok(None);
         }
         let nb = w.cols / w.ty.block_size();
+        // The SIMD packers write the x86 layouts.
+        let fast = (isa != Isa::Neon)
+            .then(|| crate::arch::group_packer(w.ty))
+            .flatten();
         let (qb, sb, packer) = match (Block32::from_type(w.ty), k_record(w.ty)) {
             (Some(kind), _) => {
                 let kind = kind.code();
@@ -137,14 +154,10 @@ impl Plan {
                 } else {
                     0
                 };
-                // The SIMD packers write the x86 layout.
-                let fast = (isa != Isa::Neon)
-                    .then(|| crate::arch::group_packer(w.ty))
-                    .flatten();
                 let packer = Packer::L32 { kind, flip, fast };
                 (l32::quant_bytes(kind), l32::scale_bytes(kind), packer)
             }
-            (None, Some((rec, pack_row))) => (rec, 0, Packer::K(pack_row)),
+            (None, Some((rec, pack_row))) => (rec, 0, Packer::K { pack_row, fast }),
             (None, None) => return Ok(None),
         };
         let plan = Plan {
@@ -203,21 +216,10 @@ impl Plan {
         );
         let src_block = self.ty.type_size();
         match self.packer {
-            Packer::K(pack_row) => {
-                // Record by record, all 16 rows: each record is written
-                // whole before the next (a group's records outgrow L1 at
-                // 8192 columns; the 32-element types measured slower that
-                // way).
-                for (b, out) in qg[..self.nb * self.qb]
-                    .chunks_exact_mut(self.qb)
-                    .enumerate()
-                {
-                    for (r, row) in rows.chunks_exact(w_row).take(GROUP_ROWS).enumerate() {
-                        pack_row(&row[b * src_block..][..src_block], r, out);
-                    }
-                }
+            Packer::K {
+                fast: Some(fast), ..
             }
-            Packer::L32 {
+            | Packer::L32 {
                 fast: Some(fast), ..
             } => {
                 // SAFETY: `fast` came from `arch::group_packer`, which only
@@ -235,6 +237,20 @@ impl Plan {
                         next.as_ptr(),
                         next.len(),
                     )
+                }
+            }
+            Packer::K { pack_row, .. } => {
+                // Record by record, all 16 rows: each record is written
+                // whole before the next (a group's records outgrow L1 at
+                // 8192 columns; the 32-element types measured slower that
+                // way).
+                for (b, out) in qg[..self.nb * self.qb]
+                    .chunks_exact_mut(self.qb)
+                    .enumerate()
+                {
+                    for (r, row) in rows.chunks_exact(w_row).take(GROUP_ROWS).enumerate() {
+                        pack_row(&row[b * src_block..][..src_block], r, out);
+                    }
                 }
             }
             Packer::L32 { kind, flip, .. } => {
@@ -507,7 +523,7 @@ impl StreamedWeights {
     pub fn new(isa: Isa, w: &Weights<'_>) -> Result<Option<StreamedWeights>, KernelError> {
         crate::matmul::check_weights(w)?;
         Ok(Plan::new(isa, w)?
-            .filter(|p| matches!(p.packer, Packer::L32 { fast: Some(_), .. }))
+            .filter(|p| p.packer.is_fast())
             .map(|plan| StreamedWeights { plan }))
     }
 
@@ -521,33 +537,21 @@ fn block<B: bytemuck::Pod>(blk: &[u8]) -> B {
 
 /// Row `r`'s share of a Q4_K record from its block.
 fn pack_q4_k(blk: &[u8], r: usize, out: &mut [u8]) {
-    pack_q4_k_block(&block(blk), r, out);
-}
-
-fn pack_q4_k_block(b: &BlockQ4_K, r: usize, out: &mut [u8]) {
+    let b: BlockQ4_K = block(blk);
     for v in 0..32 {
         out[64 * v + 4 * r..][..4].copy_from_slice(&b.qs[4 * v..][..4]);
     }
-    let (sc, mn) = unpack_scales_mins_k4(&b.scales);
-    for j in 0..8 {
-        out[Q4K_SC + 16 * j + r] = sc[j];
-        out[Q4K_MIN + 32 * (j / 2) + 2 * r + j % 2] = mn[j];
-    }
-    out[Q4K_D + 2 * r..][..2].copy_from_slice(&b.d.to_le_bytes());
-    out[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&b.dmin.to_le_bytes());
+    q4_k_side(blk, r, out);
 }
 
 /// Row `r`'s share of a Q5_K record from its block: the Q4_K record of the
 /// same d, dmin, scales and low nibbles, then the qh vectors.
 fn pack_q5_k(blk: &[u8], r: usize, out: &mut [u8]) {
     let b: BlockQ5_K = block(blk);
-    let q4 = BlockQ4_K {
-        d: b.d,
-        dmin: b.dmin,
-        scales: b.scales,
-        qs: b.qs,
-    };
-    pack_q4_k_block(&q4, r, out);
+    for v in 0..32 {
+        out[64 * v + 4 * r..][..4].copy_from_slice(&b.qs[4 * v..][..4]);
+    }
+    q4_k_side(blk, r, out);
     for k in 0..8 {
         out[Q5K_QH + 64 * k + 4 * r..][..4].copy_from_slice(&b.qh[4 * k..][..4]);
     }
@@ -564,10 +568,7 @@ fn pack_q6_k(blk: &[u8], r: usize, out: &mut [u8]) {
     for v in 0..16 {
         out[Q6K_QH + 64 * v + 4 * r..][..4].copy_from_slice(&b.qh[4 * v..][..4]);
     }
-    for g in 0..16 {
-        out[Q6K_SC + 32 * (g / 2) + 2 * r + g % 2] = b.scales[g] as u8;
-    }
-    out[Q6K_D + 2 * r..][..2].copy_from_slice(&b.d.to_le_bytes());
+    q6_k_side(blk, r, out);
 }
 
 /// Row `r`'s share of a Q3_K record from its block (hmask, qs, 12 scale
@@ -978,11 +979,12 @@ mod tests {
         fn simd_group_packer_writes_the_scalar_bytes(
             ty in prop::sample::select(vec![
                 GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::IQ4_NL,
+                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
             ]),
             nb in 1usize..12,
             seed in any::<u64>(),
         ) {
-            let cols = 32 * nb;
+            let cols = ty.block_size() * nb;
             let w_row = ty.type_size() * nb;
             let mut state = seed | 1;
             let bytes: Vec<u8> = (0..GROUP_ROWS * w_row)
@@ -997,14 +999,16 @@ mod tests {
             let Some(plan) = x86_plan(&w) else {
                 return Ok(()); // no x86 packed ISA on this CPU
             };
-            let Packer::L32 { kind, flip, fast } = plan.packer else {
-                panic!("{ty}: not a 32-element plan");
+            prop_assert!(plan.packer.is_fast(), "{ty}: no SIMD group packer");
+            let packer = match plan.packer {
+                Packer::L32 { kind, flip, .. } => Packer::L32 { kind, flip, fast: None },
+                Packer::K { pack_row, .. } => Packer::K { pack_row, fast: None },
             };
-            prop_assert!(fast.is_some(), "{ty}: no SIMD group packer");
-            let scalar = Plan { packer: Packer::L32 { kind, flip, fast: None }, ..plan };
+            let scalar = Plan { packer, ..plan };
             let (gq, gs) = (nb * plan.qb, nb * plan.sb);
-            let mut a = (vec![0u8; gq], vec![0u8; gs]);
-            let mut b = (vec![0xAAu8; gq], vec![0xAAu8; gs]);
+            // (The same fill: the records' padding is written by neither.)
+            let mut a = (vec![0xAAu8; gq], vec![0xAAu8; gs]);
+            let mut b = a.clone();
             // Prefetching past the end of the rows is a hint: hand it the
             // bytes just after them (here none) like the matmul does.
             plan.pack_group(&bytes, w_row, &mut a.0, &mut a.1, &[]);
@@ -1019,8 +1023,9 @@ mod tests {
         for ty in [
             GgmlType::Q5_0,
             GgmlType::Q5_1,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
+            GgmlType::Q3_K,
+            GgmlType::Q2_K,
+            GgmlType::IQ4_XS,
         ] {
             let cols = 256;
             let bytes = vec![0u8; GROUP_ROWS * ty.bytes_for(cols as u64).unwrap() as usize];

@@ -875,10 +875,18 @@ fn streamed_matrices_match_packed_bit_for_bit() {
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::IQ4_NL,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ] {
         for (isa, flavour) in isas(ty) {
-            for &(rows, cols) in &[(16, 32), (48, 96), (80, 320), (32, 1024)] {
-                let data = random_weights(&mut rng, ty, rows, cols);
+            for &(rows, blocks) in &[(16, 1), (48, 3), (80, 10), (32, 32)] {
+                let cols = blocks * ty.block_size();
+                let data = if ty.block_size() == 256 {
+                    random_k_weights(&mut rng, ty, rows, cols)
+                } else {
+                    random_weights(&mut rng, ty, rows, cols)
+                };
                 let w = Weights::new(ty, rows, cols, &data).unwrap();
                 let Some(mut s) = StreamedWeights::new(isa, &w).unwrap() else {
                     continue;

@@ -271,6 +271,8 @@ fn streamed_and_load_packed_weights_give_identical_logits() {
         "phi3-tiny-q4_1.gguf",
         "phi3-hd96-q4_0.gguf",
         "llama-tiny-q8_0.gguf",
+        "phi3-tiny-q4_k_m.gguf",
+        "phi3-tiny-q6_k.gguf",
     ] {
         let path = fixtures().join("models").join(file);
         let load = |stream| {

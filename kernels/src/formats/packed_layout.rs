@@ -106,4 +106,35 @@ pub(crate) mod k_layout {
     pub(crate) const Q3K_SIDE: usize = 64;
     /// IQ4_XS: 8 i32 (`−128·Σa` per 32-element sub-block).
     pub(crate) const IQ4XS_SIDE: usize = 32;
+
+    use crate::formats::k_quants::{unpack_scales_mins_k4, BlockQ4_K, BlockQ6_K};
+    use core::mem::offset_of;
+
+    /// Row `r`'s unpacked scales and mins, `d` and `dmin` in a Q4_K / Q5_K
+    /// record `out`, from its file block `blk` (both types start with f16
+    /// d, f16 dmin and the 12 packed scale bytes). The scalar packer and
+    /// the SIMD group packers (which transpose the quants) share it.
+    pub(crate) fn q4_k_side(blk: &[u8], r: usize, out: &mut [u8]) {
+        let at = offset_of!(BlockQ4_K, scales);
+        let scales: &[u8; 12] = blk[at..at + 12].try_into().unwrap();
+        let (sc, mn) = unpack_scales_mins_k4(scales);
+        for j in 0..8 {
+            out[Q4K_SC + 16 * j + r] = sc[j];
+            out[Q4K_MIN + 32 * (j / 2) + 2 * r + j % 2] = mn[j];
+        }
+        let (d, dmin) = (offset_of!(BlockQ4_K, d), offset_of!(BlockQ4_K, dmin));
+        out[Q4K_D + 2 * r..][..2].copy_from_slice(&blk[d..d + 2]);
+        out[Q4K_DMIN + 2 * r..][..2].copy_from_slice(&blk[dmin..dmin + 2]);
+    }
+
+    /// Row `r`'s i8 scales (pairs `[p][r][2]`) and f16 `d` in a Q6_K record
+    /// `out`, from its file block `blk`.
+    pub(crate) fn q6_k_side(blk: &[u8], r: usize, out: &mut [u8]) {
+        let sc = &blk[offset_of!(BlockQ6_K, scales)..][..16];
+        for (g, &v) in sc.iter().enumerate() {
+            out[Q6K_SC + 32 * (g / 2) + 2 * r + g % 2] = v;
+        }
+        let d = offset_of!(BlockQ6_K, d);
+        out[Q6K_D + 2 * r..][..2].copy_from_slice(&blk[d..d + 2]);
+    }
 }
