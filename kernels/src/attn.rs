@@ -77,6 +77,8 @@ pub fn scores_len(spans: &[Range<usize>]) -> usize {
 }
 
 /// One group of queries for an ISA body (everything checked by [`attend`]).
+/// (Only x86 has such bodies so far.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Group<'a> {
     pub k: &'a [f16],
     pub v: &'a [f16],
@@ -96,6 +98,7 @@ pub(crate) struct Group<'a> {
 
 impl Group<'_> {
     /// The cells any query of the group sees.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn union(&self) -> Range<usize> {
         let lo = self.spans.iter().map(|s| s.start).min().unwrap_or(0);
         let hi = self.spans.iter().map(|s| s.end).max().unwrap_or(0);

@@ -497,7 +497,8 @@ impl PackedWeights {
 /// [`PackedWeights`] (the same packed bytes reach the same tiles).
 ///
 /// Only where a SIMD group packer exists ([`StreamedWeights::new`]: on
-/// x86, Q8_0, Q4_0, Q4_1 and IQ4_NL); the other types are packed once at
+/// x86, Q8_0, Q4_0, Q4_1, IQ4_NL, Q4_K, Q5_K and Q6_K); the other types
+/// (Q5_0, Q5_1, Q3_K, Q2_K, IQ4_XS, every NEON layout) are packed once at
 /// load.
 #[derive(Clone, Copy)]
 pub struct StreamedWeights {

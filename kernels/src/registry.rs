@@ -360,10 +360,14 @@ pub struct Config {
     /// this CPU ([`prepare`]); `false` keeps every matrix mapped.
     pub repack: bool,
     /// With `repack`: the types that have a SIMD group packer on this CPU
-    /// (x86: Q8_0, Q4_0, Q4_1, IQ4_NL) are not copied at load but packed
+    /// (x86: Q8_0, Q4_0, Q4_1, IQ4_NL, Q4_K, Q5_K, Q6_K) are not copied at load but packed
     /// group by group while they are multiplied
-    /// ([`crate::packed::StreamedWeights`], the same results); `false`
-    /// copies them at load like the other types.
+    /// ([`crate::packed::StreamedWeights`], the same results), until the
+    /// caller makes their copies ([`Matrix::pack_streamed`], e.g. on a
+    /// thread of its own: streamed decoding is slower); `false` copies them
+    /// at load like the other types. Default: `false` (a caller that never
+    /// makes the copies keeps the speed of packed matrices);
+    /// [`Config::from_env`]: `true` unless `PHI_STREAM=0`.
     pub stream: bool,
     /// The dot instruction of the 256-bit packed kernels (matrices packed
     /// for `Isa::Avx2`); `None`: the process's ([`dispatch::avx2_dot`]).
@@ -378,7 +382,7 @@ impl Default for Config {
         Config {
             isa: None,
             repack: true,
-            stream: true,
+            stream: false,
             avx2_dot: None,
             neon_dot: None,
         }
@@ -431,6 +435,7 @@ impl Config {
     /// The configuration the values of `PHI_ISA` and `PHI_REPACK` ask for:
     /// an error for an unknown ISA name or one this CPU lacks
     /// ([`dispatch::parse_request`]); repacking unless `repack` is `"0"`;
+    /// streaming (the front ends' choice; `from_env` reads `PHI_STREAM`);
     /// the process's AVX2 dot flavour.
     pub fn parse(isa: Option<&str>, repack: Option<&str>) -> Result<Config, KernelError> {
         Ok(Config {

@@ -934,7 +934,11 @@ fn streamed_matrices_match_packed_bit_for_bit() {
     let (ty, rows, cols, nt) = (GgmlType::Q8_0, 64, 256, 3);
     let data = random_weights(&mut rng, ty, rows, cols);
     let w = Weights::new(ty, rows, cols, &data).unwrap();
-    let m = phi_kernels::prepare(&w, &phi_kernels::Config::default()).unwrap();
+    let stream = phi_kernels::Config {
+        stream: true,
+        ..Default::default()
+    };
+    let m = phi_kernels::prepare(&w, &stream).unwrap();
     assert!(m.is_streamed() && !m.is_packed());
     let x = random_x(&mut rng, cols * nt);
     let mut sc = Scratch::default();
@@ -947,10 +951,7 @@ fn streamed_matrices_match_packed_bit_for_bit() {
     // The copy no longer reads the source.
     matmul(m.view(&[]).unwrap(), &x, nt, &mut y1, &mut sc).unwrap();
     assert_eq!(y0, y1);
-    let no_stream = phi_kernels::Config {
-        stream: false,
-        ..Default::default()
-    };
-    let m = phi_kernels::prepare(&w, &no_stream).unwrap();
+    // The default packs at load.
+    let m = phi_kernels::prepare(&w, &phi_kernels::Config::default()).unwrap();
     assert!(m.is_packed() && !m.is_streamed());
 }

@@ -20,7 +20,12 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 
 #[test]
 fn config_parses_the_environment_values() {
-    assert_eq!(Config::parse(None, None).unwrap(), Config::default());
+    // The front ends' configuration: the defaults, streaming on.
+    let front = Config {
+        stream: true,
+        ..Config::default()
+    };
+    assert_eq!(Config::parse(None, None).unwrap(), front);
     let c = Config::parse(Some("scalar"), Some("0")).unwrap();
     assert_eq!((c.isa, c.repack), (Some(Isa::Scalar), false));
     assert!(Config::parse(Some(" auto "), Some("1")).unwrap().repack);

@@ -436,10 +436,11 @@ pub unsafe extern "C" fn phi_model_load(
                 "phi_model_params",
             )
         }?;
+        // The C API keeps its contract: every packed matrix is copied at
+        // load (no thread is left running behind the caller).
         let options = ModelOptions {
             repack: params.repack,
-            // (`PHI_STREAM=0` in the environment turns it off.)
-            stream: phi_kernels::Config::from_env().stream,
+            stream: false,
         };
         let model = if params.use_mmap {
             Model::load_with(path, &options)
@@ -449,9 +450,6 @@ pub unsafe extern "C" fn phi_model_load(
                 .and_then(|b| Model::from_gguf_with(phi_gguf::Gguf::from_bytes(b)?, &options))
         }
         .map_err(phi_err)?;
-        // The C API keeps its contract: every packed matrix is copied at
-        // load (no thread is left running behind the caller).
-        model.pack_streamed().map_err(phi_err)?;
         let h = Box::new(phi_model {
             model: Arc::new(model),
         });

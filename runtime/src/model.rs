@@ -80,13 +80,16 @@ pub struct ModelOptions {
     /// once. `false` keeps every weight in the mapping (zero-copy).
     /// Default: true; [`ModelOptions::from_env`]: unless `PHI_REPACK=0`.
     pub repack: bool,
-    /// With `repack`: the types whose row groups the kernels can pack as
-    /// fast as memory streams them (x86: Q8_0, Q4_0, Q4_1, IQ4_NL) are not
+    /// With `repack`: the types whose row groups the kernels pack with SIMD
+    /// (x86: Q8_0, Q4_0, Q4_1, IQ4_NL, Q4_K, Q5_K, Q6_K) are not
     /// copied at load but packed group by group, in cache, each time they
     /// are multiplied: the same results, no copy (load is a map, the
-    /// weights stay resident once). `false` copies them at load like the
-    /// other types. Default: true; [`ModelOptions::from_env`]: unless
-    /// `PHI_STREAM=0`.
+    /// weights stay resident once), until [`Model::pack_streamed`] or
+    /// [`Model::pack_in_background`] makes their copies (streamed decoding
+    /// is slower: call one of them). `false` copies them at load like the
+    /// other types. Default: false; [`ModelOptions::from_env`]: true unless
+    /// `PHI_STREAM=0` (the `phi` command makes the copies in the
+    /// background).
     pub stream: bool,
 }
 
@@ -94,7 +97,7 @@ impl Default for ModelOptions {
     fn default() -> Self {
         ModelOptions {
             repack: true,
-            stream: true,
+            stream: false,
         }
     }
 }
