@@ -107,20 +107,33 @@ pub(crate) mod k_layout {
     /// IQ4_XS: 8 i32 (`−128·Σa` per 32-element sub-block).
     pub(crate) const IQ4XS_SIDE: usize = 32;
 
-    use crate::formats::k_quants::{unpack_scales_mins_k4, BlockQ4_K, BlockQ6_K};
+    use crate::formats::k_quants::{BlockQ4_K, BlockQ6_K};
     use core::mem::offset_of;
 
     /// Row `r`'s unpacked scales and mins, `d` and `dmin` in a Q4_K / Q5_K
     /// record `out`, from its file block `blk` (both types start with f16
     /// d, f16 dmin and the 12 packed scale bytes). The scalar packer and
-    /// the SIMD group packers (which transpose the quants) share it.
+    /// the SIMD group packers (which transpose the quants) share it; the
+    /// unit test below holds it to `k_quants::unpack_scales_mins_k4`.
     pub(crate) fn q4_k_side(blk: &[u8], r: usize, out: &mut [u8]) {
+        // `unpack_scales_mins_k4` on 4 bytes at once (the packers' hot
+        // spot): with the scale bytes as words a, b, c, scales 0..4 are
+        // a & 63, mins 0..4 b & 63; scales 4..8 are the low nibbles of c
+        // with a's top 2 bits above them, mins 4..8 c's high nibbles with
+        // b's top 2 bits.
         let at = offset_of!(BlockQ4_K, scales);
-        let scales: &[u8; 12] = blk[at..at + 12].try_into().unwrap();
-        let (sc, mn) = unpack_scales_mins_k4(scales);
+        let word =
+            |i: usize| u32::from_le_bytes(blk[at + 4 * i..at + 4 * i + 4].try_into().unwrap());
+        let (a, b, c) = (word(0), word(1), word(2));
+        let (low6, nib, top2) = (0x3F3F_3F3F, 0x0F0F_0F0F, 0x3030_3030);
+        let sc = (a & low6) as u64 | ((((c & nib) | ((a >> 2) & top2)) as u64) << 32);
+        let mn = (b & low6) as u64 | (((((c >> 4) & nib) | ((b >> 2) & top2)) as u64) << 32);
         for j in 0..8 {
-            out[Q4K_SC + 16 * j + r] = sc[j];
-            out[Q4K_MIN + 32 * (j / 2) + 2 * r + j % 2] = mn[j];
+            out[Q4K_SC + 16 * j + r] = (sc >> (8 * j)) as u8;
+        }
+        for p in 0..4 {
+            let pair = (mn >> (16 * p)) as u16;
+            out[Q4K_MIN + 32 * p + 2 * r..][..2].copy_from_slice(&pair.to_le_bytes());
         }
         let (d, dmin) = (offset_of!(BlockQ4_K, d), offset_of!(BlockQ4_K, dmin));
         out[Q4K_D + 2 * r..][..2].copy_from_slice(&blk[d..d + 2]);
@@ -136,5 +149,37 @@ pub(crate) mod k_layout {
         }
         let d = offset_of!(BlockQ6_K, d);
         out[Q6K_D + 2 * r..][..2].copy_from_slice(&blk[d..d + 2]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::k_layout::*;
+    use crate::formats::k_quants::unpack_scales_mins_k4;
+
+    /// `q4_k_side` writes what `unpack_scales_mins_k4` unpacks, for every
+    /// value of each scale byte.
+    #[test]
+    fn q4_k_side_unpacks_like_the_reference() {
+        let mut blk = [0u8; 144];
+        let mut out = vec![0u8; Q4_K_REC];
+        for v in 0..=255u8 {
+            for (i, b) in blk.iter_mut().enumerate().take(16) {
+                *b = v.wrapping_mul(i as u8 * 37 + 11).wrapping_add(i as u8);
+            }
+            let r = usize::from(v % 16);
+            q4_k_side(&blk, r, &mut out);
+            let (sc, mn) = unpack_scales_mins_k4(blk[4..16].try_into().unwrap());
+            for j in 0..8 {
+                assert_eq!(out[Q4K_SC + 16 * j + r], sc[j], "scale {j}, v {v}");
+                assert_eq!(
+                    out[Q4K_MIN + 32 * (j / 2) + 2 * r + j % 2],
+                    mn[j],
+                    "min {j}, v {v}"
+                );
+            }
+            assert_eq!(out[Q4K_D + 2 * r..][..2], blk[..2]);
+            assert_eq!(out[Q4K_DMIN + 2 * r..][..2], blk[2..4]);
+        }
     }
 }
