@@ -17,6 +17,11 @@ use phi_kernels::packed::{matmul_packed, PackedWeights};
 use phi_kernels::{dispatch, matmul_with_isa, GgmlType, Isa, Scratch, Weights};
 use std::time::Duration;
 
+// The integration tests' deterministic inputs.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::rand_vec;
+
 /// (cols, rows): qkv, attn_output, ffn_up(gate|up), ffn_down, output.
 const SHAPES: [(usize, usize); 5] = [
     (3072, 9216),
@@ -46,18 +51,6 @@ const TYPES: [GgmlType; 15] = [
 
 const GEMM_TOKENS: usize = 64;
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
     phi_kernels::quantize_row(ty, x, &mut out).expect("quantize");
@@ -67,7 +60,7 @@ fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
 /// A rows×cols matrix of `ty`: 64 distinct quantized rows, repeated.
 fn matrix(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let distinct = 64.min(rows);
-    let proto = quantize(ty, &rand_vec(distinct * cols, cols as u64));
+    let proto = quantize(ty, &rand_vec(distinct * cols, cols as u64, 1.0));
     let rb = proto.len() / distinct;
     let mut out = Vec::with_capacity(rb * rows);
     for r in 0..rows {
@@ -138,7 +131,7 @@ fn bench_matmul(c: &mut Criterion) {
             }
             let data = matrix(ty, rows, cols);
             let w = Weights::new(ty, rows, cols, &data).expect("weights");
-            let x = rand_vec(cols * GEMM_TOKENS, 7);
+            let x = rand_vec(cols * GEMM_TOKENS, 7, 1.0);
             let mut y = vec![0.0f32; rows * GEMM_TOKENS];
             let mut scratch = Scratch::default();
             for isa in isas() {

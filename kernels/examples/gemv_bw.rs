@@ -9,31 +9,13 @@
 //! measures `matmul_packed` on the repacked matrix, against the file's bytes.
 
 use phi_kernels::packed::{matmul_packed, PackedWeights};
-use phi_kernels::{dispatch, matmul_with_isa, quantize_row, GgmlType, Isa, Scratch, Weights};
+use phi_kernels::{dispatch, matmul_with_isa, GgmlType, Isa, Scratch, Weights};
 use rayon::prelude::*;
 use std::time::Instant;
 
-const COLS: usize = 3072;
+mod common;
 
-fn matrix(ty: GgmlType, rows: usize) -> Vec<u8> {
-    let row_bytes = ty.bytes_for(COLS as u64).expect("row size") as usize;
-    let seed_rows = 512.min(rows);
-    let mut seed = vec![0u8; seed_rows * row_bytes];
-    let mut x = vec![0f32; COLS];
-    for (r, out) in seed.chunks_exact_mut(row_bytes).enumerate() {
-        for (c, v) in x.iter_mut().enumerate() {
-            let h = (r * COLS + c).wrapping_mul(2_654_435_761) % 10_007;
-            *v = h as f32 / 5003.5 - 1.0;
-        }
-        quantize_row(ty, &x, out).expect("quantize");
-    }
-    let mut data = Vec::with_capacity(rows * row_bytes);
-    while data.len() < rows * row_bytes {
-        let n = (rows * row_bytes - data.len()).min(seed.len());
-        data.extend_from_slice(&seed[..n]);
-    }
-    data
-}
+const COLS: usize = 3072;
 
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -114,7 +96,7 @@ fn main() {
     for ty in types {
         let rb = ty.bytes_for(COLS as u64).unwrap() as usize;
         let rows = ((mib << 20) / rb / 16 * 16).max(16);
-        let big = matrix(ty, rows);
+        let big = common::matrix(ty, rows, COLS, 512);
         let wb = Weights::new(ty, rows, COLS, &big).unwrap();
         let hot_rows = ((1 << 20) / rb / 16 * 16).max(16);
         let hot = Weights::new(ty, hot_rows, COLS, &big[..hot_rows * rb]).unwrap();

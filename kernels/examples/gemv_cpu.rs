@@ -18,9 +18,11 @@
 //! figures then per token).
 
 use phi_kernels::packed::{matmul_packed, Avx2Dot, PackedWeights};
-use phi_kernels::{dispatch, quantize_row, GgmlType, Isa, Scratch, Weights};
+use phi_kernels::{dispatch, GgmlType, Isa, Scratch, Weights};
 use rayon::prelude::*;
 use std::time::Instant;
+
+mod common;
 
 const COLS: usize = 3072;
 
@@ -67,26 +69,6 @@ fn nominal_mhz() -> f64 {
                 .and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
         })
         .unwrap_or(0.0)
-}
-
-/// `rows` × COLS weights of `ty`: 256 distinct quantized rows, repeated.
-fn matrix(ty: GgmlType, rows: usize) -> Vec<u8> {
-    let row_bytes = ty.bytes_for(COLS as u64).expect("row size") as usize;
-    let seed_rows = 256.min(rows);
-    let mut seed = vec![0u8; seed_rows * row_bytes];
-    let mut x = vec![0f32; COLS];
-    for (r, out) in seed.chunks_exact_mut(row_bytes).enumerate() {
-        for (c, v) in x.iter_mut().enumerate() {
-            let h = (r * COLS + c).wrapping_mul(2_654_435_761) % 10_007;
-            *v = h as f32 / 5003.5 - 1.0;
-        }
-        quantize_row(ty, &x, out).expect("quantize");
-    }
-    seed.iter()
-        .copied()
-        .cycle()
-        .take(rows * row_bytes)
-        .collect()
 }
 
 fn packed(ty: GgmlType, rows: usize, data: &[u8], dot: Avx2Dot) -> PackedWeights {
@@ -153,10 +135,10 @@ fn main() {
     for &ty in &types {
         let rb = ty.bytes_for(COLS as u64).unwrap() as usize;
         let hot_rows = ((512 << 10) / rb / 16 * 16).max(16);
-        let hot_data = matrix(ty, hot_rows);
+        let hot_data = common::matrix(ty, hot_rows, COLS, 256);
         let big_rows = ((mib << 20) / rb / 16 * 16).max(16);
         let big_data = if mib > 0 {
-            matrix(ty, big_rows)
+            common::matrix(ty, big_rows, COLS, 256)
         } else {
             Vec::new()
         };

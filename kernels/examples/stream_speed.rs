@@ -13,26 +13,12 @@
 use phi_kernels::packed::{
     matmul_packed, matmul_streamed, packed_isa, PackedWeights, StreamedWeights,
 };
-use phi_kernels::{quantize_row, GgmlType, Scratch, Weights};
+use phi_kernels::{GgmlType, Scratch, Weights};
 use std::time::Instant;
 
-const COLS: usize = 3072;
+mod common;
 
-fn matrix(ty: GgmlType, rows: usize) -> Vec<u8> {
-    let row: Vec<f32> = (0..COLS)
-        .map(|i| ((i * 7919 % 255) as f32 - 127.0) / 64.0)
-        .collect();
-    let mut one = vec![0u8; ty.bytes_for(COLS as u64).unwrap() as usize];
-    quantize_row(ty, &row, &mut one).unwrap();
-    let mut all = Vec::with_capacity(one.len() * rows);
-    for r in 0..rows {
-        // Vary the rows a little (the scales' low byte).
-        all.extend_from_slice(&one);
-        let n = all.len();
-        all[n - one.len()] ^= (r % 7) as u8;
-    }
-    all
-}
+const COLS: usize = 3072;
 
 /// Best seconds of `reps` calls of `f`.
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -67,7 +53,7 @@ fn main() {
         let row_bytes = ty.bytes_for(COLS as u64).unwrap() as usize;
         for (label, bytes) in [("hot", 256usize << 10), ("cold", 1 << 30)] {
             let rows = (bytes / row_bytes / 16 * 16).max(16);
-            let data = matrix(ty, rows);
+            let data = common::matrix(ty, rows, COLS, 256);
             let w = Weights::new(ty, rows, COLS, &data).unwrap();
             let p = PackedWeights::pack_with_isa(isa, &w)
                 .unwrap()

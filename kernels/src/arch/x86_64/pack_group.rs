@@ -37,11 +37,11 @@ pub(crate) fn group_packer(ty: GgmlType) -> Option<GroupPackFn> {
     })
 }
 
-/// Copies the 16 rows' f16 words at byte `off` of block `b` to `dst`.
+/// Copies the 16 rows' 2-byte words at byte `at` of each row (`src +
+/// r·w_row + at`) to `dst` (row `r` at `dst + 2r`).
 ///
 /// # Safety
-/// Rows `0..16` at `src + r·w_row` have block `b` readable; `dst` has 32
-/// writable bytes.
+/// Those 16 words are readable; `dst` has 32 writable bytes.
 #[inline(always)]
 unsafe fn copy_halves(src: *const u8, w_row: usize, at: usize, dst: *mut u8) {
     for r in 0..16 {
@@ -195,8 +195,14 @@ unsafe fn k_quant<const K: u8>(
     for b in 0..nb {
         let at = b * bs;
         prefetch_next(next, next_len, b, nb);
-        // SAFETY: super-block b of rows 0..16 is readable and its record
-        // writable (caller); the parts lie inside the block and the record.
+        // SAFETY: super-block b of rows 0..16 (bs bytes at src + r·w_row +
+        // at) is readable and its record (rec bytes at recs + b·rec)
+        // writable (caller). Each part's chunks are 32 bytes inside the
+        // block (from + 32c + 32 <= bs) and 512 bytes inside the record
+        // (to + 512c + 512 <= rec: the k_layout offsets). The record slice
+        // is made after the transposes' raw writes and is the only
+        // reference to those bytes while it lives; the block slices are
+        // read-only views of the caller's rows.
         unsafe {
             let out = recs.add(b * rec);
             for &(from, to, chunks) in parts {
